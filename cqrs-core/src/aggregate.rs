@@ -1,0 +1,58 @@
+//! Aggregates: state rebuilt from events, and the decisions that produce new events.
+
+use std::future::Future;
+
+use crate::event::DomainEvent;
+
+/// An aggregate: the consistency boundary whose events live in one stream.
+///
+/// Implement it with `#[derive(Aggregate)]` and `#[aggregate(name = "...", event = ..., error = ...)]`.
+/// The initial state is [`Default::default`]; [`Aggregate::apply`] folds each event into the
+/// state. Apply is the only place state changes: it never fails and never decides.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an aggregate",
+    label = "this type does not implement `Aggregate`",
+    note = "add `#[derive(Aggregate)]` and `#[aggregate(name = \"...\", event = ..., error = ...)]` to `{Self}`"
+)]
+pub trait Aggregate: Default + Send + Sync + 'static {
+    /// The aggregate's name, the prefix of its stream ids: `{NAME}-{id}`.
+    const NAME: &'static str;
+
+    /// The schema version of this aggregate's snapshots. Raise it when the state's shape changes;
+    /// snapshots of other versions are then ignored and the state is rebuilt from events.
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    /// The events this aggregate records.
+    type Event: DomainEvent;
+
+    /// The domain error its command handlers return.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Folds one event into the state.
+    fn apply(&mut self, event: Self::Event);
+}
+
+/// The decision side of an aggregate: turns a command into events, or refuses it with a domain
+/// error.
+///
+/// Implement it with `#[command_handler]` on the `impl` block that holds the handler methods.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no command handlers",
+    label = "this type does not implement `CommandHandler`",
+    note = "add `#[command_handler]` to the `impl {Self}` block that holds its command handler methods"
+)]
+pub trait CommandHandler: Aggregate {
+    /// The command enum.
+    type Command: Send + 'static;
+
+    /// What the handlers need from outside (a price list, a clock); `()` when nothing.
+    type Services: Send + Sync + 'static;
+
+    /// Decides what `command` means for the current state: the events to record (possibly none),
+    /// or a domain error. Never changes the state.
+    fn handle<'a>(
+        &'a self,
+        command: Self::Command,
+        services: &'a Self::Services,
+    ) -> impl Future<Output = Result<Vec<Self::Event>, Self::Error>> + Send + 'a;
+}

@@ -1,0 +1,464 @@
+//! The event model: stream ids, versions, positions, and the envelope every stored event travels in.
+
+use std::borrow::{Borrow, Cow};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The longest stream id a store accepts, in bytes.
+///
+/// PostgreSQL indexes and log lines stay readable with ids of this size; a longer id is almost
+/// always a bug (a serialized object used as an id) and is refused with [`InvalidStreamId::TooLong`].
+pub const MAX_STREAM_ID_LEN: usize = 256;
+
+/// Why a string was refused as a [`StreamId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidStreamId {
+    /// The id was the empty string.
+    #[error("stream id is empty")]
+    Empty,
+    /// The id was longer than [`MAX_STREAM_ID_LEN`] bytes.
+    #[error("stream id is {len} bytes long, the limit is {max}")]
+    TooLong {
+        /// The length of the refused id, in bytes.
+        len: usize,
+        /// The limit, [`MAX_STREAM_ID_LEN`].
+        max: usize,
+    },
+    /// The id contained a control character (a newline, a NUL, ...).
+    #[error("stream id contains the control character {character:?} at byte {index}")]
+    ControlCharacter {
+        /// The offending character.
+        character: char,
+        /// Its byte offset in the id.
+        index: usize,
+    },
+}
+
+/// The name of one stream: one aggregate instance, `{aggregate name}-{id}`.
+///
+/// A `StreamId` is validated on construction (non-empty, at most [`MAX_STREAM_ID_LEN`] bytes, no
+/// control characters), so every store can rely on it. Cloning is cheap.
+///
+/// ```
+/// use cqrs_core::StreamId;
+///
+/// let stream = StreamId::for_aggregate("show", "42")?;
+/// assert_eq!(stream.as_str(), "show-42");
+/// assert!(StreamId::new("").is_err());
+/// # Ok::<(), cqrs_core::InvalidStreamId>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct StreamId(Arc<str>);
+
+impl StreamId {
+    /// Validates `id` and wraps it.
+    pub fn new(id: impl AsRef<str>) -> Result<Self, InvalidStreamId> {
+        let id = id.as_ref();
+        Self::validate(id)?;
+        Ok(Self(Arc::from(id)))
+    }
+
+    /// The stream of the aggregate named `aggregate` with the id `id`: `{aggregate}-{id}`.
+    pub fn for_aggregate(aggregate: &str, id: impl fmt::Display) -> Result<Self, InvalidStreamId> {
+        use fmt::Write as _;
+        let mut name = String::with_capacity(aggregate.len() + 24);
+        name.push_str(aggregate);
+        name.push('-');
+        // Writing into a String cannot fail.
+        let _ = write!(name, "{id}");
+        Self::validate(&name)?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    fn validate(id: &str) -> Result<(), InvalidStreamId> {
+        if id.is_empty() {
+            return Err(InvalidStreamId::Empty);
+        }
+        if id.len() > MAX_STREAM_ID_LEN {
+            return Err(InvalidStreamId::TooLong {
+                len: id.len(),
+                max: MAX_STREAM_ID_LEN,
+            });
+        }
+        if let Some((index, character)) = id.char_indices().find(|(_, c)| c.is_control()) {
+            return Err(InvalidStreamId::ControlCharacter { character, index });
+        }
+        Ok(())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StreamId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for StreamId {
+    type Error = InvalidStreamId;
+
+    fn try_from(id: &str) -> Result<Self, Self::Error> {
+        Self::new(id)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = InvalidStreamId;
+
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::validate(&id)?;
+        Ok(Self(Arc::from(id)))
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let id = String::deserialize(deserializer)?;
+        Self::try_from(id).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The version of a stream: how many events it holds. The first event of a stream has version 1.
+///
+/// `Version(0)` (also [`Version::INITIAL`]) is the version of a stream that has no events yet.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Version(pub u64);
+
+impl Version {
+    /// The version of a stream with no events.
+    pub const INITIAL: Version = Version(0);
+
+    /// The version after this one.
+    #[must_use]
+    pub fn next(self) -> Version {
+        Version(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A place in the global log of a store, increasing in commit order. The first event has position 1.
+///
+/// `Position(0)` (also [`Position::START`]) is before the first event: reading after it reads all.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Position(pub u64);
+
+impl Position {
+    /// Before the first event of the log.
+    pub const START: Position = Position(0);
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The unique id of one stored event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(pub Uuid);
+
+impl EventId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        EventId(crate::id::random_uuid())
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The id of one command, used for idempotency: a command id already applied to a stream is not
+/// applied again.
+///
+/// Any string the caller finds unique will do (a request id, `"{saga}/{event id}"`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CommandId(Arc<str>);
+
+impl CommandId {
+    /// Wraps `id`.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        CommandId(id.into())
+    }
+
+    /// A fresh random id.
+    pub fn random() -> Self {
+        CommandId(Arc::from(crate::id::random_uuid().to_string()))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for CommandId {
+    fn from(id: &str) -> Self {
+        CommandId(Arc::from(id))
+    }
+}
+
+impl From<String> for CommandId {
+    fn from(id: String) -> Self {
+        CommandId(Arc::from(id))
+    }
+}
+
+/// What an event says about where it came from, beside its payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The id shared by every command and event of one business process.
+    pub correlation_id: Option<Uuid>,
+    /// The id of the message (event or command) that caused this one.
+    pub causation_id: Option<Uuid>,
+    /// The command that produced this event.
+    pub command_id: Option<CommandId>,
+    /// When the event was produced.
+    pub timestamp: SystemTime,
+    /// Free-form headers (user id, tenant, trace id, ...).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            correlation_id: None,
+            causation_id: None,
+            command_id: None,
+            timestamp: SystemTime::now(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The stored form of an event's data: the bytes of its JSON encoding. Cloning is cheap.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Arc<[u8]>);
+
+impl Payload {
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload(Arc::from(bytes))
+    }
+}
+
+impl From<&[u8]> for Payload {
+    fn from(bytes: &[u8]) -> Self {
+        Payload(Arc::from(bytes))
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(text: &str) -> Self {
+        Payload(Arc::from(text.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => fmt::Debug::fmt(text, f),
+            Err(_) => write!(f, "<{} bytes>", self.0.len()),
+        }
+    }
+}
+
+/// An event on its way into a store: everything but the stream, version and position, which the
+/// store assigns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The event's unique id.
+    pub event_id: EventId,
+    /// The stable name the event is stored under (see [`DomainEvent::event_type`]).
+    pub event_type: Cow<'static, str>,
+    /// The schema version of `payload`.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: Payload,
+    /// Where the event came from.
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// Encodes `event` with a fresh id and the given metadata.
+    pub fn encode<E: DomainEvent>(event: &E, metadata: Metadata) -> Result<Self, EncodeError> {
+        Ok(NewEvent {
+            event_id: EventId::new(),
+            event_type: Cow::Borrowed(event.event_type()),
+            schema_version: event.schema_version(),
+            payload: event.encode()?,
+            metadata,
+        })
+    }
+}
+
+/// An event as a store hands it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// The stream the event belongs to.
+    pub stream: StreamId,
+    /// Its version within the stream (1-based).
+    pub version: Version,
+    /// Its place in the global log.
+    pub position: Position,
+    /// The event's unique id.
+    pub event_id: EventId,
+    /// The stable name the event is stored under.
+    pub event_type: Cow<'static, str>,
+    /// The schema version the payload was written with.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: Payload,
+    /// Where the event came from.
+    pub metadata: Metadata,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload into `E`; the error names this event's stream, version and type.
+    pub fn decode<E: DomainEvent>(&self) -> Result<E, crate::StoreError> {
+        E::decode(
+            &self.event_type,
+            self.schema_version,
+            self.payload.as_bytes(),
+        )
+        .map_err(|source| crate::StoreError::Decode {
+            stream: self.stream.clone(),
+            version: self.version,
+            event_type: self.event_type.to_string(),
+            source,
+        })
+    }
+}
+
+/// Describes one event type of a [`DomainEvent`] enum: its stored name and current schema version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTypeInfo {
+    /// The stable name the event is stored under.
+    pub name: &'static str,
+    /// The schema version new events of this type are written with.
+    pub version: u32,
+}
+
+/// Why an event could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode event `{event_type}`: {source}")]
+pub struct EncodeError {
+    /// The stored name of the event type.
+    pub event_type: &'static str,
+    /// What the encoder said.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// Why a stored event could not be turned back into a typed event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No variant of the event enum is stored under this name.
+    #[error("unknown event type `{event_type}`")]
+    UnknownEventType {
+        /// The stored name.
+        event_type: String,
+    },
+    /// The stored schema version is newer than the code knows, or older with no upcaster for it.
+    #[error("unsupported schema version {found} (this code writes version {current})")]
+    UnsupportedSchemaVersion {
+        /// The stored schema version.
+        found: u32,
+        /// The version the current code writes.
+        current: u32,
+    },
+    /// The payload did not fit the event's fields.
+    #[error("payload does not fit: {0}")]
+    InvalidPayload(#[source] serde_json::Error),
+}
+
+/// A domain event enum: stable stored names, schema versions, and the encoding to and from the
+/// stored payload.
+///
+/// Implement it with `#[derive(DomainEvent)]`. The stored name of a variant defaults to the
+/// variant's name and can be pinned with `#[event(name = "...")]`, so that renaming the Rust
+/// variant does not change stored data.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a domain event",
+    label = "this type does not implement `DomainEvent`",
+    note = "add `#[derive(DomainEvent)]` (and `Serialize`, `Deserialize`) to the event enum"
+)]
+pub trait DomainEvent: Sized + Send + Sync + 'static {
+    /// Every event type of this enum, in declaration order.
+    const EVENT_TYPES: &'static [EventTypeInfo];
+
+    /// The stable stored name of this event.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this event is written with.
+    fn schema_version(&self) -> u32;
+
+    /// Encodes the event's fields (not its name) as the stored payload.
+    fn encode(&self) -> Result<Payload, EncodeError>;
+
+    /// Decodes a stored payload written under `event_type` with `schema_version`.
+    fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError>;
+}

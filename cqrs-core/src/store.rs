@@ -1,0 +1,298 @@
+//! The contract every event store fulfils: atomic appends with an expected version, stream and
+//! global reads, waiting for new events, snapshots and command-id records.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::{
+    CommandId, DecodeError, InvalidStreamId, NewEvent, Position, RecordedEvent, StreamId, Version,
+};
+
+/// What the writer believes about a stream's version before it appends.
+///
+/// The same four states as KurrentDB's. Versions are 1-based and a stream with no events has
+/// version 0, so `Exact(Version(0))` means the same as `NoStream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version is.
+    Any,
+    /// The stream must not have any events yet.
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream's version must be exactly this one.
+    Exact(Version),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream currently at `actual` satisfies this expectation.
+    pub fn matches(self, actual: Version) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == Version::INITIAL,
+            ExpectedVersion::StreamExists => actual > Version::INITIAL,
+            ExpectedVersion::Exact(expected) => actual == expected,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("an existing stream"),
+            ExpectedVersion::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// What a successful append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// The version of the first event written (the stream's version + 1 before the append).
+    pub first_version: Version,
+    /// The stream's version after the append: the version of its last event.
+    pub version: Version,
+    /// The global position of the first event written, `None` when no event was written.
+    pub first_position: Option<Position>,
+    /// The global position of the last event written, `None` when no event was written.
+    pub position: Option<Position>,
+}
+
+/// The durable record that a command id was applied to a stream, and what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// The command's id.
+    pub command_id: CommandId,
+    /// The stream it was applied to.
+    pub stream: StreamId,
+    /// The version of the first event it wrote.
+    pub first_version: Version,
+    /// The version of the last event it wrote.
+    pub version: Version,
+    /// The global position of the last event it wrote.
+    pub position: Position,
+}
+
+/// A stored snapshot of an aggregate's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stream version the state covers: events up to and including this version are in it.
+    pub version: Version,
+    /// The schema version of the encoded state; a snapshot of another schema version is ignored.
+    pub schema_version: u32,
+    /// The encoded state.
+    pub payload: Vec<u8>,
+}
+
+/// Everything that can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream's version did not match the expected one; nothing was written.
+    #[error("version conflict on stream `{stream}`: expected {expected}, found version {actual}")]
+    Conflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's actual version (0 when it has no events).
+        actual: Version,
+    },
+    /// The events carried a command id that was already applied to the stream; nothing was written.
+    #[error("command `{}` was already applied to stream `{}`", .earlier.command_id, .earlier.stream)]
+    DuplicateCommand {
+        /// What the earlier application of the command wrote.
+        earlier: CommandRecord,
+    },
+    /// A stream id was refused.
+    #[error(transparent)]
+    InvalidStream(#[from] InvalidStreamId),
+    /// A stored event could not be decoded.
+    #[error(
+        "cannot decode event `{event_type}` at version {version} of stream `{stream}`: {source}"
+    )]
+    Decode {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// Its version in the stream.
+        version: Version,
+        /// Its stored type name.
+        event_type: String,
+        /// Why it could not be decoded.
+        #[source]
+        source: DecodeError,
+    },
+    /// The events of one append carried different command ids.
+    #[error("the events of one append carry different command ids ({first:?} and {other:?})")]
+    MixedCommandIds {
+        /// The first event's command id.
+        first: Option<CommandId>,
+        /// Another command id in the same append.
+        other: Option<CommandId>,
+    },
+    /// The storage backend failed (I/O, connection, database error). The append may be retried.
+    #[error("event store backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(error.into())
+    }
+}
+
+/// The command id shared by all of `events`, checking that they agree.
+///
+/// A store records it with the append (see [`EventStore::append`]).
+pub fn command_id_of(events: &[NewEvent]) -> Result<Option<&CommandId>, StoreError> {
+    let mut events = events.iter();
+    let Some(first) = events.next() else {
+        return Ok(None);
+    };
+    let command_id = first.metadata.command_id.as_ref();
+    for event in events {
+        if event.metadata.command_id.as_ref() != command_id {
+            return Err(StoreError::MixedCommandIds {
+                first: command_id.cloned(),
+                other: event.metadata.command_id.clone(),
+            });
+        }
+    }
+    Ok(command_id)
+}
+
+/// An event store: the durable home of every stream.
+///
+/// Every implementation passes the shared conformance suite in the `cqrs-tests` package, so the
+/// guarantees below hold whichever store runs underneath.
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if its version matches `expected`: all of them, contiguous in
+    /// the stream and in the global log, or none. A reader never sees part of an append.
+    ///
+    /// When the events carry a command id (all of them the same, see [`command_id_of`]) that was
+    /// already applied to this stream, nothing is written and the error is
+    /// [`StoreError::DuplicateCommand`] with the earlier record, whatever `expected` says. The
+    /// record is written in the same atomic step as the events.
+    ///
+    /// Appending no events checks `expected` and writes nothing.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError>;
+
+    /// Reads up to `limit` events of `stream` with a version of `from` or later, in version order.
+    /// A stream with no events reads as empty.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `limit` events of the global log with a position after `after`, in position
+    /// order. A reader that continues after the last position it saw never skips an event.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position of the last event in the global log ([`Position::START`] when it is empty).
+    async fn head(&self) -> Result<Position, StoreError>;
+
+    /// Waits until the global log holds an event after `after`, then returns the head position.
+    /// Returns at once when it already does. It waits without polling; wrap it in
+    /// `tokio::time::timeout` to bound the wait.
+    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError>;
+
+    /// Stores a snapshot of `stream`, replacing an older one.
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// Loads the latest snapshot of `stream` written with `schema_version`. A snapshot of another
+    /// schema version reads as `None`: it is never handed out to code that would misread it.
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// The record of `command_id` on `stream`, if that command was applied to it.
+    async fn command_record(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError>;
+}
+
+macro_rules! forward_event_store {
+    ($($pointer:ty),*) => {$(
+        #[async_trait::async_trait]
+        impl<S: EventStore + ?Sized> EventStore for $pointer {
+            async fn append(
+                &self,
+                stream: &StreamId,
+                expected: ExpectedVersion,
+                events: Vec<NewEvent>,
+            ) -> Result<AppendReceipt, StoreError> {
+                (**self).append(stream, expected, events).await
+            }
+
+            async fn read_stream(
+                &self,
+                stream: &StreamId,
+                from: Version,
+                limit: usize,
+            ) -> Result<Vec<RecordedEvent>, StoreError> {
+                (**self).read_stream(stream, from, limit).await
+            }
+
+            async fn read_all(
+                &self,
+                after: Position,
+                limit: usize,
+            ) -> Result<Vec<RecordedEvent>, StoreError> {
+                (**self).read_all(after, limit).await
+            }
+
+            async fn head(&self) -> Result<Position, StoreError> {
+                (**self).head().await
+            }
+
+            async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
+                (**self).wait_for_events(after).await
+            }
+
+            async fn save_snapshot(
+                &self,
+                stream: &StreamId,
+                snapshot: Snapshot,
+            ) -> Result<(), StoreError> {
+                (**self).save_snapshot(stream, snapshot).await
+            }
+
+            async fn load_snapshot(
+                &self,
+                stream: &StreamId,
+                schema_version: u32,
+            ) -> Result<Option<Snapshot>, StoreError> {
+                (**self).load_snapshot(stream, schema_version).await
+            }
+
+            async fn command_record(
+                &self,
+                stream: &StreamId,
+                command_id: &CommandId,
+            ) -> Result<Option<CommandRecord>, StoreError> {
+                (**self).command_record(stream, command_id).await
+            }
+        }
+    )*};
+}
+
+forward_event_store!(Arc<S>, Box<S>);

@@ -1,0 +1,1 @@
+//! An in-memory event store with the guarantees of a durable one.

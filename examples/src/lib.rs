@@ -1,0 +1,1 @@
+//! The domains behind the runnable examples, shared with the tests and the benchmark.

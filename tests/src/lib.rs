@@ -1,0 +1,1 @@
+//! Shared test code: the store conformance suite any `EventStore` plugs into.
