@@ -1,1 +1,592 @@
-//! An in-memory event store with the guarantees of a durable one.
+//! An in-memory event store with the guarantees of a durable one, for tests, examples and
+//! single-process applications.
+//!
+//! ```
+//! use cqrs_core::{EventId, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId, Version};
+//! use cqrs_memstore::MemStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemStore::new();
+//! let stream = StreamId::for_aggregate("show", 42)?;
+//! let reserved = NewEvent {
+//!     event_id: EventId::new(),
+//!     event_type: "SeatReserved".into(),
+//!     schema_version: 1,
+//!     payload: r#"{"seat":"A1"}"#.into(),
+//!     metadata: Metadata::default(),
+//! };
+//!
+//! let receipt = store
+//!     .append(&stream, ExpectedVersion::NoStream, vec![reserved])
+//!     .await?;
+//! assert_eq!(receipt.version, Version(1));
+//!
+//! // A second writer that still believes the stream is new is refused.
+//! let stale = store.append(&stream, ExpectedVersion::NoStream, vec![]).await;
+//! assert!(stale.is_err());
+//!
+//! let events = store.read_stream(&stream, Version(1), 100).await?;
+//! assert_eq!(events[0].event_type, "SeatReserved");
+//! assert_eq!(events[0].payload.as_bytes(), br#"{"seat":"A1"}"#);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! [`MemStore`] keeps every promise of [`EventStore`] and passes the same conformance suite as
+//! the PostgreSQL store: an append checks its expected version and command id and writes all of
+//! its events in one atomic step, contiguous in the stream and in the global log; a reader never
+//! sees part of an append; the global order agrees with the order of every stream.
+//!
+//! Appending no events checks the expected version and writes nothing; its receipt has
+//! `first_version` one past the stream's version, `version` equal to it, and no positions.
+//!
+//! # Concurrency
+//!
+//! Each stream has its own lock, held for the whole of an append to it, so appends to different
+//! streams do not wait for each other except for the short step that assigns global positions.
+//! No lock is ever held across an `.await`.
+//!
+//! # Fault injection
+//!
+//! [`MemStore::fail_next_appends`] and [`MemStore::fail_next_appends_after_writing`] make the next
+//! appends fail with [`StoreError::Backend`], before or after writing, so that callers (a
+//! repository's retry loop, a saga's idempotency) can be tested against a failing store.
+#![doc(html_root_url = "https://docs.rs/cqrs-memstore/0.1.0")]
+
+mod fault;
+mod log;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cqrs_core::store::command_id_of;
+use cqrs_core::{
+    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, Snapshot, StoreError, StreamId, Version,
+};
+use tokio::sync::watch;
+
+use crate::fault::Faults;
+pub use crate::fault::InjectedFault;
+use crate::log::Log;
+
+/// An [`EventStore`] that keeps everything in memory.
+///
+/// Clones share the same data, so a clone can be handed to each task or component.
+#[derive(Clone, Default)]
+pub struct MemStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The read lock finds a stream; the write lock is taken only to create one.
+    streams: RwLock<HashMap<StreamId, Arc<Mutex<StreamState>>>>,
+    /// Taken for writing only to assign positions to one append and push its events, while the
+    /// appender also holds the stream's lock. Lock order: stream, then log.
+    log: RwLock<Log>,
+    /// The head position, published after each append so that waiters wake without polling.
+    head: watch::Sender<Position>,
+    faults: Faults,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            streams: RwLock::default(),
+            log: RwLock::default(),
+            head: watch::Sender::new(Position::START),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// One stream. Its events live in the global log; the stream keeps their positions.
+#[derive(Default)]
+struct StreamState {
+    /// `positions[v - 1]` is the global position of the event with version `v`.
+    positions: Vec<Position>,
+    commands: HashMap<CommandId, CommandRecord>,
+    snapshot: Option<Snapshot>,
+}
+
+impl StreamState {
+    fn version(&self) -> Version {
+        Version(self.positions.len() as u64)
+    }
+}
+
+// Every critical section leaves the data consistent between statements and performs no operation
+// that can panic halfway, so a poisoned lock still guards valid data.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Checks `expected` against a stream at `actual`.
+fn check_version(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    actual: Version,
+) -> Result<(), StoreError> {
+    if expected.matches(actual) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// The receipt of an append that wrote nothing to a stream at `version`.
+fn empty_receipt(version: Version) -> AppendReceipt {
+    AppendReceipt {
+        first_version: version.next(),
+        version,
+        first_position: None,
+        position: None,
+    }
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next `count` appends fail with [`StoreError::Backend`] (its source is
+    /// [`InjectedFault::BeforeWrite`]) before anything is checked or written: nothing is lost and
+    /// nothing is half-written. Replaces an earlier count; `0` disarms it.
+    pub fn fail_next_appends(&self, count: usize) {
+        self.inner.faults.set(InjectedFault::BeforeWrite, count);
+    }
+
+    /// Makes the next `count` successful appends write their events and then fail with
+    /// [`StoreError::Backend`] (its source is [`InjectedFault::AfterWrite`]), as when a connection
+    /// drops after the commit: the caller cannot tell whether the append happened. Appends refused
+    /// for another reason (a conflict, a duplicate command) return that error and do not count.
+    /// Replaces an earlier count; `0` disarms it.
+    pub fn fail_next_appends_after_writing(&self, count: usize) {
+        self.inner.faults.set(InjectedFault::AfterWrite, count);
+    }
+
+    fn find_stream(&self, stream: &StreamId) -> Option<Arc<Mutex<StreamState>>> {
+        read(&self.inner.streams).get(stream).cloned()
+    }
+
+    fn find_or_create_stream(&self, stream: &StreamId) -> Arc<Mutex<StreamState>> {
+        if let Some(state) = self.find_stream(stream) {
+            return state;
+        }
+        write(&self.inner.streams)
+            .entry(stream.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Writes `events` to `stream`, whose lock the caller holds and whose version is checked.
+    fn write_events(
+        &self,
+        stream: &StreamId,
+        state: &mut StreamState,
+        command_id: Option<CommandId>,
+        events: Vec<NewEvent>,
+    ) -> AppendReceipt {
+        let first_version = state.version().next();
+        let (first_position, last_position) = {
+            let mut log = write(&self.inner.log);
+            let first_position = Position(log.head().0 + 1);
+            let mut version = first_version;
+            for event in events {
+                let position = Position(log.head().0 + 1);
+                log.push(RecordedEvent {
+                    stream: stream.clone(),
+                    version,
+                    position,
+                    event_id: event.event_id,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    payload: event.payload,
+                    metadata: event.metadata,
+                });
+                version = version.next();
+            }
+            (first_position, log.head())
+        };
+        state
+            .positions
+            .extend((first_position.0..=last_position.0).map(Position));
+        let version = state.version();
+        if let Some(command_id) = command_id {
+            let record = CommandRecord {
+                command_id: command_id.clone(),
+                stream: stream.clone(),
+                first_version,
+                version,
+                position: last_position,
+            };
+            state.commands.insert(command_id, record);
+        }
+        AppendReceipt {
+            first_version,
+            version,
+            first_position: Some(first_position),
+            position: Some(last_position),
+        }
+    }
+
+    /// Wakes the tasks waiting for events up to `position`.
+    fn publish_head(&self, position: Position) {
+        let head = &self.inner.head;
+        head.send_if_modified(|published| {
+            // Two appenders may publish out of commit order; the head only moves forward.
+            if position <= *published {
+                return false;
+            }
+            *published = position;
+            // Waking costs more than the rest of an append, so it is skipped when nobody waits.
+            // The value is updated either way, under the channel's lock: a waiter that subscribes
+            // later reads it, and one that subscribed earlier is counted here and woken.
+            head.receiver_count() > 0
+        });
+    }
+
+    fn acknowledge(&self, receipt: AppendReceipt) -> Result<AppendReceipt, StoreError> {
+        if self.inner.faults.take(InjectedFault::AfterWrite) {
+            return Err(StoreError::backend(InjectedFault::AfterWrite));
+        }
+        Ok(receipt)
+    }
+}
+
+impl fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let streams = read(&self.inner.streams).len();
+        let head = read(&self.inner.log).head();
+        f.debug_struct("MemStore")
+            .field("streams", &streams)
+            .field("head", &head)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for MemStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        if self.inner.faults.take(InjectedFault::BeforeWrite) {
+            return Err(StoreError::backend(InjectedFault::BeforeWrite));
+        }
+        let command_id = command_id_of(&events)?.cloned();
+
+        let state = match self.find_stream(stream) {
+            Some(state) => state,
+            // A stream that does not exist is at version 0 with no command records; an append
+            // that would write nothing to it does not create it.
+            None if events.is_empty() || !expected.matches(Version::INITIAL) => {
+                check_version(stream, expected, Version::INITIAL)?;
+                return self.acknowledge(empty_receipt(Version::INITIAL));
+            }
+            None => self.find_or_create_stream(stream),
+        };
+
+        let receipt = {
+            let mut state = lock(&state);
+            // The command id comes first: a command already applied is reported as such, whatever
+            // version its retry expects.
+            if let Some(earlier) = command_id
+                .as_ref()
+                .and_then(|command_id| state.commands.get(command_id))
+            {
+                return Err(StoreError::DuplicateCommand {
+                    earlier: earlier.clone(),
+                });
+            }
+            check_version(stream, expected, state.version())?;
+            if events.is_empty() {
+                return self.acknowledge(empty_receipt(state.version()));
+            }
+            self.write_events(stream, &mut state, command_id, events)
+        };
+        if let Some(position) = receipt.position {
+            self.publish_head(position);
+        }
+        self.acknowledge(receipt)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let Some(state) = self.find_stream(stream) else {
+            return Ok(Vec::new());
+        };
+        let state = lock(&state);
+        let start = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
+        let positions = state.positions.get(start..).unwrap_or_default();
+        let positions = &positions[..positions.len().min(limit)];
+        let log = read(&self.inner.log);
+        Ok(positions
+            .iter()
+            .filter_map(|position| log.get(*position).cloned())
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(read(&self.inner.log).read_after(after, limit))
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(read(&self.inner.log).head())
+    }
+
+    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
+        let head = read(&self.inner.log).head();
+        if head > after {
+            return Ok(head);
+        }
+        let mut receiver = self.inner.head.subscribe();
+        // The sender lives as long as the store, which `&self` keeps alive, so it never closes.
+        receiver
+            .wait_for(|head| *head > after)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(read(&self.inner.log).head())
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        let state = self.find_or_create_stream(stream);
+        let mut state = lock(&state);
+        // A slow snapshotter must not replace a newer snapshot of the same schema with an older one.
+        let keep_earlier = state.snapshot.as_ref().is_some_and(|earlier| {
+            earlier.schema_version == snapshot.schema_version && earlier.version > snapshot.version
+        });
+        if !keep_earlier {
+            state.snapshot = Some(snapshot);
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let Some(state) = self.find_stream(stream) else {
+            return Ok(None);
+        };
+        let state = lock(&state);
+        Ok(state
+            .snapshot
+            .as_ref()
+            .filter(|snapshot| snapshot.schema_version == schema_version)
+            .cloned())
+    }
+
+    async fn command_record(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let Some(state) = self.find_stream(stream) else {
+            return Ok(None);
+        };
+        let state = lock(&state);
+        Ok(state.commands.get(command_id).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_core::{EventId, Metadata};
+
+    fn stream(name: &str) -> StreamId {
+        StreamId::new(name).expect("valid stream id")
+    }
+
+    fn event(command_id: Option<&str>) -> NewEvent {
+        NewEvent {
+            event_id: EventId::new(),
+            event_type: "Tested".into(),
+            schema_version: 1,
+            payload: "{}".into(),
+            metadata: Metadata {
+                command_id: command_id.map(CommandId::from),
+                ..Metadata::default()
+            },
+        }
+    }
+
+    fn injected(error: &StoreError) -> Option<InjectedFault> {
+        match error {
+            StoreError::Backend(source) => source.downcast_ref::<InjectedFault>().copied(),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn fail_next_appends_refuses_before_writing() {
+        let store = MemStore::new();
+        let stream = stream("fault-1");
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event(None)])
+            .await
+            .expect("first append");
+
+        store.fail_next_appends(2);
+        for _ in 0..2 {
+            let error = store
+                .append(
+                    &stream,
+                    ExpectedVersion::Exact(Version(1)),
+                    vec![event(Some("c")), event(Some("c"))],
+                )
+                .await
+                .expect_err("injected failure");
+            assert_eq!(injected(&error), Some(InjectedFault::BeforeWrite));
+            assert!(error.to_string().contains("before writing anything"));
+        }
+        assert_eq!(store.head().await.expect("head"), Position(1));
+        assert_eq!(
+            store
+                .command_record(&stream, &CommandId::from("c"))
+                .await
+                .expect("command record"),
+            None
+        );
+
+        // The count is used up: the same append now succeeds.
+        let receipt = store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(Version(1)),
+                vec![event(Some("c")), event(Some("c"))],
+            )
+            .await
+            .expect("append after the injected failures");
+        assert_eq!(receipt.version, Version(3));
+    }
+
+    #[tokio::test]
+    async fn fail_next_appends_zero_disarms() {
+        let store = MemStore::new();
+        store.fail_next_appends(5);
+        store.fail_next_appends(0);
+        store
+            .append(&stream("fault-2"), ExpectedVersion::Any, vec![event(None)])
+            .await
+            .expect("disarmed");
+    }
+
+    #[tokio::test]
+    async fn fail_after_writing_writes_then_reports_failure() {
+        let store = MemStore::new();
+        let stream = stream("fault-3");
+        store.fail_next_appends_after_writing(1);
+
+        // A refused append does not use up the count.
+        let conflict = store
+            .append(&stream, ExpectedVersion::StreamExists, vec![event(None)])
+            .await
+            .expect_err("conflict");
+        assert!(matches!(conflict, StoreError::Conflict { .. }));
+
+        let error = store
+            .append(&stream, ExpectedVersion::NoStream, vec![event(Some("c"))])
+            .await
+            .expect_err("lost acknowledgement");
+        assert_eq!(injected(&error), Some(InjectedFault::AfterWrite));
+        let events = store
+            .read_stream(&stream, Version(1), 10)
+            .await
+            .expect("read");
+        assert_eq!(events.len(), 1);
+
+        // The caller retries with the same command id and learns what was written.
+        let retry = store
+            .append(&stream, ExpectedVersion::NoStream, vec![event(Some("c"))])
+            .await
+            .expect_err("duplicate");
+        let StoreError::DuplicateCommand { earlier } = retry else {
+            panic!("expected a duplicate command, got {retry:?}");
+        };
+        assert_eq!(earlier.version, Version(1));
+        assert_eq!(earlier.position, Position(1));
+
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(Version(1)),
+                vec![event(None)],
+            )
+            .await
+            .expect("count used up");
+    }
+
+    #[tokio::test]
+    async fn clones_share_data() {
+        let store = MemStore::new();
+        let clone = store.clone();
+        clone
+            .append(&stream("shared"), ExpectedVersion::Any, vec![event(None)])
+            .await
+            .expect("append");
+        assert_eq!(store.head().await.expect("head"), Position(1));
+        assert_eq!(
+            format!("{store:?}"),
+            "MemStore { streams: 1, head: Position(1), .. }"
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_that_write_nothing_do_not_create_streams() {
+        let store = MemStore::new();
+        let stream = stream("ghost");
+        let receipt = store
+            .append(&stream, ExpectedVersion::NoStream, vec![])
+            .await
+            .expect("empty append");
+        assert_eq!(receipt, empty_receipt(Version::INITIAL));
+        store
+            .append(&stream, ExpectedVersion::StreamExists, vec![event(None)])
+            .await
+            .expect_err("conflict");
+        assert_eq!(read(&store.inner.streams).len(), 0);
+    }
+
+    #[test]
+    fn poisoned_locks_are_recovered() {
+        let mutex = Arc::new(Mutex::new(1));
+        let poisoner = Arc::clone(&mutex);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.lock();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(mutex.is_poisoned());
+        assert_eq!(*lock(&mutex), 1);
+    }
+}

@@ -1,1 +1,3 @@
 //! Shared test code: the store conformance suite any `EventStore` plugs into.
+
+pub mod conformance;
