@@ -1,4 +1,248 @@
 //! What generated code calls. Not part of the public API: no stability promise.
+//!
+//! The macros in `cqrs-derive` only ever name items through `::cqrs_core::__private::...` and
+//! `::core::...`, so user code that shadows `Result`, `Vec` or `Option` cannot break them.
+
+use std::fmt;
+use std::marker::PhantomData;
 
 pub use serde;
 pub use serde_json;
+pub use std::vec::Vec;
+
+use crate::aggregate::Aggregate;
+use crate::event::{DecodeError, DomainEvent, EncodeError, EventTypeInfo, Payload};
+
+/// The JSON serializer `#[derive(DomainEvent)]` writes a payload with.
+pub type PayloadSerializer<'a> = serde_json::Serializer<&'a mut Vec<u8>>;
+
+/// Encodes one event's fields with `write`, naming `event_type` in the error.
+#[inline]
+pub fn encode_event<F>(event_type: &'static str, write: F) -> Result<Payload, EncodeError>
+where
+    F: FnOnce(&mut PayloadSerializer<'_>) -> Result<(), serde_json::Error>,
+{
+    let mut bytes = Vec::with_capacity(64);
+    write(&mut serde_json::Serializer::new(&mut bytes))
+        .map_err(|source| EncodeError { event_type, source })?;
+    Ok(Payload::from(bytes))
+}
+
+/// Decodes the fields of one event from its stored payload.
+#[inline]
+pub fn decode_payload<'de, T: serde::Deserialize<'de>>(
+    payload: &'de [u8],
+) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(DecodeError::InvalidPayload)
+}
+
+/// Refuses a payload written by newer code than this one.
+///
+/// Older schema versions are decoded as they are for now: upcasting will hook in here.
+#[inline]
+pub fn check_schema_version(found: u32, current: u32) -> Result<(), DecodeError> {
+    if found > current {
+        return Err(DecodeError::UnsupportedSchemaVersion { found, current });
+    }
+    Ok(())
+}
+
+/// The error for a stored name no variant answers to.
+#[cold]
+pub fn unknown_event_type(event_type: &str) -> DecodeError {
+    DecodeError::UnknownEventType {
+        event_type: event_type.to_owned(),
+    }
+}
+
+/// The events of a handler that returned exactly one.
+#[inline]
+pub fn one<E>(event: E) -> Vec<E> {
+    vec![event]
+}
+
+/// The events of a handler that returned one or none.
+#[inline]
+pub fn maybe<E>(event: Option<E>) -> Vec<E> {
+    match event {
+        Some(event) => vec![event],
+        None => Vec::new(),
+    }
+}
+
+/// Proves, at the user's return type, that a command handler returns its aggregate's event type
+/// (`Expected` is `<A as Aggregate>::Event`). Implemented only for `Expected` itself.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the event type of `{A}`",
+    label = "a command handler of `{A}` returns `{Expected}` here",
+    note = "the event type of `{A}` is the one named in its `#[aggregate(event = ...)]`"
+)]
+pub trait EventOf<A, Expected>: Sized {
+    /// The event itself.
+    fn into_aggregate_event(self) -> Expected;
+    /// The events themselves.
+    fn into_aggregate_events(events: Vec<Self>) -> Vec<Expected>;
+}
+
+impl<A, T> EventOf<A, T> for T {
+    #[inline]
+    fn into_aggregate_event(self) -> T {
+        self
+    }
+
+    #[inline]
+    fn into_aggregate_events(events: Vec<Self>) -> Vec<T> {
+        events
+    }
+}
+
+/// Proves, at the user's return type, that a command handler returns its aggregate's error type
+/// (`Expected` is `<A as Aggregate>::Error`). Implemented only for `Expected` itself.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the error type of `{A}`",
+    label = "a command handler of `{A}` returns `{Expected}` here",
+    note = "the error type of `{A}` is the one named in its `#[aggregate(error = ...)]`"
+)]
+pub trait ErrorOf<A, Expected> {
+    /// The error itself.
+    fn into_aggregate_error(self) -> Expected;
+}
+
+impl<A, T> ErrorOf<A, T> for T {
+    #[inline]
+    fn into_aggregate_error(self) -> T {
+        self
+    }
+}
+
+/// Finds the aggregate's inherent apply method, or fails to compile with a message that says to
+/// write one.
+///
+/// `F` is what `Self::apply` resolves to inside the generated `Aggregate::apply`, `G` is
+/// `<Self as Aggregate>::apply`. Inherent methods win over trait methods, so `F == G` exactly
+/// when the aggregate has no inherent `apply`; method resolution on `&ApplyProbe` then picks
+/// [`ResolveMissingApply`] (by value) over [`ResolveApply`] (one autoref further), which would
+/// otherwise have made `Aggregate::apply` call itself forever.
+pub struct ApplyProbe<A, F, G>(PhantomData<fn(&mut A)>, F, G);
+
+impl<A, F, G> ApplyProbe<A, F, G> {
+    /// Probes `resolved` against `trait_method`.
+    #[inline]
+    pub fn new(resolved: F, trait_method: G) -> Self {
+        ApplyProbe(PhantomData, resolved, trait_method)
+    }
+}
+
+/// Picked when the aggregate has no inherent apply method (see [`ApplyProbe`]).
+pub trait ResolveMissingApply<A> {
+    /// The method is missing.
+    fn resolve(&self) -> MissingApply<A>;
+}
+
+impl<A, F> ResolveMissingApply<A> for ApplyProbe<A, F, F> {
+    #[inline]
+    fn resolve(&self) -> MissingApply<A> {
+        MissingApply(PhantomData)
+    }
+}
+
+/// Picked when the aggregate has an inherent apply method (see [`ApplyProbe`]).
+pub trait ResolveApply<F> {
+    /// The user's method.
+    fn resolve(&self) -> InherentApply<F>;
+}
+
+impl<A, F: Copy, G> ResolveApply<F> for &ApplyProbe<A, F, G> {
+    #[inline]
+    fn resolve(&self) -> InherentApply<F> {
+        InherentApply(self.1)
+    }
+}
+
+/// The user's inherent apply method.
+pub struct InherentApply<F>(F);
+
+impl<F> InherentApply<F> {
+    /// Calls it.
+    #[inline]
+    pub fn apply<A: Aggregate>(self, aggregate: &mut A, event: A::Event)
+    where
+        F: FnOnce(&mut A, A::Event),
+    {
+        (self.0)(aggregate, event);
+    }
+}
+
+/// No inherent apply method: calling `apply` on this does not compile.
+pub struct MissingApply<A>(PhantomData<fn(&mut A)>);
+
+impl<A: Aggregate> MissingApply<A> {
+    /// Fails to compile, naming the method to write.
+    #[inline]
+    pub fn apply(self, _: &mut A, _: A::Event)
+    where
+        A: HasNoApplyMethod,
+    {
+    }
+}
+
+/// Implemented by nothing: the bound that reports a missing apply method.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `apply` method to fold its events into its state",
+    label = "add `fn apply(&mut self, event: ...)` to an `impl {Self}` block",
+    note = "write it as one `match` on the event, so that rustc checks every event is handled; `#[aggregate(apply = ...)]` names another method"
+)]
+pub trait HasNoApplyMethod {}
+
+/// What every aggregate must be; checked at the user's type so a generic aggregate without the
+/// bounds gets one error on its own generics.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an aggregate: it must be `Default + Send + Sync + 'static`",
+    label = "`{Self}` is not `Default + Send + Sync + 'static`",
+    note = "bound the type parameters, e.g. `struct Name<T: Default + Send + Sync + 'static>`, and derive or implement `Default`"
+)]
+pub trait AggregateBounds {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Default + Send + Sync + 'static> AggregateBounds for T {}
+
+/// Fails to compile unless `T` is `Default + Send + Sync + 'static`.
+#[inline]
+pub fn assert_aggregate_bounds<T: AggregateBounds>() {}
+
+/// The event type of an aggregate whose `#[aggregate(...)]` is broken: lets the derive emit a
+/// stand-in impl next to its error, so one mistake gives one message.
+#[derive(Debug)]
+pub enum UnknownEvent {}
+
+impl DomainEvent for UnknownEvent {
+    const EVENT_TYPES: &'static [EventTypeInfo] = &[];
+
+    fn event_type(&self) -> &'static str {
+        match *self {}
+    }
+
+    fn schema_version(&self) -> u32 {
+        match *self {}
+    }
+
+    fn encode(&self) -> Result<Payload, EncodeError> {
+        match *self {}
+    }
+
+    fn decode(event_type: &str, _: u32, _: &[u8]) -> Result<Self, DecodeError> {
+        Err(unknown_event_type(event_type))
+    }
+}
+
+/// The error type of an aggregate whose `#[aggregate(...)]` is broken (see [`UnknownEvent`]).
+#[derive(Debug)]
+pub enum UnknownError {}
+
+impl fmt::Display for UnknownError {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for UnknownError {}

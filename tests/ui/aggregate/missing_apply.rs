@@ -1,0 +1,16 @@
+use cqrs_core::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+#[aggregate(name = "show", event = ShowEvent, error = ShowError)]
+struct Show;
+
+fn main() {}

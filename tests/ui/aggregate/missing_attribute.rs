@@ -1,0 +1,15 @@
+use cqrs_core::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+struct Show;
+
+fn main() {}

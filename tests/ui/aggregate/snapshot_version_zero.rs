@@ -1,0 +1,20 @@
+use cqrs_core::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+#[aggregate(name = "show", event = ShowEvent, error = ShowError, snapshot_version = 0)]
+struct Show;
+
+impl Show {
+    fn apply(&mut self, _event: ShowEvent) {}
+}
+
+fn main() {}

@@ -1,0 +1,32 @@
+use cqrs_core::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+#[aggregate(name = "show", event = ShowEvent, error = ShowError)]
+struct Show;
+
+impl Show {
+    fn apply(&mut self, _event: ShowEvent) {}
+}
+
+#[command_handler]
+impl Show {
+    pub fn reserve_seats(&self) -> ShowEvent {
+        ShowEvent::Scheduled
+    }
+
+    #[allow(non_snake_case)]
+    pub fn reserveSeats(&self) -> ShowEvent {
+        ShowEvent::Scheduled
+    }
+}
+
+fn main() {}

@@ -1,0 +1,31 @@
+use cqrs_core::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+#[aggregate(name = "show", event = ShowEvent, error = ShowError)]
+struct Show;
+
+impl Show {
+    fn apply(&mut self, _event: ShowEvent) {}
+}
+
+trait Schedule {
+    fn schedule(&self) -> ShowEvent;
+}
+
+#[command_handler]
+impl Schedule for Show {
+    fn schedule(&self) -> ShowEvent {
+        ShowEvent::Scheduled
+    }
+}
+
+fn main() {}

@@ -1,0 +1,28 @@
+use cqrs_core::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+#[aggregate(name = "show", event = ShowEvent, error = ShowError)]
+struct Show;
+
+impl Show {
+    fn apply(&mut self, _event: ShowEvent) {}
+}
+
+#[command_handler]
+impl Show {
+    pub fn schedule(&self, (rows, seats): (u32, u32)) -> ShowEvent {
+        let _ = rows * seats;
+        ShowEvent::Scheduled
+    }
+}
+
+fn main() {}
