@@ -1,2 +1,237 @@
-//! Benchmarks.
-fn main() {}
+//! The benchmark binary: runs the seat-reservation domain against the stores and prints one
+//! `name value unit` line per figure.
+//!
+//! Run with `cargo run --release -p cqrs-bench` (add a name, e.g. `mem_rehydrate`, to run only the
+//! benchmarks whose names start with it). BENCHMARKS.md records the figures and the method.
+
+use std::time::{Duration, Instant};
+
+use cqrs_core::event::{DomainEvent, Metadata, NewEvent};
+use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
+use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
+use cqrs_memstore::MemStore;
+
+type Shows = Repository<Show, MemStore>;
+
+type BenchResult = Result<(), Box<dyn std::error::Error>>;
+
+fn report(name: &str, value: f64, unit: &str) {
+    println!("{name} {value:.2} {unit}");
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// `mem_exec_distinct`: reserve(1) round-robin over 10,000 scheduled shows, from one task.
+async fn mem_exec_distinct() -> BenchResult {
+    const SHOWS: u64 = 10_000;
+    const ROUNDS: u64 = 100;
+    let shows: Shows = Repository::builder(MemStore::new())
+        .cache(2 * SHOWS as usize)
+        .build();
+    for show in 0..SHOWS {
+        shows
+            .execute(
+                show,
+                ShowCommand::Schedule {
+                    capacity: ROUNDS as u32,
+                },
+            )
+            .await?;
+    }
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        for show in 0..SHOWS {
+            let command = ShowCommand::ReserveSeats {
+                booking: BookingId(round),
+                seats: 1,
+            };
+            shows.execute(show, command).await?;
+        }
+    }
+    report(
+        "mem_exec_distinct",
+        per_second(SHOWS * ROUNDS, started.elapsed()),
+        "cmds/s",
+    );
+    Ok(())
+}
+
+/// `mem_exec_hot`: 10,000 sequential commands on one show; the first and last 100 timed apart.
+async fn mem_exec_hot() -> BenchResult {
+    const COMMANDS: u64 = 10_000;
+    let shows: Shows = Repository::new(MemStore::new());
+    shows
+        .execute(
+            0,
+            ShowCommand::Schedule {
+                capacity: COMMANDS as u32,
+            },
+        )
+        .await?;
+    let mut first_100 = Duration::ZERO;
+    let mut last_100 = Duration::ZERO;
+    let started = Instant::now();
+    for booking in 0..COMMANDS {
+        let command_started = Instant::now();
+        shows
+            .execute(
+                0,
+                ShowCommand::ReserveSeats {
+                    booking: BookingId(booking),
+                    seats: 1,
+                },
+            )
+            .await?;
+        let took = command_started.elapsed();
+        if booking < 100 {
+            first_100 += took;
+        } else if booking >= COMMANDS - 100 {
+            last_100 += took;
+        }
+    }
+    report(
+        "mem_exec_hot",
+        per_second(COMMANDS, started.elapsed()),
+        "cmds/s",
+    );
+    report("mem_exec_hot_first100", first_100.as_secs_f64() * 1e6, "us");
+    report("mem_exec_hot_last100", last_100.as_secs_f64() * 1e6, "us");
+    report(
+        "mem_exec_hot_last100_over_first100",
+        last_100.as_secs_f64() / first_100.as_secs_f64(),
+        "ratio",
+    );
+    Ok(())
+}
+
+/// `mem_rehydrate`: cold load of a 100,000-event show (best of five loads).
+async fn mem_rehydrate() -> BenchResult {
+    const EVENTS: u64 = 100_000;
+    let store = MemStore::new();
+    let stream = StreamId::for_aggregate("show", "big")?;
+    let mut events = vec![ShowEvent::Scheduled {
+        capacity: EVENTS as u32,
+    }];
+    events.extend((1..EVENTS).map(|booking| ShowEvent::SeatsReserved {
+        booking: BookingId(booking),
+        seats: 1,
+    }));
+    let mut version = 0;
+    for chunk in events.chunks(1000) {
+        let new_events = chunk
+            .iter()
+            .map(|event| NewEvent::encode(event, Metadata::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let receipt = store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(cqrs_core::Version(version)),
+                new_events,
+            )
+            .await?;
+        version = receipt.version.0;
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        // A fresh repository without cache or snapshots: every load reads all events.
+        let shows: Shows = Repository::builder(store.clone()).cache(0).build();
+        let started = Instant::now();
+        let loaded = shows.load("big").await?;
+        best = best.min(started.elapsed());
+        if loaded.version.0 != EVENTS || u64::from(loaded.state.reserved()) != EVENTS - 1 {
+            return Err(format!("rehydrated to version {}", loaded.version).into());
+        }
+    }
+    report("mem_rehydrate", per_second(EVENTS, best), "events/s");
+    let _ = ShowEvent::EVENT_TYPES;
+    Ok(())
+}
+
+/// `mem_contention`: 8 tasks reserving seats on one show at once.
+async fn mem_contention(name: &str, cache: usize, per_task: u64) -> BenchResult {
+    const TASKS: u64 = 8;
+    let retry = RetryPolicy {
+        max_attempts: 100,
+        ..RetryPolicy::default()
+    };
+    let shows: Shows = Repository::builder(MemStore::new())
+        .cache(cache)
+        .retry(retry)
+        .build();
+    shows
+        .execute(
+            0,
+            ShowCommand::Schedule {
+                capacity: (TASKS * per_task) as u32,
+            },
+        )
+        .await?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let shows = shows.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut successes, mut retries, mut conflicts) = (0u64, 0u64, 0u64);
+            for n in 0..per_task {
+                let booking = BookingId(task * per_task + n);
+                match shows
+                    .execute(0, ShowCommand::ReserveSeats { booking, seats: 1 })
+                    .await
+                {
+                    Ok(outcome) => {
+                        successes += 1;
+                        retries += u64::from(outcome.attempts - 1);
+                    }
+                    Err(ExecuteError::Conflict { .. }) => conflicts += 1,
+                    Err(other) => return Err(other.to_string()),
+                }
+            }
+            Ok((successes, retries, conflicts))
+        }));
+    }
+    let (mut successes, mut retries, mut conflicts) = (0, 0, 0);
+    for task in tasks {
+        let (s, r, c) = task.await??;
+        successes += s;
+        retries += r;
+        conflicts += c;
+    }
+    let elapsed = started.elapsed();
+    report(name, per_second(successes, elapsed), "successes/s");
+    report(&format!("{name}_retries"), retries as f64, "retries");
+    report(
+        &format!("{name}_conflicts_surfaced"),
+        conflicts as f64,
+        "conflicts",
+    );
+    report(
+        &format!("{name}_success_rate"),
+        100.0 * successes as f64 / (TASKS * per_task) as f64,
+        "%",
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> BenchResult {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let wanted = |name: &str| name.starts_with(&filter) || filter.starts_with(name);
+    if wanted("mem_exec_distinct") {
+        mem_exec_distinct().await?;
+    }
+    if wanted("mem_exec_hot") {
+        mem_exec_hot().await?;
+    }
+    if wanted("mem_rehydrate") {
+        mem_rehydrate().await?;
+    }
+    if wanted("mem_contention") {
+        // The default repository: its cache lets commands for one aggregate take turns.
+        mem_contention("mem_contention", 1024, 2_000).await?;
+        // No cache: every command loads the show and races the others; losers retry.
+        mem_contention("mem_contention_uncached", 0, 250).await?;
+    }
+    Ok(())
+}

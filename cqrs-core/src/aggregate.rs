@@ -42,8 +42,8 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     note = "add `#[command_handler]` to the `impl {Self}` block that holds its command handler methods"
 )]
 pub trait CommandHandler: Aggregate {
-    /// The command enum.
-    type Command: Send + 'static;
+    /// The command enum. Cloned once per attempt: a command is decided again after a conflict.
+    type Command: Clone + Send + 'static;
 
     /// What the handlers need from outside (a price list, a clock); `()` when nothing.
     type Services: Send + Sync + 'static;

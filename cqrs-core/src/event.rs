@@ -462,3 +462,68 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     /// Decodes a stored payload written under `event_type` with `schema_version`.
     fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_are_validated() {
+        assert_eq!(StreamId::new(""), Err(InvalidStreamId::Empty));
+        let long = "x".repeat(MAX_STREAM_ID_LEN + 1);
+        assert_eq!(
+            StreamId::new(&long),
+            Err(InvalidStreamId::TooLong {
+                len: MAX_STREAM_ID_LEN + 1,
+                max: MAX_STREAM_ID_LEN
+            })
+        );
+        assert!(StreamId::new("x".repeat(MAX_STREAM_ID_LEN)).is_ok());
+        assert_eq!(
+            StreamId::new("show-1\n"),
+            Err(InvalidStreamId::ControlCharacter {
+                character: '\n',
+                index: 6
+            })
+        );
+        assert_eq!(
+            StreamId::for_aggregate("show", "a\u{0}b"),
+            Err(InvalidStreamId::ControlCharacter {
+                character: '\0',
+                index: 6
+            })
+        );
+        assert_eq!(
+            StreamId::for_aggregate("show", 42).map(|id| id.to_string()),
+            Ok("show-42".into())
+        );
+        assert_eq!(
+            StreamId::new("théâtre-1").map(|id| id.as_str().len()),
+            Ok(11)
+        );
+    }
+
+    #[test]
+    fn stream_ids_are_validated_when_deserialized() {
+        let ok: StreamId = serde_json::from_str("\"show-1\"").expect("valid");
+        assert_eq!(ok.as_str(), "show-1");
+        assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
+        assert!(serde_json::from_str::<StreamId>("\"a\\u0007\"").is_err());
+    }
+
+    #[test]
+    fn metadata_round_trips_through_json() {
+        let mut metadata = Metadata {
+            correlation_id: Some(Uuid::from_u128(1)),
+            causation_id: Some(Uuid::from_u128(2)),
+            command_id: Some(CommandId::from("cmd")),
+            ..Metadata::default()
+        };
+        metadata.headers.insert("tenant".into(), "acme".into());
+        let json = serde_json::to_string(&metadata).expect("encodes");
+        assert_eq!(
+            serde_json::from_str::<Metadata>(&json).expect("decodes"),
+            metadata
+        );
+    }
+}

@@ -296,3 +296,35 @@ macro_rules! forward_event_store {
 }
 
 forward_event_store!(Arc<S>, Box<S>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_versions_match_as_documented() {
+        let (empty, three) = (Version(0), Version(3));
+        assert!(ExpectedVersion::Any.matches(empty) && ExpectedVersion::Any.matches(three));
+        assert!(
+            ExpectedVersion::NoStream.matches(empty) && !ExpectedVersion::NoStream.matches(three)
+        );
+        assert!(!ExpectedVersion::StreamExists.matches(empty));
+        assert!(ExpectedVersion::StreamExists.matches(three));
+        assert!(ExpectedVersion::Exact(three).matches(three));
+        assert!(!ExpectedVersion::Exact(Version(2)).matches(three));
+        assert!(ExpectedVersion::Exact(empty).matches(empty));
+    }
+
+    #[test]
+    fn the_conflict_message_names_stream_expected_and_actual() {
+        let error = StoreError::Conflict {
+            stream: StreamId::new("show-1").expect("valid"),
+            expected: ExpectedVersion::Exact(Version(2)),
+            actual: Version(5),
+        };
+        assert_eq!(
+            error.to_string(),
+            "version conflict on stream `show-1`: expected version 2, found version 5"
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! A bounded cache of hot aggregates, so a busy aggregate is not rebuilt for every command.
+//!
+//! A cached state is only a starting point: before deciding, the repository reads the events
+//! written after the cached version (by another node, say), and the append's expected version
+//! refuses any decision taken on a stale state. The cache can therefore never make a command
+//! succeed that would fail without it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::event::StreamId;
+use crate::repository::Loaded;
+
+/// One cached aggregate. The async mutex is held for a whole execute, so commands for one
+/// aggregate in this process take turns instead of conflicting with each other.
+pub(crate) type Slot<A> = Arc<AsyncMutex<Option<Loaded<A>>>>;
+
+struct Entry<A> {
+    slot: Slot<A>,
+    last_used: u64,
+}
+
+struct Entries<A> {
+    map: HashMap<StreamId, Entry<A>>,
+    clock: u64,
+}
+
+pub(crate) struct AggregateCache<A> {
+    capacity: usize,
+    entries: Mutex<Entries<A>>,
+}
+
+impl<A> AggregateCache<A> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        AggregateCache {
+            capacity: capacity.max(1),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                clock: 0,
+            }),
+        }
+    }
+
+    /// The slot of `stream`, created empty when the stream is not cached.
+    pub(crate) fn slot(&self, stream: &StreamId) -> Slot<A> {
+        // Every statement below leaves the map consistent, so a poisoned lock is still usable.
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.clock += 1;
+        let now = entries.clock;
+        if let Some(entry) = entries.map.get_mut(stream.as_str()) {
+            entry.last_used = now;
+            return entry.slot.clone();
+        }
+        if entries.map.len() >= self.capacity {
+            self.evict(&mut entries.map);
+        }
+        let slot = Slot::default();
+        entries.map.insert(
+            stream.clone(),
+            Entry {
+                slot: slot.clone(),
+                last_used: now,
+            },
+        );
+        slot
+    }
+
+    /// Drops the least recently used eighth of the idle entries, so that eviction costs O(1)
+    /// per insert on average. Entries in use by a running command are kept.
+    fn evict(&self, map: &mut HashMap<StreamId, Entry<A>>) {
+        let mut idle: Vec<(u64, StreamId)> = map
+            .iter()
+            .filter(|(_, entry)| Arc::strong_count(&entry.slot) == 1)
+            .map(|(stream, entry)| (entry.last_used, stream.clone()))
+            .collect();
+        let count = (self.capacity / 8).max(1).min(idle.len());
+        if count == 0 {
+            return;
+        }
+        if count < idle.len() {
+            idle.select_nth_unstable(count - 1);
+        }
+        for (_, stream) in &idle[..count] {
+            map.remove(stream);
+        }
+    }
+
+    /// Forgets `stream`.
+    pub(crate) fn remove(&self, stream: &StreamId) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.map.remove(stream.as_str());
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(n: usize) -> StreamId {
+        StreamId::for_aggregate("test", n).expect("valid id")
+    }
+
+    #[test]
+    fn stays_within_capacity() {
+        let cache = AggregateCache::<u32>::new(64);
+        for n in 0..1000 {
+            let _ = cache.slot(&stream(n));
+            assert!(cache.len() <= 64);
+        }
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first() {
+        let cache = AggregateCache::<u32>::new(16);
+        for n in 0..16 {
+            let _ = cache.slot(&stream(n));
+        }
+        // Touch 0..8 so that 8..16 are the oldest.
+        for n in 0..8 {
+            let _ = cache.slot(&stream(n));
+        }
+        let _ = cache.slot(&stream(100));
+        let entries = cache.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        for n in 0..8 {
+            assert!(
+                entries.map.contains_key(stream(n).as_str()),
+                "recently used {n} was evicted"
+            );
+        }
+        assert!(
+            !entries.map.contains_key(stream(8).as_str()),
+            "oldest entry was kept"
+        );
+    }
+
+    #[test]
+    fn keeps_slots_in_use() {
+        let cache = AggregateCache::<u32>::new(2);
+        let held = cache.slot(&stream(0));
+        for n in 1..50 {
+            let _ = cache.slot(&stream(n));
+        }
+        assert!(
+            Arc::ptr_eq(&held, &cache.slot(&stream(0))),
+            "a slot in use was evicted"
+        );
+    }
+}

@@ -1,0 +1,556 @@
+//! The repository: load, rehydrate, decide, append with an expected version, retry on conflict.
+
+use std::fmt;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::aggregate::CommandHandler;
+use crate::cache::AggregateCache;
+use crate::event::{
+    CommandId, EncodeError, InvalidStreamId, Metadata, NewEvent, Position, RecordedEvent, StreamId,
+    Version,
+};
+use crate::retry::RetryPolicy;
+use crate::snapshot::SnapshotPolicy;
+use crate::store::{CommandRecord, EventStore, ExpectedVersion, StoreError};
+
+/// An aggregate's state and the stream version it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// The state after applying every event up to `version`.
+    pub state: A,
+    /// The version of the last event applied (0 when none).
+    pub version: Version,
+}
+
+/// How many events the repository reads from a stream in one call.
+const READ_BATCH: usize = 4096;
+
+/// What the caller knows about a command beyond its fields: its id, and the process it belongs to.
+///
+/// Every event the command writes carries these in its [`Metadata`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandMetadata {
+    /// The command's id. A command id already applied to the stream is not applied again: the
+    /// earlier outcome is returned and nothing is written.
+    pub command_id: Option<CommandId>,
+    /// The business process this command belongs to. When `None`, a fresh id is made, shared by
+    /// all events of this command.
+    pub correlation_id: Option<Uuid>,
+    /// The message (event or command) that caused this command.
+    pub causation_id: Option<Uuid>,
+    /// Free-form headers copied onto every event.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl CommandMetadata {
+    /// Metadata with only a command id.
+    pub fn with_command_id(command_id: impl Into<CommandId>) -> Self {
+        CommandMetadata {
+            command_id: Some(command_id.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a successful [`Repository::execute`] did.
+#[derive(Debug)]
+pub struct ExecuteOutcome<E> {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The stream's version after the command: the version of its last event.
+    pub version: Version,
+    /// The global position of the last event written, `None` when nothing was written.
+    /// Wait for a projection to reach it to read your own write.
+    pub position: Option<Position>,
+    /// The events the command wrote (the earlier ones, when `deduplicated`).
+    pub events: Vec<E>,
+    /// How many times the command was decided: 1 unless a conflict made it retry.
+    pub attempts: u32,
+    /// Whether the command id had already been applied, so this outcome is the earlier one and
+    /// nothing was written now.
+    pub deduplicated: bool,
+    /// Set when the events were written but the snapshot due after them could not be saved.
+    /// The command still succeeded; the next snapshot will cover the state.
+    pub snapshot_error: Option<StoreError>,
+}
+
+/// Why [`Repository::execute`] did not succeed. Nothing was written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError<E> {
+    /// The aggregate refused the command. Never retried.
+    #[error("command refused: {0}")]
+    Domain(E),
+    /// Every attempt met a concurrent write to the stream.
+    #[error("stream `{stream}` kept changing: gave up after {attempts} attempts")]
+    Conflict {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The aggregate id does not make a valid stream id.
+    #[error(transparent)]
+    InvalidStream(#[from] InvalidStreamId),
+    /// An event the handler returned could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The store failed, or a stored event could not be decoded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> ExecuteError<E> {
+    /// The domain error, when the aggregate refused the command.
+    pub fn domain(&self) -> Option<&E> {
+        match self {
+            ExecuteError::Domain(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Repository::load`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The aggregate id does not make a valid stream id.
+    #[error(transparent)]
+    InvalidStream(#[from] InvalidStreamId),
+    /// The store failed, or a stored event could not be decoded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> From<LoadError> for ExecuteError<E> {
+    fn from(error: LoadError) -> Self {
+        match error {
+            LoadError::InvalidStream(error) => ExecuteError::InvalidStream(error),
+            LoadError::Store(error) => ExecuteError::Store(error),
+        }
+    }
+}
+
+/// Configures a [`Repository`]; made by [`Repository::builder`].
+pub struct RepositoryBuilder<A: CommandHandler, S> {
+    store: S,
+    services: Option<A::Services>,
+    retry: RetryPolicy,
+    snapshots: Option<SnapshotPolicy<A>>,
+    cache_capacity: usize,
+}
+
+impl<A: CommandHandler, S: EventStore> RepositoryBuilder<A, S> {
+    /// The services handed to every command handler.
+    pub fn services(mut self, services: A::Services) -> Self {
+        self.services = Some(services);
+        self
+    }
+
+    /// How conflicts are retried (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Snapshot the state every `every` events (default: never).
+    pub fn snapshot_every(mut self, every: u64) -> Self
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.snapshots = Some(SnapshotPolicy::every(every));
+        self
+    }
+
+    /// Keep up to `capacity` aggregates in memory between commands (default: 1024; 0 disables).
+    pub fn cache(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// The repository. Needs services unless `A::Services` has a default.
+    pub fn build(mut self) -> Repository<A, S>
+    where
+        A::Services: Default,
+    {
+        let services = self.services.take().unwrap_or_default();
+        self.finish(services)
+    }
+
+    /// The repository, with the services given to [`RepositoryBuilder::services`] or these.
+    pub fn build_with(mut self, services: A::Services) -> Repository<A, S> {
+        let services = self.services.take().unwrap_or(services);
+        self.finish(services)
+    }
+
+    fn finish(self, services: A::Services) -> Repository<A, S> {
+        Repository {
+            inner: Arc::new(Inner {
+                store: self.store,
+                services,
+                retry: self.retry,
+                snapshots: self.snapshots,
+                cache: (self.cache_capacity > 0).then(|| AggregateCache::new(self.cache_capacity)),
+            }),
+        }
+    }
+}
+
+/// Loads aggregates, decides commands and appends their events with an expected version.
+///
+/// [`execute`](Repository::execute) loads the aggregate (latest snapshot, then only the later
+/// events), decides, and appends with `Exact(version)`. When another writer got there first, it
+/// reads only the events it missed, decides again on the fresh state and retries, with jittered
+/// backoff, up to [`RetryPolicy::max_attempts`]. Domain errors return at once. Two writers can
+/// never both win: the store refuses the second append.
+///
+/// Cloning is cheap; clones share the store, the cache and the services.
+pub struct Repository<A: CommandHandler, S> {
+    inner: Arc<Inner<A, S>>,
+}
+
+struct Inner<A: CommandHandler, S> {
+    store: S,
+    services: A::Services,
+    retry: RetryPolicy,
+    snapshots: Option<SnapshotPolicy<A>>,
+    cache: Option<AggregateCache<A>>,
+}
+
+impl<A: CommandHandler, S> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Repository {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<A: CommandHandler, S> fmt::Debug for Repository<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &A::NAME)
+            .field("retry", &self.inner.retry)
+            .field("snapshots", &self.inner.snapshots)
+            .field("cache", &self.inner.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: CommandHandler,
+    A::Event: Clone,
+    S: EventStore,
+{
+    /// A repository with the default options: retries per [`RetryPolicy::default`], a cache of
+    /// 1024 aggregates, no snapshots.
+    pub fn new(store: S) -> Self
+    where
+        A::Services: Default,
+    {
+        Self::builder(store).build()
+    }
+
+    /// Starts configuring a repository over `store`.
+    pub fn builder(store: S) -> RepositoryBuilder<A, S> {
+        RepositoryBuilder {
+            store,
+            services: None,
+            retry: RetryPolicy::default(),
+            snapshots: None,
+            cache_capacity: 1024,
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The stream of the aggregate with this id.
+    pub fn stream_id(&self, id: impl fmt::Display) -> Result<StreamId, InvalidStreamId> {
+        StreamId::for_aggregate(A::NAME, id)
+    }
+
+    /// Decides `command` on the aggregate `id` and appends its events. See [`Repository`].
+    pub async fn execute(
+        &self,
+        id: impl fmt::Display,
+        command: A::Command,
+    ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
+        self.execute_with(id, command, CommandMetadata::default())
+            .await
+    }
+
+    /// [`execute`](Repository::execute) with a command id, correlation and causation ids and
+    /// headers.
+    pub async fn execute_with(
+        &self,
+        id: impl fmt::Display,
+        command: A::Command,
+        metadata: CommandMetadata,
+    ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
+        let stream = self.stream_id(id)?;
+        if let Some(command_id) = &metadata.command_id {
+            if let Some(record) = self.inner.store.command_record(&stream, command_id).await? {
+                return self.earlier_outcome(record, 0).await;
+            }
+        }
+        let Some(cache) = &self.inner.cache else {
+            let mut loaded = self.load_stream(&stream).await?;
+            return self
+                .decide_and_append(&stream, &mut loaded, command, metadata)
+                .await;
+        };
+        let slot = cache.slot(&stream);
+        // Held across the store calls on purpose: commands for one aggregate in this process take
+        // turns on its cached state instead of racing each other into conflicts.
+        let mut cached = slot.lock().await;
+        let mut loaded = match cached.take() {
+            Some(mut loaded) => {
+                self.catch_up(&stream, &mut loaded).await?;
+                loaded
+            }
+            None => self.load_stream(&stream).await?,
+        };
+        let result = self
+            .decide_and_append(&stream, &mut loaded, command, metadata)
+            .await;
+        // Whatever happened, `loaded` holds exactly the events read or written so far.
+        *cached = Some(loaded);
+        result
+    }
+
+    /// The current state of the aggregate `id` (the default state at version 0 when it has no
+    /// events).
+    pub async fn load(&self, id: impl fmt::Display) -> Result<Loaded<A>, LoadError> {
+        let stream = self.stream_id(id)?;
+        self.load_stream(&stream).await
+    }
+
+    /// The state of the aggregate `id` as it was at `version`: after its first `version` events.
+    /// A version past the end gives the current state.
+    pub async fn load_at(
+        &self,
+        id: impl fmt::Display,
+        version: Version,
+    ) -> Result<Loaded<A>, LoadError> {
+        let stream = self.stream_id(id)?;
+        let mut loaded = self.snapshot_state(&stream, Some(version)).await?;
+        self.read_into(&stream, &mut loaded, Some(version)).await?;
+        Ok(loaded)
+    }
+
+    /// Drops the aggregate `id` from the cache, if it is there.
+    pub fn evict(&self, id: impl fmt::Display) -> Result<(), InvalidStreamId> {
+        let stream = self.stream_id(id)?;
+        if let Some(cache) = &self.inner.cache {
+            cache.remove(&stream);
+        }
+        Ok(())
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, LoadError> {
+        let mut loaded = self.snapshot_state(stream, None).await?;
+        self.read_into(stream, &mut loaded, None).await?;
+        Ok(loaded)
+    }
+
+    async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<(), StoreError> {
+        self.read_into(stream, loaded, None).await
+    }
+
+    /// The latest usable snapshot (at or before `at_most`), or the initial state.
+    async fn snapshot_state(
+        &self,
+        stream: &StreamId,
+        at_most: Option<Version>,
+    ) -> Result<Loaded<A>, StoreError> {
+        let initial = Loaded {
+            state: A::default(),
+            version: Version::INITIAL,
+        };
+        let Some(policy) = &self.inner.snapshots else {
+            return Ok(initial);
+        };
+        let Some(snapshot) = self
+            .inner
+            .store
+            .load_snapshot(stream, A::SNAPSHOT_VERSION)
+            .await?
+        else {
+            return Ok(initial);
+        };
+        if at_most.is_some_and(|limit| snapshot.version > limit) {
+            return Ok(initial);
+        }
+        // A snapshot that no longer decodes is ignored: the events are the truth.
+        Ok(policy.decode(&snapshot).map_or(initial, |state| Loaded {
+            state,
+            version: snapshot.version,
+        }))
+    }
+
+    /// Applies the events after `loaded.version` (up to `until`, when given).
+    async fn read_into(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+        until: Option<Version>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let remaining = until.map_or(usize::MAX, |until| {
+                usize::try_from(until.0.saturating_sub(loaded.version.0)).unwrap_or(usize::MAX)
+            });
+            if remaining == 0 {
+                return Ok(());
+            }
+            let limit = remaining.min(READ_BATCH);
+            let batch = self
+                .inner
+                .store
+                .read_stream(stream, loaded.version.next(), limit)
+                .await?;
+            let read = batch.len();
+            for recorded in batch {
+                let event = recorded.decode::<A::Event>()?;
+                loaded.state.apply(event);
+                loaded.version = recorded.version;
+            }
+            if read < limit {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn decide_and_append(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+        command: A::Command,
+        metadata: CommandMetadata,
+    ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
+        let inner = &*self.inner;
+        let correlation_id = metadata
+            .correlation_id
+            .unwrap_or_else(crate::id::random_uuid);
+        let max_attempts = inner.retry.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let events = loaded
+                .state
+                .handle(command.clone(), &inner.services)
+                .await
+                .map_err(ExecuteError::Domain)?;
+            if events.is_empty() {
+                return Ok(ExecuteOutcome {
+                    stream: stream.clone(),
+                    version: loaded.version,
+                    position: None,
+                    events,
+                    attempts: attempt,
+                    deduplicated: false,
+                    snapshot_error: None,
+                });
+            }
+            let event_metadata = Metadata {
+                correlation_id: Some(correlation_id),
+                causation_id: metadata.causation_id,
+                command_id: metadata.command_id.clone(),
+                timestamp: std::time::SystemTime::now(),
+                headers: metadata.headers.clone(),
+            };
+            let new_events = events
+                .iter()
+                .map(|event| NewEvent::encode(event, event_metadata.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let expected = ExpectedVersion::Exact(loaded.version);
+            match inner.store.append(stream, expected, new_events).await {
+                Ok(receipt) => {
+                    let before = loaded.version;
+                    for event in events.iter().cloned() {
+                        loaded.state.apply(event);
+                    }
+                    loaded.version = receipt.version;
+                    let snapshot_error = self.snapshot_if_due(stream, loaded, before).await;
+                    return Ok(ExecuteOutcome {
+                        stream: stream.clone(),
+                        version: receipt.version,
+                        position: receipt.position,
+                        events,
+                        attempts: attempt,
+                        deduplicated: false,
+                        snapshot_error,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if attempt < max_attempts => {
+                    let delay = inner.retry.delay_after(attempt);
+                    if delay.is_zero() {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(delay).await;
+                    }
+                    self.catch_up(stream, loaded).await?;
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(ExecuteError::Conflict {
+                        stream: stream.clone(),
+                        attempts: attempt,
+                    });
+                }
+                Err(StoreError::DuplicateCommand { earlier }) => {
+                    return self.earlier_outcome(earlier, attempt).await;
+                }
+                Err(error) => return Err(ExecuteError::Store(error)),
+            }
+        }
+    }
+
+    async fn snapshot_if_due(
+        &self,
+        stream: &StreamId,
+        loaded: &Loaded<A>,
+        before: Version,
+    ) -> Option<StoreError> {
+        let policy = self.inner.snapshots.as_ref()?;
+        if !policy.is_due(before, loaded.version) {
+            return None;
+        }
+        let snapshot = match policy.encode(&loaded.state, loaded.version) {
+            Ok(snapshot) => snapshot,
+            Err(error) => return Some(StoreError::backend(error)),
+        };
+        self.inner.store.save_snapshot(stream, snapshot).await.err()
+    }
+
+    /// The outcome of the earlier application of a command id, read back from the stream.
+    async fn earlier_outcome(
+        &self,
+        record: CommandRecord,
+        attempts: u32,
+    ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
+        let count = record.version.0.saturating_sub(record.first_version.0) + 1;
+        let limit = usize::try_from(count).unwrap_or(usize::MAX);
+        let recorded = self
+            .inner
+            .store
+            .read_stream(&record.stream, record.first_version, limit)
+            .await?;
+        let events = recorded
+            .iter()
+            .map(RecordedEvent::decode::<A::Event>)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ExecuteOutcome {
+            stream: record.stream,
+            version: record.version,
+            position: Some(record.position),
+            events,
+            attempts,
+            deduplicated: true,
+            snapshot_error: None,
+        })
+    }
+}

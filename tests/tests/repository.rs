@@ -1,0 +1,725 @@
+//! The repository over the in-memory store: decide, append, retry on conflict, idempotency,
+//! snapshots, the cache, temporal loads, metadata, and bad stored data.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cqrs_core::event::{Metadata, NewEvent, Payload};
+use cqrs_core::store::{AppendReceipt, CommandRecord, Snapshot};
+use cqrs_core::{
+    CommandId, CommandMetadata, EventId, EventStore, ExecuteError, ExpectedVersion, Position,
+    RecordedEvent, Repository, RetryPolicy, StoreError, StreamId, Version,
+};
+use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowError, ShowEvent};
+use cqrs_memstore::MemStore;
+
+fn reserve(booking: u64, seats: u32) -> ShowCommand {
+    ShowCommand::ReserveSeats {
+        booking: BookingId(booking),
+        seats,
+    }
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::for_aggregate("show", id).expect("valid stream id")
+}
+
+/// Another writer's reservation, with an optional command id.
+fn competing(booking: u64, seats: u32, command_id: Option<&str>) -> Option<NewEvent> {
+    let metadata = Metadata {
+        command_id: command_id.map(CommandId::from),
+        ..Metadata::default()
+    };
+    let event = ShowEvent::SeatsReserved {
+        booking: BookingId(booking),
+        seats,
+    };
+    Some(NewEvent::encode(&event, metadata).expect("encodes"))
+}
+
+/// A store that lets a test act just before each append reaches the real store (to play a
+/// concurrent writer) and records where stream reads started.
+struct Interposed {
+    inner: MemStore,
+    before_append: Box<dyn Fn(u32) -> Option<NewEvent> + Send + Sync>,
+    appends: AtomicU32,
+    reads_from: Mutex<Vec<Version>>,
+}
+
+impl Interposed {
+    fn new(before_append: impl Fn(u32) -> Option<NewEvent> + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Interposed {
+            inner: MemStore::new(),
+            before_append: Box::new(before_append),
+            appends: AtomicU32::new(0),
+            reads_from: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn reads_from(&self) -> Vec<Version> {
+        self.reads_from.lock().expect("not poisoned").clone()
+    }
+}
+
+#[async_trait]
+impl EventStore for Interposed {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let call = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(competing) = (self.before_append)(call) {
+            self.inner
+                .append(stream, ExpectedVersion::Any, vec![competing])
+                .await?;
+        }
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.reads_from.lock().expect("not poisoned").push(from);
+        self.inner.read_stream(stream, from, limit).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+
+    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
+        self.inner.wait_for_events(after).await
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(stream, snapshot).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream, schema_version).await
+    }
+
+    async fn command_record(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        self.inner.command_record(stream, command_id).await
+    }
+}
+
+#[tokio::test]
+async fn execute_reports_version_events_position_and_attempts() {
+    let shows = Repository::<Show, _>::new(MemStore::new());
+    let scheduled = shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    assert_eq!(scheduled.version, Version(1));
+    assert_eq!(
+        scheduled.events,
+        vec![ShowEvent::Scheduled { capacity: 10 }]
+    );
+    assert_eq!(scheduled.attempts, 1);
+    assert_eq!(scheduled.position, Some(Position(1)));
+    assert!(!scheduled.deduplicated);
+
+    let reserved = shows.execute("a", reserve(7, 3)).await.expect("reserves");
+    assert_eq!(reserved.version, Version(2));
+    assert_eq!(
+        reserved.events,
+        vec![ShowEvent::SeatsReserved {
+            booking: BookingId(7),
+            seats: 3
+        }]
+    );
+    assert_eq!(reserved.stream, stream("a"));
+    let loaded = shows.load("a").await.expect("loads");
+    assert_eq!((loaded.version, loaded.state.reserved()), (Version(2), 3));
+}
+
+#[tokio::test]
+async fn a_no_op_command_writes_nothing() {
+    let store = MemStore::new();
+    let shows = Repository::<Show, _>::new(store.clone());
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    shows.execute("a", reserve(1, 2)).await.expect("reserves");
+    let again = shows.execute("a", reserve(1, 2)).await.expect("no-op");
+    assert!(again.events.is_empty());
+    assert_eq!((again.version, again.position), (Version(2), None));
+    assert_eq!(store.head().await.expect("head"), Position(2));
+}
+
+#[tokio::test]
+async fn domain_errors_return_at_once_and_write_nothing() {
+    let store = Interposed::new(|_| None);
+    let shows = Repository::<Show, _>::new(store.clone());
+    let error = shows
+        .execute("a", reserve(1, 1))
+        .await
+        .expect_err("not scheduled");
+    assert!(
+        matches!(error, ExecuteError::Domain(ShowError::NotScheduled)),
+        "{error:?}"
+    );
+    assert_eq!(
+        store.appends.load(Ordering::SeqCst),
+        0,
+        "a refused command reached the store"
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_is_decided_again_on_fresh_state() {
+    // Another writer takes 2 of the 3 seats just before our first append.
+    let store = Interposed::new(|call| {
+        if call == 2 {
+            competing(99, 2, None)
+        } else {
+            None
+        }
+    });
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 3 })
+        .await
+        .expect("schedules");
+    let error = shows
+        .execute("a", reserve(1, 2))
+        .await
+        .expect_err("sold out on fresh state");
+    assert_eq!(
+        error.domain(),
+        Some(&ShowError::SoldOut {
+            requested: 2,
+            available: 1
+        })
+    );
+    let loaded = shows.load("a").await.expect("loads");
+    assert_eq!(loaded.state.reserved(), 2, "the stale decision was written");
+}
+
+#[tokio::test]
+async fn a_retry_reads_only_the_missing_events() {
+    let store = Interposed::new(|call| {
+        if call == 3 {
+            competing(99, 1, None)
+        } else {
+            None
+        }
+    });
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    shows.execute("a", reserve(1, 1)).await.expect("reserves");
+    store.reads_from.lock().expect("not poisoned").clear();
+
+    let outcome = shows
+        .execute("a", reserve(2, 1))
+        .await
+        .expect("reserves after a retry");
+    assert_eq!(outcome.attempts, 2);
+    assert_eq!(outcome.version, Version(4));
+    // One full load from the start, then a catch-up from just after the version it had.
+    assert_eq!(store.reads_from(), vec![Version(1), Version(3)]);
+    assert_eq!(shows.load("a").await.expect("loads").state.reserved(), 3);
+}
+
+#[tokio::test]
+async fn retries_are_bounded_and_the_conflict_names_the_attempts() {
+    let store = Interposed::new(|call| {
+        if call > 1 {
+            competing(1000 + u64::from(call), 1, None)
+        } else {
+            None
+        }
+    });
+    let retry = RetryPolicy {
+        max_attempts: 4,
+        ..RetryPolicy::default()
+    };
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .retry(retry)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 100 })
+        .await
+        .expect("schedules");
+    let error = shows
+        .execute("a", reserve(1, 1))
+        .await
+        .expect_err("always conflicts");
+    match error {
+        ExecuteError::Conflict {
+            stream: conflicted,
+            attempts,
+        } => {
+            assert_eq!(attempts, 4);
+            assert_eq!(conflicted, stream("a"));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // 1 schedule + 4 attempts reached the store.
+    assert_eq!(store.appends.load(Ordering::SeqCst), 5);
+    assert!(
+        !shows
+            .load("a")
+            .await
+            .expect("loads")
+            .state
+            .bookings()
+            .contains_key(&BookingId(1))
+    );
+}
+
+#[tokio::test]
+async fn a_command_id_is_applied_once() {
+    let store = MemStore::new();
+    let shows = Repository::<Show, _>::new(store.clone());
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    let first = shows
+        .execute_with(
+            "a",
+            reserve(1, 2),
+            CommandMetadata::with_command_id("request-1"),
+        )
+        .await
+        .expect("reserves");
+    // Same command id, even with other fields: the earlier outcome, nothing written.
+    let second = shows
+        .execute_with(
+            "a",
+            reserve(2, 5),
+            CommandMetadata::with_command_id("request-1"),
+        )
+        .await
+        .expect("deduplicated");
+    assert!(second.deduplicated);
+    assert_eq!(
+        (second.version, second.position),
+        (first.version, first.position)
+    );
+    assert_eq!(second.events, first.events);
+    assert_eq!(store.head().await.expect("head"), Position(2));
+    // The id belongs to the stream: another show takes it independently.
+    shows
+        .execute("b", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    let other = shows
+        .execute_with(
+            "b",
+            reserve(1, 2),
+            CommandMetadata::with_command_id("request-1"),
+        )
+        .await
+        .expect("reserves");
+    assert!(!other.deduplicated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_id_is_applied_once_under_concurrency() {
+    for cache in [0, 16] {
+        let store = MemStore::new();
+        let shows = Repository::<Show, _>::builder(store.clone())
+            .cache(cache)
+            .build();
+        shows
+            .execute("a", ShowCommand::Schedule { capacity: 100 })
+            .await
+            .expect("schedules");
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let shows = shows.clone();
+                tokio::spawn(async move {
+                    let metadata = CommandMetadata::with_command_id("same-request");
+                    shows.execute_with("a", reserve(task, 1), metadata).await
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for task in tasks {
+            let outcome = task.await.expect("joins").expect("executes");
+            versions.push(outcome.version);
+        }
+        assert!(
+            versions.iter().all(|version| *version == Version(2)),
+            "{versions:?}"
+        );
+        let loaded = shows.load("a").await.expect("loads");
+        assert_eq!(
+            (loaded.version, loaded.state.reserved()),
+            (Version(2), 1),
+            "cache {cache}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_found_at_append_or_after_a_retry_returns_the_earlier_outcome() {
+    // Just before our append (call 2), a redelivery of the same command wins the race.
+    let store = Interposed::new(|call| {
+        if call == 2 {
+            competing(1, 2, Some("request-1"))
+        } else {
+            None
+        }
+    });
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    let outcome = shows
+        .execute_with(
+            "a",
+            reserve(1, 2),
+            CommandMetadata::with_command_id("request-1"),
+        )
+        .await
+        .expect("deduplicated");
+    assert!(outcome.deduplicated);
+    assert_eq!((outcome.version, outcome.attempts), (Version(2), 1));
+    assert_eq!(
+        outcome.events,
+        vec![ShowEvent::SeatsReserved {
+            booking: BookingId(1),
+            seats: 2
+        }]
+    );
+    assert_eq!(store.head().await.expect("head"), Position(2));
+
+    // A plain conflict first (call 2), then the redelivery wins before the retry (call 3).
+    let store = Interposed::new(|call| match call {
+        2 => competing(50, 1, None),
+        3 => competing(1, 2, Some("request-1")),
+        _ => None,
+    });
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    let outcome = shows
+        .execute_with(
+            "a",
+            reserve(1, 2),
+            CommandMetadata::with_command_id("request-1"),
+        )
+        .await
+        .expect("deduplicated");
+    assert!(outcome.deduplicated);
+    assert_eq!((outcome.version, outcome.attempts), (Version(3), 2));
+    let loaded = shows.load("a").await.expect("loads");
+    assert_eq!((loaded.version, loaded.state.reserved()), (Version(3), 3));
+}
+
+#[tokio::test]
+async fn events_carry_the_command_metadata() {
+    let store = MemStore::new();
+    let shows = Repository::<Show, _>::new(store.clone());
+    let correlation = uuid::Uuid::from_u128(42);
+    let causation = uuid::Uuid::from_u128(43);
+    let mut metadata = CommandMetadata::with_command_id("cmd-1");
+    metadata.correlation_id = Some(correlation);
+    metadata.causation_id = Some(causation);
+    metadata.headers.insert("user".into(), "alice".into());
+    shows
+        .execute_with("a", ShowCommand::Schedule { capacity: 1 }, metadata)
+        .await
+        .expect("schedules");
+    let shows_b = shows.clone();
+    shows_b
+        .execute("b", ShowCommand::Schedule { capacity: 1 })
+        .await
+        .expect("schedules");
+
+    let events = store.read_all(Position::START, 10).await.expect("reads");
+    let first = &events[0].metadata;
+    assert_eq!(first.correlation_id, Some(correlation));
+    assert_eq!(first.causation_id, Some(causation));
+    assert_eq!(first.command_id, Some(CommandId::from("cmd-1")));
+    assert_eq!(first.headers.get("user").map(String::as_str), Some("alice"));
+    assert_eq!(events[0].event_type, "Scheduled");
+    // Without a correlation id, a fresh one is made.
+    assert!(events[1].metadata.correlation_id.is_some());
+    assert_ne!(events[1].metadata.correlation_id, Some(correlation));
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_and_loads_start_from_them() {
+    let store = Interposed::new(|_| None);
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .snapshot_every(10)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 100 })
+        .await
+        .expect("schedules");
+    for booking in 0..24 {
+        let outcome = shows
+            .execute("a", reserve(booking, 1))
+            .await
+            .expect("reserves");
+        assert!(outcome.snapshot_error.is_none());
+    }
+    let snapshot = store
+        .load_snapshot(&stream("a"), 1)
+        .await
+        .expect("loads")
+        .expect("a snapshot");
+    assert_eq!(snapshot.version, Version(20));
+
+    store.reads_from.lock().expect("not poisoned").clear();
+    let loaded = shows.load("a").await.expect("loads");
+    assert_eq!((loaded.version, loaded.state.reserved()), (Version(25), 24));
+    assert_eq!(
+        store.reads_from(),
+        vec![Version(21)],
+        "the load did not start after the snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_schema_or_corrupt_is_ignored() {
+    let store = MemStore::new();
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .snapshot_every(1000)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    shows.execute("a", reserve(1, 4)).await.expect("reserves");
+
+    let garbage = Snapshot {
+        version: Version(2),
+        schema_version: 7,
+        payload: b"{\"not\":\"a show\"}".to_vec(),
+    };
+    store
+        .save_snapshot(&stream("a"), garbage)
+        .await
+        .expect("saves");
+    let loaded = shows.load("a").await.expect("loads");
+    assert_eq!((loaded.version, loaded.state.reserved()), (Version(2), 4));
+
+    let corrupt = Snapshot {
+        version: Version(2),
+        schema_version: 1,
+        payload: b"\xff\xfe".to_vec(),
+    };
+    store
+        .save_snapshot(&stream("a"), corrupt)
+        .await
+        .expect("saves");
+    let loaded = shows.load("a").await.expect("loads");
+    assert_eq!((loaded.version, loaded.state.reserved()), (Version(2), 4));
+}
+
+#[tokio::test]
+async fn a_stale_cache_is_caught_up_before_deciding() {
+    // Two nodes, each with its own cache, over one store.
+    let store = MemStore::new();
+    let node_a = Repository::<Show, _>::new(store.clone());
+    let node_b = Repository::<Show, _>::new(store.clone());
+    node_a
+        .execute("a", ShowCommand::Schedule { capacity: 3 })
+        .await
+        .expect("schedules");
+    node_a
+        .execute("a", reserve(1, 1))
+        .await
+        .expect("caches the show on node a");
+    node_b
+        .execute("a", reserve(2, 2))
+        .await
+        .expect("node b takes the last seats");
+    let error = node_a
+        .execute("a", reserve(3, 1))
+        .await
+        .expect_err("node a must see b's write");
+    assert_eq!(
+        error.domain(),
+        Some(&ShowError::SoldOut {
+            requested: 1,
+            available: 0
+        })
+    );
+    let outcome = node_a
+        .execute(
+            "a",
+            ShowCommand::CancelReservation {
+                booking: BookingId(2),
+            },
+        )
+        .await;
+    assert_eq!(outcome.expect("cancels").version, Version(4));
+}
+
+#[tokio::test]
+async fn load_at_gives_the_state_as_of_a_past_version() {
+    let shows = Repository::<Show, _>::builder(MemStore::new())
+        .snapshot_every(2)
+        .build();
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    for booking in 1..=4 {
+        shows
+            .execute("a", reserve(booking, 1))
+            .await
+            .expect("reserves");
+    }
+    shows
+        .execute(
+            "a",
+            ShowCommand::CancelReservation {
+                booking: BookingId(2),
+            },
+        )
+        .await
+        .expect("cancels");
+    let at_3 = shows.load_at("a", Version(3)).await.expect("loads");
+    assert_eq!((at_3.version, at_3.state.reserved()), (Version(3), 2));
+    assert!(at_3.state.bookings().contains_key(&BookingId(2)));
+    let at_1 = shows.load_at("a", Version(1)).await.expect("loads");
+    assert_eq!(
+        (at_1.version, at_1.state.reserved(), at_1.state.capacity()),
+        (Version(1), 0, 10)
+    );
+    let now = shows.load_at("a", Version(100)).await.expect("loads");
+    assert_eq!((now.version, now.state.reserved()), (Version(6), 3));
+    assert!(!now.state.bookings().contains_key(&BookingId(2)));
+}
+
+#[tokio::test]
+async fn a_corrupt_or_unknown_stored_event_is_a_typed_error() {
+    for (event_type, payload) in [
+        ("SeatsReserved", "{\"seats\":\"many\"}"),
+        ("SeatsTeleported", "{}"),
+    ] {
+        let store = MemStore::new();
+        let shows = Repository::<Show, _>::builder(store.clone())
+            .cache(0)
+            .build();
+        shows
+            .execute("a", ShowCommand::Schedule { capacity: 10 })
+            .await
+            .expect("schedules");
+        let bad = NewEvent {
+            event_id: EventId::new(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload: Payload::from(payload),
+            metadata: Metadata::default(),
+        };
+        store
+            .append(&stream("a"), ExpectedVersion::Any, vec![bad])
+            .await
+            .expect("appends");
+        let error = shows
+            .execute("a", reserve(1, 1))
+            .await
+            .expect_err("cannot decode");
+        match error {
+            ExecuteError::Store(StoreError::Decode {
+                stream: at,
+                version,
+                event_type: named,
+                ..
+            }) => {
+                assert_eq!(
+                    (at, version, named.as_str()),
+                    (stream("a"), Version(2), event_type)
+                );
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+        assert!(shows.load("a").await.is_err());
+        assert_eq!(
+            store.head().await.expect("head"),
+            Position(2),
+            "something was written"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_loses_nothing() {
+    let store = MemStore::new();
+    let shows = Repository::<Show, _>::new(store.clone());
+    shows
+        .execute("a", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    store.fail_next_appends(1);
+    let error = shows
+        .execute("a", reserve(1, 1))
+        .await
+        .expect_err("the store fails");
+    assert!(
+        matches!(error, ExecuteError::Store(StoreError::Backend(_))),
+        "{error:?}"
+    );
+    assert_eq!(store.head().await.expect("head"), Position(1));
+    let outcome = shows
+        .execute("a", reserve(1, 1))
+        .await
+        .expect("works again");
+    assert_eq!(outcome.version, Version(2));
+}
+
+#[tokio::test]
+async fn a_bad_aggregate_id_is_a_typed_error() {
+    let shows = Repository::<Show, _>::new(MemStore::new());
+    let error = shows
+        .execute("a\nb", ShowCommand::Schedule { capacity: 1 })
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, ExecuteError::InvalidStream(_)), "{error:?}");
+    let long = "x".repeat(cqrs_core::MAX_STREAM_ID_LEN);
+    let error = shows
+        .execute(&long, ShowCommand::Schedule { capacity: 1 })
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, ExecuteError::InvalidStream(_)), "{error:?}");
+}
