@@ -70,6 +70,7 @@ pub mod repository;
 pub mod retry;
 pub mod snapshot;
 pub mod store;
+pub mod subscription;
 pub mod testing;
 
 #[doc(hidden)]

@@ -66,7 +66,8 @@ pub struct ExecuteOutcome<E> {
     pub position: Option<Position>,
     /// The events the command wrote (the earlier ones, when `deduplicated`).
     pub events: Vec<E>,
-    /// How many times the command was decided: 1 unless a conflict made it retry.
+    /// How many attempts the command took: 1, plus one for each conflict that made it decide
+    /// again on fresher state.
     pub attempts: u32,
     /// Whether the command id had already been applied, so this outcome is the earlier one and
     /// nothing was written now.
@@ -301,22 +302,22 @@ where
         let Some(cache) = &self.inner.cache else {
             let mut loaded = self.load_stream(&stream).await?;
             return self
-                .decide_and_append(&stream, &mut loaded, command, metadata)
+                .decide_and_append(&stream, &mut loaded, command, metadata, true)
                 .await;
         };
         let slot = cache.slot(&stream);
         // Held across the store calls on purpose: commands for one aggregate in this process take
         // turns on its cached state instead of racing each other into conflicts.
         let mut cached = slot.lock().await;
-        let mut loaded = match cached.take() {
-            Some(mut loaded) => {
-                self.catch_up(&stream, &mut loaded).await?;
-                loaded
-            }
-            None => self.load_stream(&stream).await?,
+        // A cached state is decided on without reading the stream first: if another node wrote
+        // meanwhile, the append's expected version refuses the decision, and a refusal or no-op
+        // decided on it is confirmed against the stream before it is returned.
+        let (mut loaded, fresh) = match cached.take() {
+            Some(loaded) => (loaded, false),
+            None => (self.load_stream(&stream).await?, true),
         };
         let result = self
-            .decide_and_append(&stream, &mut loaded, command, metadata)
+            .decide_and_append(&stream, &mut loaded, command, metadata, fresh)
             .await;
         // Whatever happened, `loaded` holds exactly the events read or written so far.
         *cached = Some(loaded);
@@ -408,29 +409,34 @@ where
                 return Ok(());
             }
             let limit = remaining.min(READ_BATCH);
-            let batch = self
-                .inner
-                .store
-                .read_stream(stream, loaded.version.next(), limit)
-                .await?;
-            let read = batch.len();
-            for recorded in batch {
+            let from = loaded.version.next();
+            let mut apply = |recorded: &RecordedEvent| {
                 let event = recorded.decode::<A::Event>()?;
                 loaded.state.apply(event);
                 loaded.version = recorded.version;
-            }
+                Ok(())
+            };
+            let read = self
+                .inner
+                .store
+                .visit_stream(stream, from, limit, &mut apply)
+                .await?;
             if read < limit {
                 return Ok(());
             }
         }
     }
 
+    /// Decides `command` on `loaded` and appends the events, retrying conflicts. `fresh` says
+    /// whether `loaded` was just read from the store; when it was not (a cached state), a domain
+    /// error or a no-op is only returned once a catch-up read has found nothing new.
     async fn decide_and_append(
         &self,
         stream: &StreamId,
         loaded: &mut Loaded<A>,
         command: A::Command,
         metadata: CommandMetadata,
+        mut fresh: bool,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
         let inner = &*self.inner;
         let correlation_id = metadata
@@ -440,11 +446,18 @@ where
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let events = loaded
-                .state
-                .handle(command.clone(), &inner.services)
-                .await
-                .map_err(ExecuteError::Domain)?;
+            let decision = loaded.state.handle(command.clone(), &inner.services).await;
+            let refused_or_no_op = decision.as_ref().map_or(true, Vec::is_empty);
+            if refused_or_no_op && !fresh {
+                fresh = true;
+                let seen = loaded.version;
+                self.catch_up(stream, loaded).await?;
+                if loaded.version != seen {
+                    attempt -= 1;
+                    continue;
+                }
+            }
+            let events = decision.map_err(ExecuteError::Domain)?;
             if events.is_empty() {
                 return Ok(ExecuteOutcome {
                     stream: stream.clone(),
@@ -494,6 +507,7 @@ where
                         tokio::time::sleep(delay).await;
                     }
                     self.catch_up(stream, loaded).await?;
+                    fresh = true;
                 }
                 Err(StoreError::Conflict { .. }) => {
                     return Err(ExecuteError::Conflict {

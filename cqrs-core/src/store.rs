@@ -195,6 +195,26 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Hands up to `limit` events of `stream`, from version `from` on, to `visit` in version order,
+    /// and returns how many it handed over. Stops at the first error `visit` returns.
+    ///
+    /// This is how the repository rehydrates. The default reads with
+    /// [`read_stream`](EventStore::read_stream); a store that holds events in memory overrides it
+    /// to lend them instead of copying them.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let events = self.read_stream(stream, from, limit).await?;
+        for event in &events {
+            visit(event)?;
+        }
+        Ok(events.len())
+    }
+
     /// Reads up to `limit` events of the global log with a position after `after`, in position
     /// order. A reader that continues after the last position it saw never skips an event.
     async fn read_all(
@@ -250,6 +270,16 @@ macro_rules! forward_event_store {
                 limit: usize,
             ) -> Result<Vec<RecordedEvent>, StoreError> {
                 (**self).read_stream(stream, from, limit).await
+            }
+
+            async fn visit_stream(
+                &self,
+                stream: &StreamId,
+                from: Version,
+                limit: usize,
+                visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+            ) -> Result<usize, StoreError> {
+                (**self).visit_stream(stream, from, limit, visit).await
             }
 
             async fn read_all(

@@ -344,10 +344,49 @@ impl EventStore for MemStore {
         let positions = state.positions.get(start..).unwrap_or_default();
         let positions = &positions[..positions.len().min(limit)];
         let log = read(&self.inner.log);
-        Ok(positions
-            .iter()
-            .filter_map(|position| log.get(*position).cloned())
-            .collect())
+        let mut events = Vec::with_capacity(positions.len());
+        events.extend(
+            positions
+                .iter()
+                .filter_map(|position| log.get(*position).cloned()),
+        );
+        Ok(events)
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        // Lends the stored events instead of copying them. The caller's code runs under the log's
+        // read lock, so the events go in small chunks: a writer waits for one chunk at most.
+        const CHUNK: usize = 256;
+        let Some(state) = self.find_stream(stream) else {
+            return Ok(0);
+        };
+        let mut next = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
+        let mut visited = 0;
+        let mut positions = Vec::with_capacity(CHUNK.min(limit));
+        while visited < limit {
+            positions.clear();
+            {
+                let state = lock(&state);
+                let rest = state.positions.get(next..).unwrap_or_default();
+                positions.extend_from_slice(&rest[..rest.len().min(CHUNK).min(limit - visited)]);
+            }
+            if positions.is_empty() {
+                break;
+            }
+            let log = read(&self.inner.log);
+            for event in positions.iter().filter_map(|position| log.get(*position)) {
+                visit(event)?;
+                visited += 1;
+            }
+            next += positions.len();
+        }
+        Ok(visited)
     }
 
     async fn read_all(

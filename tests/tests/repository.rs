@@ -595,6 +595,49 @@ async fn a_stale_cache_is_caught_up_before_deciding() {
 }
 
 #[tokio::test]
+async fn a_refusal_or_no_op_on_a_stale_cache_is_confirmed_on_fresh_state() {
+    let store = MemStore::new();
+    let node_a = Repository::<Show, _>::new(store.clone());
+    let node_b = Repository::<Show, _>::new(store.clone());
+    node_a
+        .execute("a", ShowCommand::Schedule { capacity: 2 })
+        .await
+        .expect("schedules");
+    node_a
+        .execute("a", reserve(1, 2))
+        .await
+        .expect("node a caches a full show");
+    node_b
+        .execute(
+            "a",
+            ShowCommand::CancelReservation {
+                booking: BookingId(1),
+            },
+        )
+        .await
+        .expect("cancels");
+
+    // Node a's cache says sold out, and that booking 1 holds seats; both are stale.
+    let outcome = node_a
+        .execute("a", reserve(2, 1))
+        .await
+        .expect("seats were freed on node b");
+    assert_eq!((outcome.version, outcome.attempts), (Version(4), 1));
+    let outcome = node_a
+        .execute("a", reserve(1, 1))
+        .await
+        .expect("booking 1 was cancelled on node b");
+    assert_eq!(
+        outcome.events,
+        vec![ShowEvent::SeatsReserved {
+            booking: BookingId(1),
+            seats: 1
+        }]
+    );
+    assert_eq!(node_b.load("a").await.expect("loads").state.reserved(), 2);
+}
+
+#[tokio::test]
 async fn load_at_gives_the_state_as_of_a_past_version() {
     let shows = Repository::<Show, _>::builder(MemStore::new())
         .snapshot_every(2)
