@@ -11,11 +11,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::event::StreamId;
-use crate::repository::Loaded;
 
 /// One cached aggregate. The async mutex is held for a whole execute, so commands for one
 /// aggregate in this process take turns instead of conflicting with each other.
-pub(crate) type Slot<A> = Arc<AsyncMutex<Option<Loaded<A>>>>;
+pub(crate) type Slot<T> = Arc<AsyncMutex<Option<T>>>;
 
 struct Entry<A> {
     slot: Slot<A>,

@@ -422,7 +422,7 @@ pub enum DecodeError {
         /// The stored name.
         event_type: String,
     },
-    /// The stored schema version is newer than the code knows, or older with no upcaster for it.
+    /// The stored schema version is newer than the code knows.
     #[error("unsupported schema version {found} (this code writes version {current})")]
     UnsupportedSchemaVersion {
         /// The stored schema version.
@@ -433,6 +433,15 @@ pub enum DecodeError {
     /// The payload did not fit the event's fields.
     #[error("payload does not fit: {0}")]
     InvalidPayload(#[source] serde_json::Error),
+    /// An upcaster failed to convert the stored payload.
+    #[error("upcasting from schema version {from_version} failed: {source}")]
+    Upcast {
+        /// The schema version the failing upcaster converts from.
+        from_version: u32,
+        /// What the upcaster said.
+        #[source]
+        source: crate::upcast::UpcastError,
+    },
 }
 
 /// A domain event enum: stable stored names, schema versions, and the encoding to and from the

@@ -72,6 +72,7 @@ pub mod snapshot;
 pub mod store;
 pub mod subscription;
 pub mod testing;
+pub mod upcast;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -36,9 +36,28 @@ pub fn decode_payload<'de, T: serde::Deserialize<'de>>(
     serde_json::from_slice(payload).map_err(DecodeError::InvalidPayload)
 }
 
+/// Upcasts a payload stored with schema version `found` to `current` with the variant's
+/// upcasters (`(from, upcaster)` pairs), then decodes it.
+#[cold]
+pub fn decode_upcast<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    found: u32,
+    current: u32,
+    upcasters: &[(u32, crate::upcast::Upcaster)],
+) -> Result<T, DecodeError> {
+    let mut value: serde_json::Value = decode_payload(payload)?;
+    for from_version in found..current {
+        if let Some((_, upcaster)) = upcasters.iter().find(|(from, _)| *from == from_version) {
+            value = upcaster(value).map_err(|source| DecodeError::Upcast {
+                from_version,
+                source,
+            })?;
+        }
+    }
+    serde_json::from_value(value).map_err(DecodeError::InvalidPayload)
+}
+
 /// Refuses a payload written by newer code than this one.
-///
-/// Older schema versions are decoded as they are for now: upcasting will hook in here.
 #[inline]
 pub fn check_schema_version(found: u32, current: u32) -> Result<(), DecodeError> {
     if found > current {

@@ -24,6 +24,12 @@ pub struct Loaded<A> {
     pub version: Version,
 }
 
+/// A loaded aggregate and the version of the latest snapshot stored for it (0 when none).
+struct Hydrated<A> {
+    loaded: Loaded<A>,
+    snapshot_version: Version,
+}
+
 /// How many events the repository reads from a stream in one call.
 const READ_BATCH: usize = 4096;
 
@@ -217,7 +223,7 @@ struct Inner<A: CommandHandler, S> {
     services: A::Services,
     retry: RetryPolicy,
     snapshots: Option<SnapshotPolicy<A>>,
-    cache: Option<AggregateCache<A>>,
+    cache: Option<AggregateCache<Hydrated<A>>>,
 }
 
 impl<A: CommandHandler, S> Clone for Repository<A, S> {
@@ -300,9 +306,9 @@ where
             }
         }
         let Some(cache) = &self.inner.cache else {
-            let mut loaded = self.load_stream(&stream).await?;
+            let mut hydrated = self.hydrate(&stream).await?;
             return self
-                .decide_and_append(&stream, &mut loaded, command, metadata, true)
+                .decide_and_append(&stream, &mut hydrated, command, metadata, true)
                 .await;
         };
         let slot = cache.slot(&stream);
@@ -312,15 +318,15 @@ where
         // A cached state is decided on without reading the stream first: if another node wrote
         // meanwhile, the append's expected version refuses the decision, and a refusal or no-op
         // decided on it is confirmed against the stream before it is returned.
-        let (mut loaded, fresh) = match cached.take() {
-            Some(loaded) => (loaded, false),
-            None => (self.load_stream(&stream).await?, true),
+        let (mut hydrated, fresh) = match cached.take() {
+            Some(hydrated) => (hydrated, false),
+            None => (self.hydrate(&stream).await?, true),
         };
         let result = self
-            .decide_and_append(&stream, &mut loaded, command, metadata, fresh)
+            .decide_and_append(&stream, &mut hydrated, command, metadata, fresh)
             .await;
-        // Whatever happened, `loaded` holds exactly the events read or written so far.
-        *cached = Some(loaded);
+        // Whatever happened, the state holds exactly the events read or written so far.
+        *cached = Some(hydrated);
         result
     }
 
@@ -339,9 +345,10 @@ where
         version: Version,
     ) -> Result<Loaded<A>, LoadError> {
         let stream = self.stream_id(id)?;
-        let mut loaded = self.snapshot_state(&stream, Some(version)).await?;
-        self.read_into(&stream, &mut loaded, Some(version)).await?;
-        Ok(loaded)
+        let mut hydrated = self.snapshot_state(&stream, Some(version)).await?;
+        self.read_into(&stream, &mut hydrated.loaded, Some(version))
+            .await?;
+        Ok(hydrated.loaded)
     }
 
     /// Drops the aggregate `id` from the cache, if it is there.
@@ -354,9 +361,14 @@ where
     }
 
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, LoadError> {
-        let mut loaded = self.snapshot_state(stream, None).await?;
-        self.read_into(stream, &mut loaded, None).await?;
-        Ok(loaded)
+        Ok(self.hydrate(stream).await?.loaded)
+    }
+
+    /// The current state: the latest usable snapshot, then the events after it.
+    async fn hydrate(&self, stream: &StreamId) -> Result<Hydrated<A>, StoreError> {
+        let mut hydrated = self.snapshot_state(stream, None).await?;
+        self.read_into(stream, &mut hydrated.loaded, None).await?;
+        Ok(hydrated)
     }
 
     async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<(), StoreError> {
@@ -364,14 +376,20 @@ where
     }
 
     /// The latest usable snapshot (at or before `at_most`), or the initial state.
+    ///
+    /// A snapshot of another schema version, or one that no longer decodes, counts as none, so
+    /// the policy writes a fresh one once enough events have been applied.
     async fn snapshot_state(
         &self,
         stream: &StreamId,
         at_most: Option<Version>,
-    ) -> Result<Loaded<A>, StoreError> {
-        let initial = Loaded {
-            state: A::default(),
-            version: Version::INITIAL,
+    ) -> Result<Hydrated<A>, StoreError> {
+        let initial = Hydrated {
+            loaded: Loaded {
+                state: A::default(),
+                version: Version::INITIAL,
+            },
+            snapshot_version: Version::INITIAL,
         };
         let Some(policy) = &self.inner.snapshots else {
             return Ok(initial);
@@ -388,9 +406,12 @@ where
             return Ok(initial);
         }
         // A snapshot that no longer decodes is ignored: the events are the truth.
-        Ok(policy.decode(&snapshot).map_or(initial, |state| Loaded {
-            state,
-            version: snapshot.version,
+        Ok(policy.decode(&snapshot).map_or(initial, |state| Hydrated {
+            loaded: Loaded {
+                state,
+                version: snapshot.version,
+            },
+            snapshot_version: snapshot.version,
         }))
     }
 
@@ -433,12 +454,13 @@ where
     async fn decide_and_append(
         &self,
         stream: &StreamId,
-        loaded: &mut Loaded<A>,
+        hydrated: &mut Hydrated<A>,
         command: A::Command,
         metadata: CommandMetadata,
         mut fresh: bool,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
         let inner = &*self.inner;
+        let loaded = &mut hydrated.loaded;
         let correlation_id = metadata
             .correlation_id
             .unwrap_or_else(crate::id::random_uuid);
@@ -483,12 +505,11 @@ where
             let expected = ExpectedVersion::Exact(loaded.version);
             match inner.store.append(stream, expected, new_events).await {
                 Ok(receipt) => {
-                    let before = loaded.version;
                     for event in events.iter().cloned() {
                         loaded.state.apply(event);
                     }
                     loaded.version = receipt.version;
-                    let snapshot_error = self.snapshot_if_due(stream, loaded, before).await;
+                    let snapshot_error = self.snapshot_if_due(stream, hydrated).await;
                     return Ok(ExecuteOutcome {
                         stream: stream.clone(),
                         version: receipt.version,
@@ -523,21 +544,29 @@ where
         }
     }
 
+    /// Saves a snapshot when the policy's number of events has passed since the last one.
     async fn snapshot_if_due(
         &self,
         stream: &StreamId,
-        loaded: &Loaded<A>,
-        before: Version,
+        hydrated: &mut Hydrated<A>,
     ) -> Option<StoreError> {
         let policy = self.inner.snapshots.as_ref()?;
-        if !policy.is_due(before, loaded.version) {
+        let loaded = &hydrated.loaded;
+        if !policy.is_due(hydrated.snapshot_version, loaded.version) {
             return None;
         }
         let snapshot = match policy.encode(&loaded.state, loaded.version) {
             Ok(snapshot) => snapshot,
             Err(error) => return Some(StoreError::backend(error)),
         };
-        self.inner.store.save_snapshot(stream, snapshot).await.err()
+        let version = snapshot.version;
+        match self.inner.store.save_snapshot(stream, snapshot).await {
+            Ok(()) => {
+                hydrated.snapshot_version = version;
+                None
+            }
+            Err(error) => Some(error),
+        }
     }
 
     /// The outcome of the earlier application of a command id, read back from the stream.

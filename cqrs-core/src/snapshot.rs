@@ -18,7 +18,8 @@ pub struct SnapshotPolicy<A> {
 }
 
 impl<A: Aggregate + Serialize + DeserializeOwned> SnapshotPolicy<A> {
-    /// Snapshot the state whenever the stream's version passes a multiple of `every` (0 means 1).
+    /// Snapshot the state once `every` events (0 means 1) have been written since the latest
+    /// snapshot of the current schema version.
     pub fn every(every: u64) -> Self {
         SnapshotPolicy {
             every: every.max(1),
@@ -29,9 +30,10 @@ impl<A: Aggregate + Serialize + DeserializeOwned> SnapshotPolicy<A> {
 }
 
 impl<A: Aggregate> SnapshotPolicy<A> {
-    /// Whether an append that moved the stream from `before` to `after` calls for a snapshot.
-    pub(crate) fn is_due(&self, before: Version, after: Version) -> bool {
-        before.0 / self.every != after.0 / self.every
+    /// Whether a stream at `version`, whose latest snapshot covers `snapshot_version` (0 when
+    /// there is none, or none of the current schema), calls for a new snapshot.
+    pub(crate) fn is_due(&self, snapshot_version: Version, version: Version) -> bool {
+        version.0.saturating_sub(snapshot_version.0) >= self.every
     }
 
     pub(crate) fn encode(

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use cqrs_core::prelude::*;
+use cqrs_core::upcast::{UpcastError, Value};
 
 /// Identifies one reservation (a customer's booking) within a show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub enum ShowEvent {
         capacity: u32,
     },
     /// A booking took seats.
+    ///
+    /// Version 1 was stored as `SeatsBooked { customer, seats }`, before a customer could hold
+    /// more than one booking; [`booking_from_customer`] reads it as version 2.
+    #[event(version = 2, alias = "SeatsBooked", upcast(from = 1, with = booking_from_customer))]
     SeatsReserved {
         /// The booking.
         booking: BookingId,
@@ -39,6 +44,19 @@ pub enum ShowEvent {
         /// Seats given back.
         seats: u32,
     },
+}
+
+/// Upcasts `SeatsReserved` (or `SeatsBooked`) version 1 to version 2: in version 1 each customer
+/// had one booking, so the customer number becomes the booking number.
+pub fn booking_from_customer(mut payload: Value) -> Result<Value, UpcastError> {
+    let fields = payload
+        .as_object_mut()
+        .ok_or_else(|| UpcastError::new("a version 1 reservation is a JSON object"))?;
+    let customer = fields
+        .remove("customer")
+        .ok_or_else(|| UpcastError::new("a version 1 reservation has a `customer` field"))?;
+    fields.insert("booking".to_owned(), customer);
+    Ok(payload)
 }
 
 /// Why a show refused a command.

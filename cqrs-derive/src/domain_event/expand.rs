@@ -7,8 +7,9 @@
 //! `#[serde(...)]` attributes.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{Attribute, Field, Fields, Ident, Index};
 
 use super::model::{EventEnum, EventVariant};
@@ -156,41 +157,71 @@ fn decoder_struct(variant: &EventVariant<'_>) -> Option<TokenStream> {
     })
 }
 
-/// `"Name" => { check version; decode fields; build the variant }`.
+/// `"Name" | "Alias" => { check version; upcast if older; decode fields; build the variant }`.
 fn decode_arm(variant: &EventVariant<'_>) -> TokenStream {
     let name = &variant.name;
+    let aliases = &variant.aliases;
     let version = variant.version;
     let variant_ident = &variant.original.ident;
     let decoder = decoder_ident(variant);
     let fields = Ident::new("fields", Span::mixed_site());
-    let build = match &variant.original.fields {
-        Fields::Unit => quote! {
-            let () = ::cqrs_core::__private::decode_payload(payload)?;
-            Self::#variant_ident
-        },
+    // The type the payload decodes into, and the variant built from it (named `fields`).
+    let (target, construct) = match &variant.original.fields {
+        Fields::Unit => (quote!(()), quote!(Self::#variant_ident)),
         Fields::Named(named) => {
             let names: Vec<&Ident> = named
                 .named
                 .iter()
                 .filter_map(|field| field.ident.as_ref())
                 .collect();
-            quote! {
-                let #fields: #decoder = ::cqrs_core::__private::decode_payload(payload)?;
-                Self::#variant_ident { #(#names: #fields.#names),* }
-            }
+            (
+                quote!(#decoder),
+                quote!(Self::#variant_ident { #(#names: #fields.#names),* }),
+            )
         }
         Fields::Unnamed(unnamed) => {
             let indexes = (0..unnamed.unnamed.len()).map(Index::from);
-            quote! {
-                let #fields: #decoder = ::cqrs_core::__private::decode_payload(payload)?;
-                Self::#variant_ident(#(#fields.#indexes),*)
+            (
+                quote!(#decoder),
+                quote!(Self::#variant_ident(#(#fields.#indexes),*)),
+            )
+        }
+    };
+    let upcast = if variant.upcasters.is_empty() {
+        TokenStream::new()
+    } else {
+        // Only payloads of an older version take the slower way through `serde_json::Value`.
+        // The binding is spanned on the user's path, so a function of the wrong shape is
+        // reported there.
+        let steps = variant.upcasters.iter().map(|(from, path)| {
+            let upcaster = quote_spanned! {path.span()=>
+                {
+                    let upcaster: ::cqrs_core::upcast::Upcaster = #path;
+                    upcaster
+                }
+            };
+            quote!((#from, #upcaster))
+        });
+        quote! {
+            if schema_version < #version {
+                #[allow(clippy::let_unit_value)]
+                let #fields: #target = ::cqrs_core::__private::decode_upcast(
+                    payload,
+                    schema_version,
+                    #version,
+                    &[#(#steps),*],
+                )?;
+                return ::core::result::Result::Ok(#construct);
             }
         }
     };
     quote! {
-        #name => {
+        #name #(| #aliases)* => {
             ::cqrs_core::__private::check_schema_version(schema_version, #version)?;
-            ::core::result::Result::Ok({ #build })
+            #upcast
+            #[allow(clippy::let_unit_value)]
+            let #fields: #target = ::cqrs_core::__private::decode_payload(payload)?;
+            ::core::result::Result::Ok(#construct)
         }
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Lit, LitStr, Variant};
 
 use crate::attr::{self, Setting};
@@ -15,8 +16,18 @@ const EVENT: &str = "event";
 const NAME: &str = "name";
 /// `version = 2`: the schema version the variant's events are written with.
 const VERSION: &str = "version";
+/// `alias = "SeatsBooked"`: a former stored name that still decodes into the variant.
+const ALIAS: &str = "alias";
+/// `upcast(from = 1, with = path)`: turns a stored payload of version `from` into `from + 1`.
+const UPCAST: &str = "upcast";
+/// `from = 1` inside `upcast(...)`.
+const UPCAST_FROM: &str = "from";
+/// `with = path::to::function` inside `upcast(...)`.
+const UPCAST_WITH: &str = "with";
 /// Every key `#[event(...)]` accepts.
-const KEYS: &[&str] = &[NAME, VERSION];
+const KEYS: &[&str] = &[NAME, VERSION, ALIAS, UPCAST];
+/// Every key `upcast(...)` accepts.
+const UPCAST_KEYS: &[&str] = &[UPCAST_FROM, UPCAST_WITH];
 
 /// The schema version of a variant without `#[event(version = ...)]`.
 const DEFAULT_VERSION: u32 = 1;
@@ -34,6 +45,19 @@ pub(super) struct EventVariant<'a> {
     pub(super) name: String,
     /// The schema version it is written with.
     pub(super) version: u32,
+    /// Former stored names that decode into this variant.
+    pub(super) aliases: Vec<String>,
+    /// `(from, upcaster)`: each turns a payload of version `from` into `from + 1`.
+    pub(super) upcasters: Vec<(u32, syn::Path)>,
+}
+
+/// What `#[event(...)]` says about one variant.
+struct VariantSettings {
+    name: String,
+    name_span: Span,
+    version: u32,
+    aliases: Vec<(String, Span)>,
+    upcasters: Vec<(u32, syn::Path)>,
 }
 
 /// Reads and validates the derive input; on error, every problem found, combined.
@@ -75,24 +99,39 @@ pub(super) fn read(input: &DeriveInput) -> syn::Result<EventEnum<'_>> {
     // Stored name -> the variant that took it first.
     let mut taken: HashMap<String, &Variant> = HashMap::new();
     for variant in data.map(|data| data.variants.iter()).into_iter().flatten() {
-        let Some((name, name_span, version)) = read_variant(&ctxt, variant) else {
+        let Some(settings) = read_variant(&ctxt, variant) else {
             continue;
         };
-        if let Some(first) = taken.get(&name) {
-            ctxt.syn_error(syn::Error::new(
-                name_span,
-                format!(
-                    "event type name `{name}` is already used by variant `{}`: give one of them another name with `#[event(name = \"...\")]`",
-                    first.ident
-                ),
-            ));
+        let mut clash = false;
+        let names = std::iter::once((&settings.name, settings.name_span))
+            .chain(settings.aliases.iter().map(|(alias, span)| (alias, *span)));
+        for (name, span) in names {
+            if let Some(first) = taken.get(name) {
+                ctxt.syn_error(syn::Error::new(
+                    span,
+                    format!(
+                        "event type name `{name}` is already used by variant `{}`: give one of them another name with `#[event(name = \"...\")]`",
+                        first.ident
+                    ),
+                ));
+                clash = true;
+            } else {
+                taken.insert(name.clone(), variant);
+            }
+        }
+        if clash {
             continue;
         }
-        taken.insert(name.clone(), variant);
         variants.push(EventVariant {
             original: variant,
-            name,
-            version,
+            name: settings.name,
+            version: settings.version,
+            aliases: settings
+                .aliases
+                .into_iter()
+                .map(|(alias, _)| alias)
+                .collect(),
+            upcasters: settings.upcasters,
         });
     }
 
@@ -103,10 +142,13 @@ pub(super) fn read(input: &DeriveInput) -> syn::Result<EventEnum<'_>> {
     })
 }
 
-/// The stored name (and where it was written), and the version of one variant.
-fn read_variant(ctxt: &Ctxt, variant: &Variant) -> Option<(String, Span, u32)> {
+/// The stored name (and where it was written), version, aliases and upcasters of one variant.
+fn read_variant(ctxt: &Ctxt, variant: &Variant) -> Option<VariantSettings> {
     let mut name: Setting<'_, LitStr> = Setting::new(ctxt, EVENT, NAME);
     let mut version = Setting::new(ctxt, EVENT, VERSION);
+    let mut aliases: Vec<LitStr> = Vec::new();
+    // `(from, where from was written, upcaster)`.
+    let mut upcasters: Vec<(u32, Span, syn::Path)> = Vec::new();
     let mut readable = true;
     for attribute in variant.attrs.iter().filter(|a| a.path().is_ident(EVENT)) {
         let parsed = attribute.parse_nested_meta(|meta| {
@@ -122,6 +164,21 @@ fn read_variant(ctxt: &Ctxt, variant: &Variant) -> Option<(String, Span, u32)> {
                 let literal: Lit = meta.value()?.parse()?;
                 if let Some(value) = attr::positive_u32(ctxt, VERSION, &literal) {
                     version.set(&meta.path, value);
+                }
+            } else if meta.path.is_ident(ALIAS) {
+                match meta.value()?.parse::<syn::Expr>()? {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: Lit::Str(literal),
+                        ..
+                    }) => aliases.push(literal),
+                    other => ctxt.error_spanned_by(
+                        other,
+                        "`alias` takes the former stored name as a string: write `alias = \"SeatsBooked\"`",
+                    ),
+                }
+            } else if meta.path.is_ident(UPCAST) {
+                if let Some(upcaster) = read_upcast(ctxt, &meta)? {
+                    upcasters.push(upcaster);
                 }
             } else {
                 attr::unknown_key(ctxt, &meta, EVENT, KEYS)?;
@@ -148,5 +205,80 @@ fn read_variant(ctxt: &Ctxt, variant: &Variant) -> Option<(String, Span, u32)> {
         None => (variant.ident.unraw().to_string(), variant.ident.span()),
     };
     let version = version.get().unwrap_or(DEFAULT_VERSION);
-    readable.then_some((name, span, version))
+    let mut aliases_read = Vec::new();
+    for alias in aliases {
+        let value = alias.value();
+        if value.is_empty() || value.chars().any(char::is_control) {
+            ctxt.error_spanned_by(
+                &alias,
+                "an alias is a former stored name: write a non-empty name without control characters",
+            );
+            readable = false;
+        } else {
+            aliases_read.push((value, alias.span()));
+        }
+    }
+    let mut upcasters_read: Vec<(u32, syn::Path)> = Vec::new();
+    for (from, span, path) in upcasters {
+        if from >= version {
+            ctxt.syn_error(syn::Error::new(
+                span,
+                format!(
+                    "an upcaster converts an older schema version to the next one: `from` must be below the variant's version {version} (raise `version` or lower `from`)"
+                ),
+            ));
+            readable = false;
+        } else if upcasters_read.iter().any(|(earlier, _)| *earlier == from) {
+            ctxt.syn_error(syn::Error::new(
+                span,
+                format!("an upcaster from version {from} is already declared: keep one `upcast(from = {from}, ...)`"),
+            ));
+            readable = false;
+        } else {
+            upcasters_read.push((from, path));
+        }
+    }
+    readable.then_some(VariantSettings {
+        name,
+        name_span: span,
+        version,
+        aliases: aliases_read,
+        upcasters: upcasters_read,
+    })
+}
+
+/// `upcast(from = 1, with = path)`: the version it converts from, where that was written, and the
+/// function.
+fn read_upcast(
+    ctxt: &Ctxt,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+) -> syn::Result<Option<(u32, Span, syn::Path)>> {
+    let mut from = Setting::new(ctxt, UPCAST, UPCAST_FROM);
+    let mut with: Setting<'_, syn::Path> = Setting::new(ctxt, UPCAST, UPCAST_WITH);
+    let mut from_span = meta.path.span();
+    meta.parse_nested_meta(|inner| {
+        if inner.path.is_ident(UPCAST_FROM) {
+            let literal: Lit = inner.value()?.parse()?;
+            from_span = literal.span();
+            if let Some(value) = attr::positive_u32(ctxt, UPCAST_FROM, &literal) {
+                from.set(&inner.path, value);
+            }
+        } else if inner.path.is_ident(UPCAST_WITH) {
+            let path: syn::Path = inner.value()?.parse()?;
+            with.set(&inner.path, path);
+        } else {
+            attr::unknown_key(ctxt, &inner, UPCAST, UPCAST_KEYS)?;
+        }
+        Ok(())
+    })?;
+    match (from.get(), with.get()) {
+        (Some(from), Some(with)) => Ok(Some((from, from_span, with))),
+        _ => {
+            ctxt.error_spanned_by(
+                &meta.path,
+                "`upcast` needs the version it converts from and the function: write `upcast(from = 1, with = v1_to_v2)`",
+            );
+            Ok(None)
+        }
+    }
 }

@@ -1,0 +1,14 @@
+use cqrs_core::prelude::*;
+use cqrs_core::upcast::{UpcastError, Value};
+
+fn keep(payload: Value) -> Result<Value, UpcastError> {
+    Ok(payload)
+}
+
+#[derive(DomainEvent)]
+enum ShowEvent {
+    #[event(version = 3, upcast(from = 1, with = keep), upcast(from = 1, with = keep))]
+    Scheduled,
+}
+
+fn main() {}
