@@ -65,6 +65,7 @@
 pub mod aggregate;
 mod cache;
 pub mod event;
+pub mod guide;
 mod id;
 pub mod repository;
 pub mod retry;
