@@ -4,6 +4,7 @@
 use cqrs_core::{EventStore, ExecuteError, Repository, StreamId, Version};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowError, ShowEvent};
 use cqrs_memstore::MemStore;
+use cqrs_tests::yielding::Yielding;
 
 const TASKS: u64 = 8;
 const COMMANDS_PER_TASK: u64 = 1000;
@@ -16,7 +17,7 @@ struct Tally {
 
 /// 8 tasks x 1000 reserve(1) on one show of `capacity`, through `nodes` (repositories that
 /// share one store, as application nodes would); checks the invariant and returns the tally.
-async fn race(capacity: u32, nodes: Vec<Repository<Show, MemStore>>, store: &MemStore) -> Tally {
+async fn race<S: EventStore>(capacity: u32, nodes: Vec<Repository<Show, S>>, store: &S) -> Tally {
     nodes[0]
         .execute("race", ShowCommand::Schedule { capacity })
         .await
@@ -115,8 +116,9 @@ async fn eight_writers_fill_4000_seats_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_uncached_writers_fill_4000_seats_exactly_through_retries() {
     // No cache: every command loads the show (from a snapshot) and races the others, so
-    // conflicts happen and are retried on fresh state.
-    let store = MemStore::new();
+    // conflicts happen and are retried on fresh state. Yielding before every read and append
+    // makes the writers interleave between load and append even on a busy machine.
+    let store = Yielding(MemStore::new());
     let shows = Repository::builder(store.clone())
         .cache(0)
         .snapshot_every(50)
@@ -131,7 +133,7 @@ async fn eight_uncached_writers_fill_4000_seats_exactly_through_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_nodes_with_their_own_caches_fill_4000_seats_exactly() {
-    let store = MemStore::new();
+    let store = Yielding(MemStore::new());
     let nodes = (0..4).map(|_| Repository::new(store.clone())).collect();
     let tally = race(4000, nodes, &store).await;
     assert_eq!((tally.reserved, tally.sold_out), (4000, 4000));
