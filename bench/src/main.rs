@@ -11,6 +11,8 @@ use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPoli
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_memstore::MemStore;
 
+mod projection;
+
 type Shows = Repository<Show, MemStore>;
 
 type BenchResult = Result<(), Box<dyn std::error::Error>>;
@@ -226,6 +228,9 @@ async fn main() -> BenchResult {
     }
     if wanted("mem_rehydrate") {
         mem_rehydrate().await?;
+    }
+    if wanted("mem_projection_catchup") {
+        projection::mem_projection_catchup().await?;
     }
     if wanted("mem_contention") {
         // The default repository: its cache lets commands for one aggregate take turns.

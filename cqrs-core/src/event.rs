@@ -399,6 +399,8 @@ pub struct EventTypeInfo {
     pub name: &'static str,
     /// The schema version new events of this type are written with.
     pub version: u32,
+    /// Former stored names that still decode into this type (`#[event(alias = "...")]`).
+    pub aliases: &'static [&'static str],
 }
 
 /// Why an event could not be encoded.
@@ -470,6 +472,14 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
 
     /// Decodes a stored payload written under `event_type` with `schema_version`.
     fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError>;
+
+    /// Whether events stored under `event_type` (a current name or a former one) decode into
+    /// this enum. Readers of the global log use it to tell their events from others'.
+    fn recognizes(event_type: &str) -> bool {
+        Self::EVENT_TYPES
+            .iter()
+            .any(|info| info.name == event_type || info.aliases.contains(&event_type))
+    }
 }
 
 #[cfg(test)]

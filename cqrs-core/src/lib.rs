@@ -67,6 +67,7 @@ mod cache;
 pub mod event;
 pub mod guide;
 mod id;
+pub mod projection;
 pub mod repository;
 pub mod retry;
 pub mod snapshot;

@@ -313,7 +313,11 @@ fn event_types_list_names_and_versions_in_order() {
         ("Priced", 1),
         ("Moved", 1),
     ]
-    .map(|(name, version)| EventTypeInfo { name, version });
+    .map(|(name, version)| EventTypeInfo {
+        name,
+        version,
+        aliases: &[],
+    });
     assert_eq!(ShowEvent::EVENT_TYPES, expected);
 
     let event = ShowEvent::SeatsReserved {

@@ -185,3 +185,17 @@ fn an_upcast_payload_that_still_does_not_fit_is_invalid() {
         "{error:?}"
     );
 }
+
+#[test]
+fn former_names_are_recognized_by_log_readers() {
+    assert!(AccountEvent::recognizes("AccountOpened"));
+    assert!(AccountEvent::recognizes("AccountCreated"));
+    assert!(AccountEvent::recognizes("Opened"));
+    assert!(AccountEvent::recognizes("Closed"));
+    assert!(!AccountEvent::recognizes("Withdrawn"));
+    let opened = &AccountEvent::EVENT_TYPES[0];
+    assert_eq!(
+        (opened.name, opened.version, opened.aliases),
+        ("AccountOpened", 4, &["AccountCreated", "Opened"][..])
+    );
+}

@@ -2,7 +2,15 @@
 //! current code, undecodable events are typed errors on every read path, and a snapshot of another
 //! schema version is ignored and replaced.
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
 use cqrs_core::event::{Metadata, NewEvent, Payload};
+use cqrs_core::projection::{
+    ErrorPolicy, EventContext, MemoryReadModel, Projection, ProjectionRunner, ProjectionState,
+    WaitError,
+};
 use cqrs_core::store::Snapshot;
 use cqrs_core::{
     DecodeError, DomainEvent, EventId, EventStore, ExecuteError, ExpectedVersion, LoadError,
@@ -11,6 +19,8 @@ use cqrs_core::{
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_memstore::MemStore;
 use serde::Deserialize;
+
+const WAIT: Duration = Duration::from_secs(10);
 
 /// One stored event of a fixture file: what an older release of the code wrote.
 #[derive(Deserialize)]
@@ -275,4 +285,121 @@ async fn a_snapshot_of_another_schema_version_is_replaced_by_a_fresh_one() {
         .await
         .expect("loads from the fresh snapshot");
     assert_eq!((show.version, show.state.reserved()), (Version(6), 5));
+}
+
+/// Seats per booking, fed by the show events.
+struct SeatsPerBooking;
+
+impl Projection for SeatsPerBooking {
+    const NAME: &'static str = "seats_per_booking";
+    const AGGREGATES: &'static [&'static str] = &["show"];
+    type Event = ShowEvent;
+    type ReadModel = BTreeMap<u64, u32>;
+    type Error = Infallible;
+
+    fn apply(
+        &self,
+        bookings: &mut Self::ReadModel,
+        event: ShowEvent,
+        _: &EventContext<'_>,
+    ) -> Result<(), Infallible> {
+        match event {
+            ShowEvent::Scheduled { .. } => {}
+            ShowEvent::SeatsReserved { booking, seats } => {
+                bookings.insert(booking.0, seats);
+            }
+            ShowEvent::ReservationCancelled { booking, .. } => {
+                bookings.remove(&booking.0);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_old_history_feeds_a_projection_through_the_upcasters() {
+    let store = store_with_old_history().await;
+    let model = MemoryReadModel::new();
+    let handle = ProjectionRunner::new(SeatsPerBooking, store.clone(), model.clone()).spawn();
+    handle
+        .wait_for(Position(5), WAIT)
+        .await
+        .expect("catches up");
+    assert_eq!(model.read(Clone::clone), BTreeMap::from([(8, 3), (9, 1)]));
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_event_goes_through_the_projection_error_policy() {
+    let store = store_with_old_history().await;
+    let bad = stored("SeatsBooked", 1, r#"{"seats":4}"#);
+    store
+        .append(
+            &stream("old"),
+            ExpectedVersion::Exact(Version(5)),
+            vec![bad],
+        )
+        .await
+        .expect("appends");
+    let after = stored("SeatsReserved", 2, r#"{"booking":10,"seats":2}"#);
+    store
+        .append(
+            &stream("old"),
+            ExpectedVersion::Exact(Version(6)),
+            vec![after],
+        )
+        .await
+        .expect("appends");
+
+    // Stop: the projection halts right before the bad event, with the error visible.
+    let stopping = MemoryReadModel::new();
+    let handle = ProjectionRunner::new(SeatsPerBooking, store.clone(), stopping.clone()).spawn();
+    let error = handle
+        .wait_for(Position(7), WAIT)
+        .await
+        .expect_err("stops at position 6");
+    assert!(
+        matches!(
+            error,
+            WaitError::Stopped {
+                reached: Position(5),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let status = handle.status().await;
+    assert_eq!(status.state, ProjectionState::Failed);
+    let failure = status.last_error.expect("the failure is visible");
+    assert_eq!(
+        failure.event.as_ref().map(|event| event.position),
+        Some(Position(6))
+    );
+    let message = failure.error.to_string();
+    assert!(
+        message.contains("upcasting from schema version 1 failed"),
+        "{message}"
+    );
+    handle.shutdown().await;
+
+    // Skip: the projection goes on, and the skipped event is recorded with its error.
+    let skipping = MemoryReadModel::new();
+    let handle = ProjectionRunner::new(SeatsPerBooking, store.clone(), skipping.clone())
+        .error_policy(ErrorPolicy::Skip)
+        .spawn();
+    handle
+        .wait_for(Position(7), WAIT)
+        .await
+        .expect("goes past the bad event");
+    assert_eq!(
+        skipping.read(Clone::clone),
+        BTreeMap::from([(8, 3), (9, 1), (10, 2)])
+    );
+    let status = handle.status().await;
+    assert_eq!(status.skipped_total, 1);
+    assert_eq!(
+        status.skipped[0].event.as_ref().map(|event| event.position),
+        Some(Position(6))
+    );
+    handle.shutdown().await;
 }

@@ -29,7 +29,8 @@ pub(super) fn domain_event_impl(events: &EventEnum<'_>) -> TokenStream {
     let event_types = events.variants.iter().map(|variant| {
         let name = &variant.name;
         let version = variant.version;
-        quote!(::cqrs_core::EventTypeInfo { name: #name, version: #version })
+        let aliases = &variant.aliases;
+        quote!(::cqrs_core::EventTypeInfo { name: #name, version: #version, aliases: &[#(#aliases),*] })
     });
     let name_arms = events.variants.iter().map(|variant| {
         let variant_ident = &variant.original.ident;

@@ -1,0 +1,97 @@
+//! `mem_projection_catchup`: a projection catching up on 1,000,000 events from the in-memory
+//! store into an in-memory read model (seats available per show).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use cqrs_core::event::{Metadata, NewEvent};
+use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, ProjectionRunner};
+use cqrs_core::{EventStore, ExpectedVersion, StreamId, Version};
+use cqrs_examples::show::{BookingId, ShowEvent};
+use cqrs_memstore::MemStore;
+
+use crate::{BenchResult, per_second, report};
+
+/// Seats available per show id.
+struct AvailableSeats;
+
+impl Projection for AvailableSeats {
+    const NAME: &'static str = "available_seats";
+    const AGGREGATES: &'static [&'static str] = &["show"];
+    type Event = ShowEvent;
+    type ReadModel = HashMap<String, i64>;
+    type Error = Infallible;
+
+    fn apply(
+        &self,
+        seats: &mut Self::ReadModel,
+        event: ShowEvent,
+        context: &EventContext<'_>,
+    ) -> Result<(), Infallible> {
+        let show = context.aggregate_id();
+        // Looked up by `&str` first: only a show's first event allocates its key.
+        let available = match seats.get_mut(show) {
+            Some(available) => available,
+            None => seats.entry(show.to_owned()).or_default(),
+        };
+        match event {
+            ShowEvent::Scheduled { capacity } => *available = i64::from(capacity),
+            ShowEvent::SeatsReserved { seats, .. } => *available -= i64::from(seats),
+            ShowEvent::ReservationCancelled { seats, .. } => *available += i64::from(seats),
+        }
+        Ok(())
+    }
+}
+
+/// `mem_projection_catchup`: 1,000 shows of 1,000 events each (scheduled, then 999 one-seat
+/// reservations), written first; then the time from starting the runner until it has applied
+/// the last event, in batches of 1,000.
+pub(crate) async fn mem_projection_catchup() -> BenchResult {
+    const SHOWS: u64 = 1_000;
+    const EVENTS_PER_SHOW: u64 = 1_000;
+    let store = MemStore::new();
+    for show in 0..SHOWS {
+        let stream = StreamId::for_aggregate("show", show)?;
+        let mut events = Vec::with_capacity(EVENTS_PER_SHOW as usize);
+        events.push(NewEvent::encode(
+            &ShowEvent::Scheduled {
+                capacity: EVENTS_PER_SHOW as u32,
+            },
+            Metadata::default(),
+        )?);
+        for booking in 1..EVENTS_PER_SHOW {
+            let event = ShowEvent::SeatsReserved {
+                booking: BookingId(booking),
+                seats: 1,
+            };
+            events.push(NewEvent::encode(&event, Metadata::default())?);
+        }
+        store
+            .append(&stream, ExpectedVersion::Exact(Version(0)), events)
+            .await?;
+    }
+    let head = store.head().await?;
+
+    let read_model = MemoryReadModel::new();
+    let started = Instant::now();
+    let projection = ProjectionRunner::new(AvailableSeats, store.clone(), read_model.clone())
+        .batch_size(1_000)
+        .spawn();
+    projection.wait_for(head, Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed();
+    projection.shutdown().await;
+
+    let wrong = read_model.read(|seats| {
+        seats.len() != SHOWS as usize || seats.values().any(|available| *available != 1)
+    });
+    if wrong {
+        return Err("the read model does not hold one seat left per show".into());
+    }
+    report(
+        "mem_projection_catchup",
+        per_second(head.0, elapsed),
+        "events/s",
+    );
+    Ok(())
+}
