@@ -70,6 +70,7 @@ mod id;
 pub mod projection;
 pub mod repository;
 pub mod retry;
+pub mod saga;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;
@@ -95,15 +96,16 @@ pub use crate::store::{
 };
 
 #[cfg(feature = "derive")]
-pub use cqrs_derive::{Aggregate, DomainEvent, command_handler};
+pub use cqrs_derive::{Aggregate, DomainEvent, command_handler, saga};
 
 /// What a domain crate needs, in one import: `use cqrs_core::prelude::*;`.
 pub mod prelude {
     pub use crate::aggregate::{Aggregate, CommandHandler};
     pub use crate::event::{CommandId, DomainEvent, StreamId, Version};
     pub use crate::repository::{CommandMetadata, ExecuteError, Repository};
+    pub use crate::saga::{Route, Saga, SagaCommand, SagaContext, SagaTest};
     pub use crate::testing::AggregateTest;
     #[cfg(feature = "derive")]
-    pub use cqrs_derive::{Aggregate, DomainEvent, command_handler};
+    pub use cqrs_derive::{Aggregate, DomainEvent, command_handler, saga};
     pub use serde::{Deserialize, Serialize};
 }

@@ -265,3 +265,74 @@ impl fmt::Display for UnknownError {
 }
 
 impl std::error::Error for UnknownError {}
+
+// --- saga ---
+
+/// Whether `event` belongs to a stream of the aggregate `A` (`{A::NAME}-{id}`): how a saga's
+/// generated `decode` picks the event type to decode it as.
+#[inline]
+pub fn saga_listens_to<A: Aggregate>(event: &crate::event::RecordedEvent) -> bool {
+    event
+        .stream
+        .as_str()
+        .strip_prefix(A::NAME)
+        .is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// Proves, at the user's type, that a saga handler marked `#[on(A)]` takes `A`'s event type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the event type of `{A}`",
+    label = "a handler marked `#[on({A})]` takes `{Expected}` here",
+    note = "the event type of `{A}` is the one named in its `#[aggregate(event = ...)]`"
+)]
+pub trait SagaEventOf<A, Expected> {}
+
+impl<A, T> SagaEventOf<A, T> for T {}
+
+/// Fails to compile unless `E` is the event type of `A`.
+#[inline]
+pub fn assert_saga_event<A: Aggregate, E: SagaEventOf<A, A::Event>>() {}
+
+/// What every saga must be; checked at the user's type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a saga: it must be `Default + Serialize + Deserialize + Send + Sync + 'static`",
+    label = "`{Self}` is not `Default + Serialize + DeserializeOwned + Send + Sync + 'static`",
+    note = "add `#[derive(Default, Serialize, Deserialize)]` to `{Self}`: its state is stored as JSON between events"
+)]
+pub trait SagaBounds {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Default + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> SagaBounds
+    for T
+{
+}
+
+/// Fails to compile unless `T` can be a saga's state.
+#[inline]
+pub fn assert_saga_bounds<T: SagaBounds>() {}
+
+/// What a saga handler may return: `()` or `Result<(), E>` with an error convertible to
+/// [`HandlerError`](crate::saga::HandlerError).
+#[diagnostic::on_unimplemented(
+    message = "a saga handler returns `()` or `Result<(), E>`, not `{Self}`",
+    label = "this handler returns `{Self}`",
+    note = "return nothing, or `Result<(), E>` where `E` converts into `Box<dyn Error + Send + Sync>`"
+)]
+pub trait SagaHandlerResult {
+    /// The result as the runner sees it.
+    fn into_handler_result(self) -> Result<(), crate::saga::HandlerError>;
+}
+
+impl SagaHandlerResult for () {
+    #[inline]
+    fn into_handler_result(self) -> Result<(), crate::saga::HandlerError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<crate::saga::HandlerError>> SagaHandlerResult for Result<(), E> {
+    #[inline]
+    fn into_handler_result(self) -> Result<(), crate::saga::HandlerError> {
+        self.map_err(Into::into)
+    }
+}

@@ -91,6 +91,8 @@ mod command_handler;
 mod ctxt;
 mod domain_event;
 mod expansion_debug;
+mod impl_block;
+mod saga;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -267,4 +269,22 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     let expansion = command_handler::attribute(args.into(), input.into());
     expansion_debug::print("#[command_handler]", &"impl", expansion).into()
+}
+
+/// Makes an impl block a saga (process manager): `#[saga(name = "checkout")]`.
+///
+/// The impl block holds `fn route(input: &CheckoutInput) -> Route`, which says which instance each
+/// event goes to, and one method per aggregate type the saga listens to, marked with the aggregate:
+/// `#[on(Show)] fn on_show(&mut self, event: ShowEvent, saga: &mut SagaContext)`. Optional
+/// `fn on_deadline(&mut self, name: &str, saga: &mut SagaContext)` and
+/// `fn on_rejected(&mut self, rejection: Rejection, saga: &mut SagaContext)` handle deadlines and
+/// commands the target aggregate refused. Handlers return `()` or `Result<(), E>`.
+///
+/// Generates `pub enum CheckoutInput { Show(ShowEvent), ... }` (one variant per handler, named after
+/// the aggregate; `#[saga(input = Name)]` renames it), `From` each event type, and
+/// `cqrs_core::saga::Saga`. See `cqrs_core::saga` for an example.
+#[proc_macro_attribute]
+pub fn saga(args: TokenStream, input: TokenStream) -> TokenStream {
+    let expansion = saga::attribute(args.into(), input.into());
+    expansion_debug::print("#[saga]", &"impl", expansion).into()
 }

@@ -1,0 +1,294 @@
+//! Where a saga keeps its checkpoint, its instances (state and deadlines) and its failures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{EventId, Position, StreamId};
+use crate::store::StoreError;
+
+/// One saga instance as it is stored: its state, the last event it handled, its deadlines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// The instance's id, the key its events are routed by.
+    pub instance: String,
+    /// The saga's state, encoded as JSON.
+    pub state: serde_json::Value,
+    /// The global position of the last event this instance handled. An event at or before it is
+    /// never handled again, even when the saga's checkpoint is moved back.
+    pub position: Position,
+    /// Whether the instance completed; later events routed to it are ignored.
+    pub finished: bool,
+    /// The deadlines the instance is waiting for.
+    pub deadlines: Vec<Deadline>,
+}
+
+/// A time at which a saga instance asked to be woken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deadline {
+    /// The name the saga gave it.
+    pub name: String,
+    /// When it is due.
+    pub due: SystemTime,
+    /// A deterministic id: what scheduled it (an event id or another deadline's id) and its name.
+    /// The command ids of the commands it sends are derived from it.
+    pub id: String,
+    /// The correlation id of the process that scheduled it.
+    pub correlation_id: Option<Uuid>,
+    /// The id of the event that scheduled it.
+    pub causation_id: Option<Uuid>,
+}
+
+/// An event or deadline a saga failed on, kept visible with its error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The global position of the failing event (of the checkpoint, for a deadline).
+    pub position: Position,
+    /// The failing event's id; `None` for a deadline.
+    pub event_id: Option<EventId>,
+    /// The failing event's stream; `None` for a deadline.
+    pub stream: Option<StreamId>,
+    /// The failing event's stored type; `None` for a deadline.
+    pub event_type: Option<String>,
+    /// The instance it was routed to, when routing got that far.
+    pub instance: Option<String>,
+    /// The deadline that failed, when it was one.
+    pub deadline: Option<String>,
+    /// What went wrong.
+    pub error: String,
+    /// How many times it was tried.
+    pub attempts: u32,
+    /// Whether the saga moved on past it (policy `skip`) or stopped on it (policy `stop`).
+    pub skipped: bool,
+}
+
+/// What the runner writes in one atomic step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SagaCommit {
+    /// The saga's new checkpoint, if it moves.
+    pub position: Option<Position>,
+    /// The instance to store (replacing the earlier record of the same id).
+    pub instance: Option<InstanceRecord>,
+    /// A failure to record.
+    pub failure: Option<FailureRecord>,
+}
+
+/// The durable home of sagas' checkpoints, instances and failures.
+///
+/// [`commit`](SagaStore::commit) is atomic: the checkpoint, the instance and the failure of one
+/// commit are all stored or none is. A PostgreSQL implementation does it in one transaction.
+#[async_trait::async_trait]
+pub trait SagaStore: Send + Sync + 'static {
+    /// The position of the last event `saga` is done with ([`Position::START`] at first).
+    async fn checkpoint(&self, saga: &str) -> Result<Position, StoreError>;
+
+    /// Moves the checkpoint of `saga`, e.g. back to [`Position::START`] to replay the log. Instances
+    /// keep their own positions, so a replay does not handle an event twice.
+    async fn set_checkpoint(&self, saga: &str, position: Position) -> Result<(), StoreError>;
+
+    /// The instance `instance` of `saga`, if it was ever stored.
+    async fn instance(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError>;
+
+    /// Stores `commit` atomically.
+    async fn commit(&self, saga: &str, commit: SagaCommit) -> Result<(), StoreError>;
+
+    /// The instances of `saga` with a deadline due at or before `now`, with those deadlines, the
+    /// earliest first.
+    async fn due_deadlines(
+        &self,
+        saga: &str,
+        now: SystemTime,
+    ) -> Result<Vec<(String, Deadline)>, StoreError>;
+
+    /// When the earliest deadline of `saga` is due, if it has any.
+    async fn next_deadline(&self, saga: &str) -> Result<Option<SystemTime>, StoreError>;
+
+    /// Every failure recorded for `saga`, oldest first.
+    async fn failures(&self, saga: &str) -> Result<Vec<FailureRecord>, StoreError>;
+}
+
+#[derive(Debug, Default)]
+struct SagaData {
+    checkpoint: Position,
+    instances: BTreeMap<String, InstanceRecord>,
+    failures: Vec<FailureRecord>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sagas: HashMap<String, SagaData>,
+    /// Commits to let through before the injected faults start.
+    commits_before_faults: usize,
+    failing_commits: usize,
+}
+
+/// A [`SagaStore`] in memory, for tests and single-process applications. Clones share the data.
+#[derive(Clone, Default)]
+pub struct MemorySagaStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// The error [`MemorySagaStore::fail_next_commits`] injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("injected saga store fault: the commit was refused and nothing was written")]
+pub struct InjectedCommitFault;
+
+impl MemorySagaStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next `count` commits fail with [`StoreError::Backend`] (its source is
+    /// [`InjectedCommitFault`]) without writing anything, as when the process dies after a saga
+    /// dispatched its commands but before its state and checkpoint were saved. `0` disarms it.
+    pub fn fail_next_commits(&self, count: usize) {
+        self.fail_commits_after(0, count);
+    }
+
+    /// Lets the next `successes` commits through, then makes `count` fail as
+    /// [`fail_next_commits`](MemorySagaStore::fail_next_commits) does: a crash at any chosen
+    /// step. Replaces an earlier setting.
+    pub fn fail_commits_after(&self, successes: usize, count: usize) {
+        let mut inner = self.lock();
+        inner.commits_before_faults = successes;
+        inner.failing_commits = count;
+    }
+
+    /// Every instance of `saga`, for inspection.
+    pub fn instances(&self, saga: &str) -> Vec<InstanceRecord> {
+        self.lock()
+            .sagas
+            .get(saga)
+            .map(|data| data.instances.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets everything about `saga`: checkpoint, instances and failures.
+    pub fn forget(&self, saga: &str) {
+        self.lock().sagas.remove(saga);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every write below leaves the data consistent before it can panic, so a poisoned lock
+        // holds valid data.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for MemorySagaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sagas: Vec<String> = self.lock().sagas.keys().cloned().collect();
+        f.debug_struct("MemorySagaStore")
+            .field("sagas", &sagas)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl SagaStore for MemorySagaStore {
+    async fn checkpoint(&self, saga: &str) -> Result<Position, StoreError> {
+        Ok(self
+            .lock()
+            .sagas
+            .get(saga)
+            .map_or(Position::START, |data| data.checkpoint))
+    }
+
+    async fn set_checkpoint(&self, saga: &str, position: Position) -> Result<(), StoreError> {
+        self.lock()
+            .sagas
+            .entry(saga.to_owned())
+            .or_default()
+            .checkpoint = position;
+        Ok(())
+    }
+
+    async fn instance(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .sagas
+            .get(saga)
+            .and_then(|data| data.instances.get(instance).cloned()))
+    }
+
+    async fn commit(&self, saga: &str, commit: SagaCommit) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.failing_commits > 0 && inner.commits_before_faults > 0 {
+            inner.commits_before_faults -= 1;
+        } else if inner.failing_commits > 0 {
+            inner.failing_commits -= 1;
+            return Err(StoreError::backend(InjectedCommitFault));
+        }
+        let data = inner.sagas.entry(saga.to_owned()).or_default();
+        if let Some(position) = commit.position {
+            data.checkpoint = position;
+        }
+        if let Some(instance) = commit.instance {
+            data.instances.insert(instance.instance.clone(), instance);
+        }
+        if let Some(failure) = commit.failure {
+            data.failures.push(failure);
+        }
+        Ok(())
+    }
+
+    async fn due_deadlines(
+        &self,
+        saga: &str,
+        now: SystemTime,
+    ) -> Result<Vec<(String, Deadline)>, StoreError> {
+        let inner = self.lock();
+        let mut due: Vec<(String, Deadline)> = inner
+            .sagas
+            .get(saga)
+            .into_iter()
+            .flat_map(|data| data.instances.values())
+            .filter(|record| !record.finished)
+            .flat_map(|record| {
+                record
+                    .deadlines
+                    .iter()
+                    .filter(|deadline| deadline.due <= now)
+                    .map(|deadline| (record.instance.clone(), deadline.clone()))
+            })
+            .collect();
+        due.sort_by(|(a_instance, a), (b_instance, b)| {
+            (a.due, a_instance, &a.id).cmp(&(b.due, b_instance, &b.id))
+        });
+        Ok(due)
+    }
+
+    async fn next_deadline(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .sagas
+            .get(saga)
+            .into_iter()
+            .flat_map(|data| data.instances.values())
+            .filter(|record| !record.finished)
+            .flat_map(|record| record.deadlines.iter().map(|deadline| deadline.due))
+            .min())
+    }
+
+    async fn failures(&self, saga: &str) -> Result<Vec<FailureRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .sagas
+            .get(saga)
+            .map(|data| data.failures.clone())
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,13 @@
+use cqrs_core::prelude::*;
+use cqrs_examples::show::ShowEvent;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Checkout;
+
+#[saga(name = "checkout")]
+impl Checkout {
+    #[on(cqrs_examples::show::Show)]
+    fn on_show(&mut self, _: ShowEvent, _: &mut SagaContext) {}
+}
+
+fn main() {}

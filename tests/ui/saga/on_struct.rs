@@ -1,0 +1,6 @@
+use cqrs_core::prelude::*;
+
+#[saga(name = "checkout")]
+struct Checkout;
+
+fn main() {}

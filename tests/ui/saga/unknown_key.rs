@@ -1,0 +1,17 @@
+use cqrs_core::prelude::*;
+use cqrs_examples::show::ShowEvent;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Checkout;
+
+#[saga(name = "checkout", timeout = 5)]
+impl Checkout {
+    fn route(_: &CheckoutInput) -> Route {
+        Route::Ignore
+    }
+
+    #[on(cqrs_examples::show::Show)]
+    fn on_show(&mut self, _: ShowEvent, _: &mut SagaContext) {}
+}
+
+fn main() {}
