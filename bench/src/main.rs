@@ -11,6 +11,7 @@ use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPoli
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_memstore::MemStore;
 
+mod postgres;
 mod projection;
 
 type Shows = Repository<Show, MemStore>;
@@ -238,5 +239,6 @@ async fn main() -> BenchResult {
         // No cache: every command loads the show and races the others; losers retry.
         mem_contention("mem_contention_uncached", 0, 250).await?;
     }
+    postgres::run(wanted).await?;
     Ok(())
 }

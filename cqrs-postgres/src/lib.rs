@@ -1,0 +1,834 @@
+//! A PostgreSQL [`EventStore`]: optimistic concurrency from a unique (stream, version) key, a
+//! gap-free global order that readers follow without ever skipping a late commit, and
+//! LISTEN/NOTIFY to wake waiting readers.
+//!
+//! ```no_run
+//! use cqrs_core::{EventId, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+//! use cqrs_postgres::PostgresStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresStore::new("host=/var/run/postgresql user=app dbname=app")?;
+//! store.migrate().await?;
+//!
+//! let stream = StreamId::for_aggregate("show", 42)?;
+//! let scheduled = NewEvent {
+//!     event_id: EventId::new(),
+//!     event_type: "Scheduled".into(),
+//!     schema_version: 1,
+//!     payload: r#"{"capacity":100}"#.into(),
+//!     metadata: Metadata::default(),
+//! };
+//! let receipt = store
+//!     .append(&stream, ExpectedVersion::NoStream, vec![scheduled])
+//!     .await?;
+//! let events = store.read_all(cqrs_core::Position::START, 100).await?;
+//! assert_eq!(events.last().map(|event| event.position), receipt.position);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Schema
+//!
+//! [`PostgresStore::migrate`] applies the migrations the crate ships (see [`migrate::MIGRATIONS`]),
+//! each once, recorded in `cqrs_schema_migrations`: the tables `cqrs_events` (primary key
+//! (stream, version)), `cqrs_commands` (primary key (stream, command id)) and `cqrs_snapshots`
+//! (one row per stream), and the functions `cqrs_append`, `cqrs_sequence` and `cqrs_settle`. A
+//! later table (a projection's checkpoint, say) is one more migration. Payloads are `bytea` and
+//! headers `json` (not `jsonb`), so both come back exactly as written; timestamps keep
+//! microseconds. Every value travels as a bind parameter: no stream id, type or header is ever
+//! part of SQL text.
+//!
+//! An append is one call of `cqrs_append` in one transaction, one round trip: it checks the
+//! command id, then the stream's version, then inserts the events and the command record. Two
+//! writers racing for the same version meet on the primary key; the loser's unique violation is
+//! mapped to [`StoreError::DuplicateCommand`] when the winner applied the same command id, to
+//! [`StoreError::Conflict`] with the version found otherwise, and retried when the expectation
+//! (`Any`, `StreamExists`) still holds.
+//!
+//! # The global order
+//!
+//! The contract wants positions that are dense (1, 2, 3, ... with no hole, even when an append
+//! rolls back) and that a reader can follow with `read_all(after)` without ever skipping an event
+//! whose transaction commits late. A `bigserial` drawn at insert time gives neither: numbers are
+//! drawn in insert order but become visible in commit order, so a reader that has seen 12 moves
+//! past 11 for good if 11 commits later; and a rollback leaves a hole. commanded/eventstore takes
+//! a row lock on one counter for the whole transaction, which is correct but makes every commit
+//! (and its WAL flush) wait for the previous one: no group commit. Emmett and Marten keep the
+//! sparse number and make readers wait (for `pg_snapshot_xmin`, or for gaps to fill); neither
+//! gives dense positions, and the xmin wait is cluster-wide.
+//!
+//! This store numbers events *after* they commit, under one transaction-scoped advisory lock
+//! (the sequencer lock), in increasing order from the head:
+//!
+//! * An appender that gets the lock with `pg_try_advisory_xact_lock` (it never waits for it)
+//!   first numbers every committed, unnumbered event, then numbers its own events after them, in
+//!   its own transaction; the lock is released after its commit is visible. With one writer this
+//!   is always the case: one transaction, one WAL flush per append.
+//! * An appender that finds the lock taken inserts its events unnumbered and commits without
+//!   waiting for anyone, so its WAL flush joins the others' (group commit). Then `cqrs_settle`
+//!   waits for the lock and numbers every pending event at once (usually a whole group), unless
+//!   another holder already did.
+//!
+//! Why a reader never skips: a number is only assigned by the lock holder, after it read the
+//! head with a snapshot taken after it got the lock, hence after the previous holder's commit
+//! was visible (PostgreSQL releases locks after a commit becomes visible). So the numbers
+//! visible at any moment are exactly 1..=h, a prefix with no hole, and a number is never
+//! assigned to an event below a number already visible: reading `position > after` in order
+//! reaches every event. An append's events are numbered together in one statement, so a reader
+//! never sees part of one, and numbering pending appends by an id drawn after each one read its
+//! stream's version keeps every stream in version order. Aborted appends never get a number, so
+//! there are no holes.
+//!
+//! What it costs: the numbering transactions run one at a time, each holding the lock through
+//! its commit; every other append commits in parallel and is numbered in batches. An append that
+//! does not hold the lock pays one more round trip, and the numbering of a batch one more (shared)
+//! WAL flush. An appender that dies between its commit and `cqrs_settle` leaves its events
+//! unnumbered (invisible to `read_all`) until the next append or the next fallback check of a
+//! waiting reader numbers them.
+//!
+//! # Waiting for events
+//!
+//! Every numbering transaction sends `NOTIFY cqrs_events` with the new head. Each store opens one
+//! listener connection on the first [`wait_for_events`](EventStore::wait_for_events) and feeds a
+//! [`tokio::sync::watch`] channel, so waiters wake without polling; the listener reconnects after
+//! a failure and then publishes the head it reads. As a safety net only (for the reconnection
+//! window and the dead-appender case above), a waiter re-checks the head every
+//! [`FALLBACK_CHECK`].
+#![doc(html_root_url = "https://docs.rs/cqrs-postgres/0.1.0")]
+
+mod listener;
+pub mod migrate;
+mod rows;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use cqrs_core::store::command_id_of;
+use cqrs_core::{
+    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, Snapshot, StoreError, StreamId, Version,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::{TryStreamExt, pin_mut};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::listener::Listener;
+pub use crate::migrate::MigrationError;
+pub use crate::rows::CorruptRow;
+
+/// How often a waiting reader re-checks the head even without a notification: a safety net for
+/// the moments the listener connection is down, never the main wake-up path.
+pub const FALLBACK_CHECK: Duration = Duration::from_secs(2);
+
+/// The default number of pooled connections.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+const APPEND: &str = "SELECT outcome, actual_version, first_version, last_version, first_position, \
+     last_position FROM cqrs_append($1::text, $2::smallint, $3::bigint, $4::text, $5::uuid[], \
+     $6::text[], $7::bigint[], $8::bytea[], $9::uuid[], $10::uuid[], $11::text[], \
+     $12::timestamptz[], $13::text[])";
+
+const SETTLE: &str =
+    "SELECT first_position, last_position FROM cqrs_settle($1::text, $2::bigint, $3::bigint)";
+
+/// Errors of this crate's own making, carried inside [`StoreError::Backend`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The connection string could not be parsed.
+    #[error("invalid PostgreSQL connection string: {0}")]
+    InvalidConfig(#[source] tokio_postgres::Error),
+    /// The connection pool could not be built.
+    #[error("cannot build the connection pool: {0}")]
+    Pool(String),
+    /// The server answered an append with something this crate does not understand (a schema
+    /// from another version of the crate).
+    #[error("unexpected answer from cqrs_append: {0}")]
+    UnexpectedAnswer(String),
+}
+
+/// The test hook of [`PostgresStore::set_sql_before_commit`]: the SQL to run before an append's
+/// COMMIT, if any, for the stream appended to.
+#[doc(hidden)]
+pub type BeforeCommit = Arc<dyn Fn(&StreamId) -> Option<String> + Send + Sync>;
+
+/// A PostgreSQL event store.
+///
+/// Clones share one connection pool and one listener connection. Call
+/// [`migrate`](PostgresStore::migrate) once before use.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    listener: Listener,
+    before_commit: RwLock<Option<BeforeCommit>>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.inner.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("pool_size", &status.size)
+            .field("pool_max_size", &status.max_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// A store on the database `url` names (a `postgresql://` URL or `key=value` pairs, as
+    /// [`tokio_postgres::Config`] parses them), with [`DEFAULT_POOL_SIZE`] connections. Connects
+    /// lazily: nothing is opened until the first call.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        Self::with_pool_size(url, DEFAULT_POOL_SIZE)
+    }
+
+    /// Like [`new`](PostgresStore::new), with at most `pool_size` pooled connections.
+    pub fn with_pool_size(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error| StoreError::backend(PostgresError::InvalidConfig(error)))?;
+        Self::from_config(config, pool_size)
+    }
+
+    /// A store on the database `config` describes, with at most `pool_size` pooled connections.
+    pub fn from_config(
+        config: tokio_postgres::Config,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|error| StoreError::backend(PostgresError::Pool(error.to_string())))?;
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                listener: Listener::new(config),
+                before_commit: RwLock::new(None),
+            }),
+        })
+    }
+
+    /// Applies the schema migrations this crate ships that the database lacks, and returns the
+    /// numbers of those it applied. Safe to call from several nodes at once, and on every start.
+    pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
+        migrate::run(&self.inner.pool).await
+    }
+
+    /// The connection pool, for the application's own queries.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Test hook: before committing each append, run the SQL `hook` returns for its stream (for
+    /// example `SELECT pg_sleep(0.05)` to make commits finish out of order). The append then runs
+    /// in an explicit transaction instead of one statement.
+    #[doc(hidden)]
+    pub fn set_sql_before_commit(&self, hook: Option<BeforeCommit>) {
+        let mut slot = self
+            .inner
+            .before_commit
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = hook;
+    }
+
+    fn before_commit(&self) -> Option<BeforeCommit> {
+        self.inner
+            .before_commit
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        loop {
+            let client = self.inner.pool.get().await.map_err(StoreError::backend)?;
+            if !client.is_closed() {
+                return Ok(client);
+            }
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+
+    /// The stream's current version, read on its own (after a failed append).
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT coalesce(max(version), 0) FROM cqrs_events WHERE stream = $1")
+            .await
+            .map_err(StoreError::backend)?;
+        let row = client
+            .query_one(&statement, &[&stream.as_str()])
+            .await
+            .map_err(StoreError::backend)?;
+        rows::version(row.try_get(0).map_err(StoreError::backend)?, stream)
+    }
+
+    /// The positions of `stream`'s committed events `first..=last`, numbering them first if they
+    /// are still pending.
+    async fn settle(
+        &self,
+        stream: &StreamId,
+        first: Version,
+        last: Version,
+    ) -> Result<(Position, Position), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(SETTLE)
+            .await
+            .map_err(StoreError::backend)?;
+        let (first_version, last_version) = (rows::to_i64(first.0), rows::to_i64(last.0));
+        let row = client
+            .query_one(
+                &statement,
+                &[&stream.as_str(), &first_version, &last_version],
+            )
+            .await
+            .map_err(StoreError::backend)?;
+        let first: Option<i64> = row.try_get(0).map_err(StoreError::backend)?;
+        let last: Option<i64> = row.try_get(1).map_err(StoreError::backend)?;
+        match (first, last) {
+            (Some(first), Some(last)) => Ok((
+                rows::position(first, stream)?,
+                rows::position(last, stream)?,
+            )),
+            _ => Err(StoreError::backend(PostgresError::UnexpectedAnswer(
+                format!("no positions for versions {first_version}..={last_version} of `{stream}`"),
+            ))),
+        }
+    }
+
+    /// The command record of `command_id` on `stream` without settling positions.
+    async fn command_versions(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Result<Option<(Version, Version)>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT first_version, version FROM cqrs_commands \
+                 WHERE stream = $1 AND command_id = $2",
+            )
+            .await
+            .map_err(StoreError::backend)?;
+        let Some(row) = client
+            .query_opt(&statement, &[&stream.as_str(), &command_id.as_str()])
+            .await
+            .map_err(StoreError::backend)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            rows::version(row.try_get(0).map_err(StoreError::backend)?, stream)?,
+            rows::version(row.try_get(1).map_err(StoreError::backend)?, stream)?,
+        )))
+    }
+
+    async fn record(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+        first_version: Version,
+        version: Version,
+    ) -> Result<CommandRecord, StoreError> {
+        let (_, position) = self.settle(stream, first_version, version).await?;
+        Ok(CommandRecord {
+            command_id: command_id.clone(),
+            stream: stream.clone(),
+            first_version,
+            version,
+            position,
+        })
+    }
+
+    /// Hands the events of `stream` from version `from` on to `visit` until the first unnumbered
+    /// one, whose version it returns.
+    async fn visit_numbered(
+        &self,
+        stream: &StreamId,
+        from: i64,
+        limit: i64,
+        visited: &mut i64,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM cqrs_events WHERE stream = $1 AND version >= $2 \
+                 ORDER BY version LIMIT $3",
+                rows::EVENT_COLUMNS
+            ))
+            .await
+            .map_err(StoreError::backend)?;
+        let params: [&(dyn ToSql + Sync); 3] = [&stream.as_str(), &from, &limit];
+        let rows = client
+            .query_raw(&statement, params)
+            .await
+            .map_err(StoreError::backend)?;
+        pin_mut!(rows);
+        while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
+            match rows::recorded_event(&row, Some(stream))? {
+                rows::Read::Numbered(event) => {
+                    visit(&event)?;
+                    *visited += 1;
+                }
+                rows::Read::Pending { version } => return Ok(Some(version)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs one attempt of an append. `Ok(None)` means a unique violation: another writer got
+    /// there first, and the caller works out what that means.
+    async fn try_append(
+        &self,
+        stream: &StreamId,
+        expected: &ExpectedArgument,
+        command_id: Option<&CommandId>,
+        columns: &Columns,
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let mut client = self.client().await?;
+        let command_id = command_id.map(CommandId::as_str);
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &stream.as_str(),
+            &expected.kind,
+            &expected.version,
+            &command_id,
+            &columns.event_ids,
+            &columns.event_types,
+            &columns.schema_versions,
+            &columns.payloads,
+            &columns.correlation_ids,
+            &columns.causation_ids,
+            &columns.command_ids,
+            &columns.occurred_at,
+            &columns.headers,
+        ];
+        let result = match self.before_commit().and_then(|hook| hook(stream)) {
+            None => {
+                let statement = client
+                    .prepare_cached(APPEND)
+                    .await
+                    .map_err(StoreError::backend)?;
+                client.query_one(&statement, &params).await
+            }
+            Some(sql) => {
+                let transaction = client.transaction().await.map_err(StoreError::backend)?;
+                let statement = transaction
+                    .prepare_cached(APPEND)
+                    .await
+                    .map_err(StoreError::backend)?;
+                match transaction.query_one(&statement, &params).await {
+                    Ok(row) => match transaction.batch_execute(&sql).await {
+                        Ok(()) => transaction.commit().await.map(|()| row),
+                        Err(error) => Err(error),
+                    },
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match result {
+            Ok(row) => Ok(Some(row)),
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
+            Err(error) => {
+                // The connection may be broken (killed, server restarting) without the pool
+                // knowing yet: it is not handed to the next caller.
+                drop(deadpool_postgres::Object::take(client));
+                Err(StoreError::backend(error))
+            }
+        }
+    }
+}
+
+/// The expected version as `cqrs_append` takes it.
+struct ExpectedArgument {
+    kind: i16,
+    version: i64,
+}
+
+impl From<ExpectedVersion> for ExpectedArgument {
+    fn from(expected: ExpectedVersion) -> Self {
+        match expected {
+            ExpectedVersion::Any => ExpectedArgument {
+                kind: 0,
+                version: 0,
+            },
+            ExpectedVersion::NoStream => ExpectedArgument {
+                kind: 1,
+                version: 0,
+            },
+            ExpectedVersion::StreamExists => ExpectedArgument {
+                kind: 2,
+                version: 0,
+            },
+            // No stream reaches a version beyond i64::MAX: -1 never matches, and the server
+            // still answers with the actual version.
+            ExpectedVersion::Exact(version) => ExpectedArgument {
+                kind: 3,
+                version: i64::try_from(version.0).unwrap_or(-1),
+            },
+        }
+    }
+}
+
+/// An append's events, one array per column.
+struct Columns {
+    event_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i64>,
+    payloads: Vec<Vec<u8>>,
+    correlation_ids: Vec<Option<Uuid>>,
+    causation_ids: Vec<Option<Uuid>>,
+    command_ids: Vec<Option<String>>,
+    occurred_at: Vec<SystemTime>,
+    headers: Vec<String>,
+}
+
+impl Columns {
+    fn new(events: &[NewEvent]) -> Result<Self, StoreError> {
+        let mut columns = Columns {
+            event_ids: Vec::with_capacity(events.len()),
+            event_types: Vec::with_capacity(events.len()),
+            schema_versions: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+            correlation_ids: Vec::with_capacity(events.len()),
+            causation_ids: Vec::with_capacity(events.len()),
+            command_ids: Vec::with_capacity(events.len()),
+            occurred_at: Vec::with_capacity(events.len()),
+            headers: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            columns.event_ids.push(event.event_id.0);
+            columns.event_types.push(event.event_type.to_string());
+            columns
+                .schema_versions
+                .push(i64::from(event.schema_version));
+            columns.payloads.push(event.payload.as_bytes().to_vec());
+            columns.correlation_ids.push(event.metadata.correlation_id);
+            columns.causation_ids.push(event.metadata.causation_id);
+            columns
+                .command_ids
+                .push(event.metadata.command_id.as_ref().map(|id| id.to_string()));
+            columns.occurred_at.push(event.metadata.timestamp);
+            columns
+                .headers
+                .push(serde_json::to_string(&event.metadata.headers).map_err(StoreError::backend)?);
+        }
+        Ok(columns)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let command_id = command_id_of(&events)?.cloned();
+        let columns = Columns::new(&events)?;
+        let argument = ExpectedArgument::from(expected);
+        let row = loop {
+            if let Some(row) = self
+                .try_append(stream, &argument, command_id.as_ref(), &columns)
+                .await?
+            {
+                break row;
+            }
+            // Another writer committed the same version (or command id) first.
+            if let Some(command_id) = &command_id {
+                if let Some((first, last)) = self.command_versions(stream, command_id).await? {
+                    let earlier = self.record(stream, command_id, first, last).await?;
+                    return Err(StoreError::DuplicateCommand { earlier });
+                }
+            }
+            let actual = self.stream_version(stream).await?;
+            if !expected.matches(actual) {
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            // The expectation still holds (`Any`, `StreamExists`, or the winner rolled back):
+            // try again on top of the new version.
+            tokio::task::yield_now().await;
+        };
+
+        let answer = rows::AppendAnswer::read(&row, stream)?;
+        match answer.outcome {
+            0 => {}
+            1 => {
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: answer.actual_version,
+                });
+            }
+            2 => {
+                let Some(command_id) = &command_id else {
+                    return Err(StoreError::backend(PostgresError::UnexpectedAnswer(
+                        "duplicate command without a command id".into(),
+                    )));
+                };
+                let earlier = self
+                    .record(
+                        stream,
+                        command_id,
+                        answer.first_version,
+                        answer.last_version,
+                    )
+                    .await?;
+                return Err(StoreError::DuplicateCommand { earlier });
+            }
+            other => {
+                return Err(StoreError::backend(PostgresError::UnexpectedAnswer(
+                    format!("outcome {other}"),
+                )));
+            }
+        }
+        if events.is_empty() {
+            return Ok(AppendReceipt {
+                first_version: answer.first_version,
+                version: answer.last_version,
+                first_position: None,
+                position: None,
+            });
+        }
+        let (first_position, position) = match answer.positions {
+            Some(positions) => positions,
+            None => {
+                self.settle(stream, answer.first_version, answer.last_version)
+                    .await?
+            }
+        };
+        Ok(AppendReceipt {
+            first_version: answer.first_version,
+            version: answer.last_version,
+            first_position: Some(first_position),
+            position: Some(position),
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = Vec::new();
+        self.visit_stream(stream, from, limit, &mut |event| {
+            events.push(event.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(events)
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let Ok(mut from) = i64::try_from(from.0) else {
+            return Ok(0);
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut visited: i64 = 0;
+        // Events are read in one query and handed over as they arrive. A stream's unnumbered
+        // events (committed, their appender not yet through `cqrs_settle`) can only be its last
+        // ones: the reader numbers them itself and goes on from there, so that it never misses a
+        // committed event nor hands one over without its position.
+        while visited < limit {
+            let pending = self
+                .visit_numbered(stream, from, limit - visited, &mut visited, visit)
+                .await?;
+            let Some(pending) = pending else {
+                return Ok(usize::try_from(visited).unwrap_or(usize::MAX));
+            };
+            let client = self.client().await?;
+            client
+                .execute("SELECT cqrs_sequence_pending()", &[])
+                .await
+                .map_err(StoreError::backend)?;
+            from = pending;
+        }
+        Ok(usize::try_from(visited).unwrap_or(usize::MAX))
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let Ok(after) = i64::try_from(after.0) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM cqrs_events WHERE position > $1 ORDER BY position LIMIT $2",
+                rows::EVENT_COLUMNS
+            ))
+            .await
+            .map_err(StoreError::backend)?;
+        let rows = client
+            .query(&statement, &[&after, &limit])
+            .await
+            .map_err(StoreError::backend)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // `position > $1` never matches an unnumbered event.
+            if let rows::Read::Numbered(event) = rows::recorded_event(row, None)? {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT coalesce(max(position), 0) FROM cqrs_events WHERE position IS NOT NULL",
+            )
+            .await
+            .map_err(StoreError::backend)?;
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(StoreError::backend)?;
+        rows::head(row.try_get(0).map_err(StoreError::backend)?)
+    }
+
+    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
+        // Listen first, read the head second: a commit in between is either in the head read or
+        // in a notification that arrives after it.
+        let mut receiver = self.inner.listener.subscribe().await?;
+        let head = self.head().await?;
+        if head > after {
+            return Ok(head);
+        }
+        loop {
+            let notified = tokio::time::timeout(FALLBACK_CHECK, async {
+                receiver.wait_for(|head| *head > after).await.map(|_| ())
+            })
+            .await;
+            match notified {
+                Ok(Ok(())) => {}
+                Ok(Err(closed)) => {
+                    // The listener task ended (its runtime shut down): listen again.
+                    let _ = closed;
+                    receiver = self.inner.listener.subscribe().await?;
+                }
+                Err(_elapsed) => {
+                    // The safety net: number whatever a dead appender left pending.
+                    let client = self.client().await?;
+                    client
+                        .execute("SELECT cqrs_sequence_pending()", &[])
+                        .await
+                        .map_err(StoreError::backend)?;
+                }
+            }
+            let head = self.head().await?;
+            if head > after {
+                return Ok(head);
+            }
+        }
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // A slow snapshotter must not replace a newer snapshot of the same schema version.
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO cqrs_snapshots AS s (stream, version, schema_version, payload) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+                 schema_version = excluded.schema_version, payload = excluded.payload, \
+                 saved_at = now() \
+                 WHERE NOT (s.schema_version = excluded.schema_version \
+                            AND s.version > excluded.version)",
+            )
+            .await
+            .map_err(StoreError::backend)?;
+        let version = rows::to_i64(snapshot.version.0);
+        let schema_version = i64::from(snapshot.schema_version);
+        client
+            .execute(
+                &statement,
+                &[
+                    &stream.as_str(),
+                    &version,
+                    &schema_version,
+                    &snapshot.payload.as_slice(),
+                ],
+            )
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT version, payload FROM cqrs_snapshots \
+                 WHERE stream = $1 AND schema_version = $2",
+            )
+            .await
+            .map_err(StoreError::backend)?;
+        let Some(row) = client
+            .query_opt(&statement, &[&stream.as_str(), &i64::from(schema_version)])
+            .await
+            .map_err(StoreError::backend)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            version: rows::version(row.try_get(0).map_err(StoreError::backend)?, stream)?,
+            schema_version,
+            payload: row.try_get(1).map_err(StoreError::backend)?,
+        }))
+    }
+
+    async fn command_record(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        match self.command_versions(stream, command_id).await? {
+            None => Ok(None),
+            Some((first, last)) => Ok(Some(self.record(stream, command_id, first, last).await?)),
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` into a fresh temporary directory, a server
+//! that listens on a unix socket in that directory only, and a fresh database per test.
+//!
+//! ```no_run
+//! use cqrs_postgres::testing::TestCluster;
+//! use cqrs_postgres::PostgresStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One cluster for the whole test binary, stopped and removed when the process exits.
+//! let cluster = TestCluster::shared()?;
+//! let store = PostgresStore::new(&cluster.create_database().await?)?;
+//! store.migrate().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! PostgreSQL refuses to run as root: when the process is root, the server binaries run as the
+//! `postgres` user (or the user `CQRS_PG_USER` names) through `runuser`, and the directory is
+//! handed to that user. The binaries are looked up in `CQRS_PG_BIN`, then
+//! `/usr/lib/postgresql/<newest>/bin`, then `PATH`; when they are missing the error says to run
+//! `scripts/ensure-postgres`.
+//!
+//! # Cleaning up
+//!
+//! Every cluster has a watchdog: a small shell process, in its own process group, that reads
+//! a pipe whose only writer is this process. When this process ends, however it ends (a normal
+//! exit, a panic, `kill -9`), the pipe closes, and the watchdog stops the server (immediate
+//! shutdown) and removes the directory. So a test binary that never runs destructors (statics
+//! are not dropped) still leaves no postmaster behind. Dropping a [`TestCluster`] does the same
+//! at once.
+
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a throwaway cluster could not be started or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// `initdb` and `pg_ctl` were not found.
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found in CQRS_PG_BIN, \
+         /usr/lib/postgresql/*/bin or PATH: run `scripts/ensure-postgres` (it installs them), \
+         or set CQRS_PG_BIN to their directory"
+    )]
+    BinariesMissing,
+    /// The process is root and the user to run the server as does not exist.
+    #[error(
+        "running as root, the PostgreSQL server must run as another user, and `{user}` does not \
+         exist: run `scripts/ensure-postgres` (it creates it) or set CQRS_PG_USER"
+    )]
+    NoServerUser {
+        /// The user looked for.
+        user: String,
+    },
+    /// A file system step failed.
+    #[error("cannot {step}: {source}")]
+    Io {
+        /// What was being done.
+        step: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PostgreSQL command failed.
+    #[error("`{command}` failed ({status}): {output}")]
+    Command {
+        /// The command.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed (and the server log, for a failed start).
+        output: String,
+    },
+    /// The server could not be reached or refused a statement.
+    #[error("cannot set up a test database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// The shared cluster failed to start earlier in this process.
+    #[error("the shared test cluster failed to start: {0}")]
+    SharedFailed(String),
+}
+
+fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let step = step.into();
+    move |source| ClusterError::Io { step, source }
+}
+
+/// A running throwaway cluster. See the [module documentation](self).
+pub struct TestCluster {
+    root: PathBuf,
+    port: u16,
+    /// The write end of the watchdog's pipe; dropping it tells the watchdog to clean up.
+    watchdog: Mutex<Option<Child>>,
+}
+
+impl fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestCluster")
+            .field("root", &self.root)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL superuser the clusters are created with.
+const SUPERUSER: &str = "postgres";
+
+/// Stops the server whose data directory is in `$1` and removes `$1`, once standard input closes.
+const WATCHDOG: &str = r#"
+cat >/dev/null 2>&1
+pidfile="$1/data/postmaster.pid"
+if [ -f "$pidfile" ]; then
+    pid=$(head -n 1 "$pidfile")
+    if [ -n "$pid" ]; then
+        kill -QUIT "$pid" 2>/dev/null
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -KILL "$pid" 2>/dev/null
+    fi
+fi
+rm -rf "$1"
+"#;
+
+impl TestCluster {
+    /// The cluster shared by every test of this process, started on first use.
+    pub fn shared() -> Result<&'static TestCluster, ClusterError> {
+        static SHARED: OnceLock<Result<TestCluster, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| TestCluster::start().map_err(|error| error.to_string()))
+            .as_ref()
+            .map_err(|message| ClusterError::SharedFailed(message.clone()))
+    }
+
+    /// Creates and starts a new cluster (blocking: it runs `initdb` and `pg_ctl`).
+    pub fn start() -> Result<TestCluster, ClusterError> {
+        let bin = find_binaries()?;
+        let server_user = server_user()?;
+        let root = fresh_directory()?;
+        // The watchdog comes first, so that a failure below still removes the directory.
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("cqrs-pg-watchdog")
+            .arg(&root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a Ctrl-C to the test run must not kill it before it cleans.
+            .process_group(0)
+            .spawn()
+            .map_err(io("start the cluster's watchdog"))?;
+        let cluster = TestCluster {
+            root,
+            port: 5432,
+            watchdog: Mutex::new(Some(watchdog)),
+        };
+        if let Some((uid, gid)) = server_user {
+            std::os::unix::fs::chown(&cluster.root, Some(uid), Some(gid)).map_err(io(format!(
+                "hand {} to the server user",
+                cluster.root.display()
+            )))?;
+        }
+        let data = cluster.root.join("data");
+        run(
+            server_user.is_some(),
+            &bin.join("initdb"),
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                SUPERUSER.as_ref(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--locale=C".as_ref(),
+                // Only initdb's own files skip fsync; the server below keeps `fsync = on`.
+                "--no-sync".as_ref(),
+            ],
+            None,
+        )?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .map_err(io("open postgresql.conf"))?;
+        writeln!(
+            conf,
+            "\n# cqrs-postgres throwaway cluster\nlisten_addresses = ''\n\
+             unix_socket_directories = '{}'\nport = {}\nmax_connections = 300\nfsync = on\n",
+            cluster.root.display(),
+            cluster.port
+        )
+        .map_err(io("write postgresql.conf"))?;
+        let log = cluster.root.join("server.log");
+        run(
+            server_user.is_some(),
+            &bin.join("pg_ctl"),
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "120".as_ref(),
+                "start".as_ref(),
+            ],
+            Some(&log),
+        )?;
+        Ok(cluster)
+    }
+
+    /// The directory holding the data, the socket and the server log.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The connection string of `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user={SUPERUSER} dbname={}",
+            quote(&self.root.to_string_lossy()),
+            self.port,
+            quote(database)
+        )
+    }
+
+    /// Creates a fresh, empty database and returns its connection string.
+    pub async fn create_database(&self) -> Result<String, ClusterError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let name = format!(
+            "cqrs_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        // The name is ours (letters, digits, underscores): nothing from outside reaches the SQL.
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        drop(client);
+        let _ = connection.await;
+        Ok(self.url(&name))
+    }
+
+    /// Stops the server at once and removes the directory, waiting until both are done.
+    pub fn stop(&self) {
+        let watchdog = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut watchdog) = watchdog {
+            // Closing its standard input is the signal.
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Quotes a connection-string value.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn find_binaries() -> Result<PathBuf, ClusterError> {
+    let usable = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("CQRS_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return if usable(&dir) {
+            Ok(dir)
+        } else {
+            Err(ClusterError::BinariesMissing)
+        };
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            usable(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| usable(dir))
+        .ok_or(ClusterError::BinariesMissing)
+}
+
+/// `Some((uid, gid))` of the user to run the server as when this process is root.
+fn server_user() -> Result<Option<(u32, u32)>, ClusterError> {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|metadata| metadata.uid())
+        .map_err(io("find this process's user"))?;
+    if uid != 0 {
+        return Ok(None);
+    }
+    let user = std::env::var("CQRS_PG_USER").unwrap_or_else(|_| SUPERUSER.to_owned());
+    let id = |flag: &str| -> Option<u32> {
+        let output = Command::new("id").arg(flag).arg(&user).output().ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        String::from_utf8(output.stdout).ok()?.trim().parse().ok()
+    };
+    match (id("-u"), id("-g")) {
+        (Some(uid), Some(gid)) if uid != 0 => Ok(Some((uid, gid))),
+        _ => Err(ClusterError::NoServerUser { user }),
+    }
+}
+
+fn fresh_directory() -> Result<PathBuf, ClusterError> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    // A short path: the socket's path must fit in 107 bytes.
+    let root = PathBuf::from("/tmp").join(format!("cqrs-pg-{}-{nanos:x}", std::process::id()));
+    std::fs::create_dir(&root).map_err(io(format!("create {}", root.display())))?;
+    Ok(root)
+}
+
+/// Runs a server binary, as the server user through `runuser` when `as_server_user`.
+fn run(
+    as_server_user: bool,
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    log: Option<&Path>,
+) -> Result<(), ClusterError> {
+    let mut command = if as_server_user {
+        let user = std::env::var("CQRS_PG_USER").unwrap_or_else(|_| SUPERUSER.to_owned());
+        let mut command = Command::new("runuser");
+        command.arg("-u").arg(user).arg("--").arg(program);
+        command
+    } else {
+        Command::new(program)
+    };
+    command.args(args).stdin(Stdio::null());
+    let output = command
+        .output()
+        .map_err(io(format!("run {}", program.display())))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    printed.push_str(&String::from_utf8_lossy(&output.stderr));
+    if let Some(log) = log.and_then(|log| std::fs::read_to_string(log).ok()) {
+        printed.push_str("\nserver log:\n");
+        printed.push_str(&log);
+    }
+    Err(ClusterError::Command {
+        command: program.display().to_string(),
+        status: output.status.to_string(),
+        output: printed,
+    })
+}

@@ -1,0 +1,236 @@
+//! Typed errors of [`PostgresStore`]: conflicts say what they found, hostile stream ids and
+//! headers are data and never SQL, a corrupt stored payload is a decode error, and a backend
+//! failure is [`StoreError::Backend`] with nothing half-written.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cqrs_core::{
+    EventId, EventStore, ExecuteError, ExpectedVersion, LoadError, Metadata, NewEvent, Position,
+    Repository, StoreError, StreamId, Version,
+};
+use cqrs_examples::show::{BookingId, Show, ShowCommand};
+use cqrs_postgres::PostgresStore;
+use cqrs_postgres::testing::TestCluster;
+
+async fn fresh_store() -> (PostgresStore, String) {
+    let cluster = TestCluster::shared().unwrap_or_else(|error| panic!("{error}"));
+    let url = cluster
+        .create_database()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let store = PostgresStore::with_pool_size(&url, 4).unwrap_or_else(|error| panic!("{error}"));
+    store.migrate().await.expect("migrate");
+    (store, url)
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent {
+        event_id: EventId::new(),
+        event_type: "Counted".into(),
+        schema_version: 1,
+        payload: format!(r#"{{"n":{n}}}"#).as_str().into(),
+        metadata: Metadata::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_are_idempotent() {
+    let (store, _) = fresh_store().await;
+    assert_eq!(store.migrate().await.expect("again"), Vec::<i32>::new());
+    let (first, second) = tokio::join!(store.migrate(), store.migrate());
+    assert!(first.is_ok() && second.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_one_version_get_a_conflict_with_the_actual_version() {
+    let (store, _) = fresh_store().await;
+    let stream = StreamId::new("conflict-1").expect("valid");
+    let attempts = (0..6).map(|n| {
+        let store = store.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            store
+                .append(&stream, ExpectedVersion::NoStream, vec![event(n), event(n)])
+                .await
+        })
+    });
+    let mut winners = 0;
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Ok(receipt) => {
+                winners += 1;
+                assert_eq!(receipt.version, Version(2));
+            }
+            Err(StoreError::Conflict {
+                stream: conflicted,
+                expected,
+                actual,
+            }) => {
+                assert_eq!(conflicted, stream);
+                assert_eq!(expected, ExpectedVersion::NoStream);
+                assert_eq!(actual, Version(2));
+            }
+            Err(other) => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(store.head().await.expect("head"), Position(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_stream_ids_and_headers_are_data_not_sql() {
+    let (store, _) = fresh_store().await;
+    let hostile = "show-'); DROP TABLE cqrs_events; --";
+    let stream = StreamId::new(hostile).expect("valid: only control characters are refused");
+    let mut written = event(1);
+    written.event_type = "Type'; DELETE FROM cqrs_commands; --".into();
+    written.metadata.headers = BTreeMap::from([
+        (
+            "q'uote".to_owned(),
+            "\"; DROP TABLE cqrs_snapshots; --".to_owned(),
+        ),
+        ("back\\slash".to_owned(), "$1 $$ \\x00".to_owned()),
+    ]);
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![written.clone()])
+        .await
+        .expect("append");
+    let read = store
+        .read_stream(&stream, Version(1), 10)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].stream.as_str(), hostile);
+    assert_eq!(read[0].event_type, written.event_type);
+    assert_eq!(read[0].metadata.headers, written.metadata.headers);
+    // Control characters never make a stream id, so they cannot reach the server at all.
+    assert!(StreamId::new("show-\0").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_stored_payload_is_a_decode_error_not_a_panic() {
+    let (store, url) = fresh_store().await;
+    let shows = Repository::<Show, _>::new(store.clone());
+    shows
+        .execute("corrupt", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedule");
+    shows
+        .execute(
+            "corrupt",
+            ShowCommand::ReserveSeats {
+                booking: BookingId(1),
+                seats: 2,
+            },
+        )
+        .await
+        .expect("reserve");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE cqrs_events SET payload = $1 WHERE stream = $2 AND version = 2",
+            &[
+                &b"{\"booking\": \"not a number\"".as_slice(),
+                &"show-corrupt",
+            ],
+        )
+        .await
+        .expect("corrupt the payload");
+
+    let fresh = Repository::<Show, _>::new(store.clone());
+    match fresh.load("corrupt").await {
+        Err(LoadError::Store(StoreError::Decode {
+            stream, version, ..
+        })) => {
+            assert_eq!(stream.as_str(), "show-corrupt");
+            assert_eq!(version, Version(2));
+        }
+        other => panic!("expected a decode error, got {:?}", other.map(|_| ())),
+    }
+    let executed = fresh
+        .execute(
+            "corrupt",
+            ShowCommand::ReserveSeats {
+                booking: BookingId(2),
+                seats: 1,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            executed,
+            Err(ExecuteError::Store(StoreError::Decode { .. }))
+        ),
+        "{executed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_killed_before_commit_is_a_backend_error_and_writes_nothing() {
+    let (store, _) = fresh_store().await;
+    let stream = StreamId::new("killed-1").expect("valid");
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .expect("first append");
+    store.set_sql_before_commit(Some(Arc::new(|_: &StreamId| {
+        Some("SELECT pg_terminate_backend(pg_backend_pid())".to_owned())
+    })));
+    let error = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(Version(1)),
+            vec![event(2), event(3)],
+        )
+        .await
+        .expect_err("the connection died before COMMIT");
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+    store.set_sql_before_commit(None);
+
+    // Nothing of it was written; the store carries on with fresh connections.
+    let read = store
+        .read_stream(&stream, Version(1), 10)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(store.head().await.expect("head"), Position(1));
+    let receipt = store
+        .append(&stream, ExpectedVersion::Exact(Version(1)), vec![event(2)])
+        .await
+        .expect("append after the failure");
+    assert_eq!(receipt.position, Some(Position(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_server_is_a_backend_error() {
+    // A cluster of its own, stopped in the middle of the test.
+    let cluster = tokio::task::spawn_blocking(TestCluster::start)
+        .await
+        .expect("task")
+        .unwrap_or_else(|error| panic!("{error}"));
+    let url = cluster.create_database().await.expect("database");
+    let store = PostgresStore::new(&url).expect("store");
+    store.migrate().await.expect("migrate");
+    let stream = StreamId::new("stopped-1").expect("valid");
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .expect("append");
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .expect("stop");
+    for result in [
+        store
+            .append(&stream, ExpectedVersion::Exact(Version(1)), vec![event(2)])
+            .await
+            .map(|_| ()),
+        store.read_all(Position::START, 10).await.map(|_| ()),
+        store.head().await.map(|_| ()),
+    ] {
+        assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
+    }
+}
