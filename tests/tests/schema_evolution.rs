@@ -4,18 +4,23 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cqrs_core::event::{Metadata, NewEvent, Payload};
 use cqrs_core::projection::{
     ErrorPolicy, EventContext, MemoryReadModel, Projection, ProjectionRunner, ProjectionState,
     WaitError,
 };
+use cqrs_core::saga::{
+    CommandBus, FailurePolicy, ManualClock, MemorySagaStore, SagaRunner, SagaStore,
+};
 use cqrs_core::store::Snapshot;
 use cqrs_core::{
     DecodeError, DomainEvent, EventId, EventStore, ExecuteError, ExpectedVersion, LoadError,
     Position, Repository, StoreError, StreamId, Version,
 };
+use cqrs_examples::booking::{Booking, BookingCommand, BookingStatus, Checkout};
+use cqrs_examples::payment::{Card, Payment};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_memstore::MemStore;
 use serde::Deserialize;
@@ -402,4 +407,94 @@ async fn an_undecodable_event_goes_through_the_projection_error_policy() {
         Some(Position(6))
     );
     handle.shutdown().await;
+}
+
+/// The checkout saga over a store whose show stream holds a version 1 `SeatsBooked` event: the
+/// saga reads it through the upcaster as `SeatsReserved` and goes on to charge and confirm.
+#[tokio::test]
+async fn an_old_event_drives_a_saga_through_the_upcasters() {
+    let store = MemStore::new();
+    let shows = Repository::<Show, _>::new(store.clone());
+    let bookings = Repository::<Booking, _>::new(store.clone());
+    let payments = Repository::<Payment, _>::new(store.clone());
+    shows
+        .execute("gala", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    let request = BookingCommand::Request {
+        booking: BookingId(7),
+        show: "gala".to_owned(),
+        seats: 2,
+        amount: 9_000,
+        card: Card::Good,
+    };
+    bookings.execute(7, request).await.expect("requests");
+    // An older release recorded the reservation in its own format.
+    let old = stored("SeatsBooked", 1, r#"{"customer":7,"seats":2}"#);
+    store
+        .append(
+            &stream("gala"),
+            ExpectedVersion::Exact(Version(1)),
+            vec![old],
+        )
+        .await
+        .expect("appends");
+
+    let bus = CommandBus::new()
+        .register(shows.clone())
+        .register(bookings.clone())
+        .register(payments);
+    let runner = SagaRunner::<Checkout, _, _>::new(store.clone(), bus, MemorySagaStore::new())
+        .clock(ManualClock::at(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ))
+        .failure_policy(FailurePolicy::stop());
+    runner.catch_up().await.expect("the saga runs");
+
+    let booking = bookings.load(7).await.expect("loads").state;
+    assert_eq!(booking.status(), BookingStatus::Confirmed);
+    let show = shows.load("gala").await.expect("loads").state;
+    assert_eq!(
+        (show.reserved(), show.bookings().get(&BookingId(7))),
+        (2, Some(&2))
+    );
+}
+
+/// An event the saga cannot decode stops it (the default policy) with the failure recorded,
+/// instead of being skipped silently.
+#[tokio::test]
+async fn an_undecodable_event_goes_through_the_saga_failure_policy() {
+    let store = MemStore::new();
+    let shows = Repository::<Show, _>::new(store.clone());
+    let bookings = Repository::<Booking, _>::new(store.clone());
+    let payments = Repository::<Payment, _>::new(store.clone());
+    shows
+        .execute("gala", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedules");
+    let corrupt = stored("SeatsBooked", 1, r#"{"seats":2}"#);
+    store
+        .append(
+            &stream("gala"),
+            ExpectedVersion::Exact(Version(1)),
+            vec![corrupt],
+        )
+        .await
+        .expect("appends");
+
+    let sagas = MemorySagaStore::new();
+    let bus = CommandBus::new()
+        .register(shows)
+        .register(bookings)
+        .register(payments);
+    let runner = SagaRunner::<Checkout, _, _>::new(store.clone(), bus, sagas.clone())
+        .failure_policy(FailurePolicy::stop());
+    let error = runner
+        .catch_up()
+        .await
+        .expect_err("the saga stops at the corrupt event");
+    let message = error.to_string();
+    assert!(message.contains("SeatsBooked"), "{message}");
+    let failures = sagas.failures("checkout").await.expect("readable");
+    assert_eq!(failures.len(), 1, "{failures:?}");
 }
