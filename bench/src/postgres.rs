@@ -1,15 +1,18 @@
 //! The PostgreSQL benchmarks: `pg_exec_distinct` (1 and 8 tasks), `pg_exec_same` (8 tasks on one
-//! show) and `pg_rehydrate` (a 100,000-event stream), against the server `CQRS_BENCH_PG_URL`
+//! show), `pg_rehydrate` (a 100,000-event stream) and `pg_projection_catchup` (a projection into
+//! a PostgreSQL table catching up on 200,000 events), against the server `CQRS_BENCH_PG_URL`
 //! names. `scripts/bench-postgres` starts a throwaway server, runs `pgbench` as the physical
 //! reference and then these.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cqrs_core::event::{Metadata, NewEvent};
+use cqrs_core::projection::EventContext;
 use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
-use cqrs_postgres::PostgresStore;
+use cqrs_postgres::{PostgresProjection, PostgresProjectionRunner, PostgresStore, Transaction};
 
 use crate::{BenchResult, per_second, report};
 
@@ -37,7 +40,12 @@ async fn store(pool_size: usize) -> Result<Option<PostgresStore>, Box<dyn std::e
 
 /// Runs the PostgreSQL benchmarks `wanted` selects, or says why they are skipped.
 pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
-    let names = ["pg_exec_distinct", "pg_exec_same", "pg_rehydrate"];
+    let names = [
+        "pg_exec_distinct",
+        "pg_exec_same",
+        "pg_rehydrate",
+        "pg_projection_catchup",
+    ];
     if !names.iter().any(|name| wanted(name)) {
         return Ok(());
     }
@@ -56,6 +64,9 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
     }
     if wanted("pg_rehydrate") {
         pg_rehydrate().await?;
+    }
+    if wanted("pg_projection_catchup") {
+        pg_projection_catchup().await?;
     }
     Ok(())
 }
@@ -217,5 +228,146 @@ async fn pg_rehydrate() -> BenchResult {
         }
     }
     report("pg_rehydrate", per_second(EVENTS, best), "events/s");
+    Ok(())
+}
+
+/// Seats reserved per show in the table `bench_reserved_{run}`, written set-based: one upsert per
+/// batch with the batch's changes summed per show.
+struct ReservedSeats {
+    upsert: String,
+    truncate: String,
+}
+
+#[cqrs_postgres::async_trait]
+impl PostgresProjection for ReservedSeats {
+    const NAME: &'static str = "bench_reserved_seats";
+    const AGGREGATES: &'static [&'static str] = &["show"];
+    type Event = ShowEvent;
+    type Error = tokio_postgres::Error;
+
+    async fn apply(
+        &self,
+        transaction: &Transaction<'_>,
+        event: ShowEvent,
+        context: &EventContext<'_>,
+    ) -> Result<(), Self::Error> {
+        self.apply_batch(transaction, vec![(event, *context)]).await
+    }
+
+    async fn apply_batch(
+        &self,
+        transaction: &Transaction<'_>,
+        events: Vec<(ShowEvent, EventContext<'_>)>,
+    ) -> Result<(), Self::Error> {
+        let mut changes: HashMap<&str, (i64, i64)> = HashMap::new();
+        for (event, context) in &events {
+            let change = changes.entry(context.aggregate_id()).or_default();
+            change.1 += 1;
+            match event {
+                ShowEvent::Scheduled { .. } => {}
+                ShowEvent::SeatsReserved { seats, .. } => change.0 += i64::from(*seats),
+                ShowEvent::ReservationCancelled { seats, .. } => change.0 -= i64::from(*seats),
+            }
+        }
+        let (shows, (seats, counts)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
+            changes.into_iter().unzip();
+        let upsert = transaction.prepare_cached(&self.upsert).await?;
+        transaction
+            .execute(&upsert, &[&shows, &seats, &counts])
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), Self::Error> {
+        transaction.batch_execute(&self.truncate).await
+    }
+}
+
+use cqrs_postgres::tokio_postgres;
+
+/// `pg_projection_catchup`: 200 shows of 1,000 events each (scheduled, then 999 one-seat
+/// reservations) in a fresh projection table; the time from starting the runner until its
+/// checkpoint reaches the head, in batches of 5,000, read model and checkpoint in one
+/// transaction per batch.
+async fn pg_projection_catchup() -> BenchResult {
+    const SHOWS: u64 = 200;
+    const EVENTS_PER_SHOW: u64 = 1_000;
+    let Some(store) = store(4).await? else {
+        return Ok(());
+    };
+    let run = run_id();
+    let mut head = cqrs_core::Position::START;
+    for show in 0..SHOWS {
+        let stream = StreamId::for_aggregate("show", format!("catchup{run}-{show}"))?;
+        let events = (0..EVENTS_PER_SHOW)
+            .map(|n| {
+                let event = if n == 0 {
+                    ShowEvent::Scheduled {
+                        capacity: EVENTS_PER_SHOW as u32,
+                    }
+                } else {
+                    ShowEvent::SeatsReserved {
+                        booking: BookingId(n),
+                        seats: 1,
+                    }
+                };
+                NewEvent::encode(&event, Metadata::default())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let receipt = store
+            .append(&stream, ExpectedVersion::NoStream, events)
+            .await?;
+        head = head.max(receipt.position.unwrap_or(head));
+    }
+    // A table of this run's own: the run id is a number, nothing from outside reaches the SQL.
+    let table = format!("bench_reserved_{run}");
+    store
+        .pool()
+        .get()
+        .await?
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (show text PRIMARY KEY, reserved bigint NOT NULL, \
+             events bigint NOT NULL);
+             DELETE FROM cqrs_projections WHERE name = 'bench_reserved_seats';"
+        ))
+        .await?;
+    let projection = ReservedSeats {
+        upsert: format!(
+            "INSERT INTO {table} (show, reserved, events) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+             ON CONFLICT (show) DO UPDATE SET reserved = {table}.reserved + excluded.reserved, \
+             events = {table}.events + excluded.events"
+        ),
+        truncate: format!("TRUNCATE {table}"),
+    };
+    // Every earlier event in the database (other benchmarks, earlier runs) is read too: the
+    // figure counts the whole log from zero.
+    let started = Instant::now();
+    let handle = PostgresProjectionRunner::new(projection, store.clone())
+        .batch_size(5_000)
+        .spawn();
+    handle.wait_for(head, Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed();
+    handle.shutdown().await;
+    let client = store.pool().get().await?;
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(sum(events), 0)::bigint FROM {table} \
+                 WHERE show LIKE 'catchup{run}-%'"
+            ),
+            &[],
+        )
+        .await?;
+    let (shows, events): (i64, i64) = (row.get(0), row.get(1));
+    if shows as u64 != SHOWS || events as u64 != SHOWS * EVENTS_PER_SHOW {
+        return Err(format!("projected {shows} shows, {events} events").into());
+    }
+    client.batch_execute(&format!("DROP TABLE {table}")).await?;
+    report(
+        "pg_projection_catchup",
+        per_second(head.0, elapsed),
+        "events/s",
+    );
     Ok(())
 }

@@ -99,7 +99,9 @@
 
 mod listener;
 pub mod migrate;
+pub mod projection;
 mod rows;
+pub mod saga;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -121,7 +123,23 @@ use uuid::Uuid;
 
 use crate::listener::Listener;
 pub use crate::migrate::MigrationError;
+pub use crate::projection::{
+    PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
+};
 pub use crate::rows::CorruptRow;
+pub use crate::saga::PostgresSagaStore;
+/// The attribute a [`PostgresProjection`] implementation is written under (its methods are
+/// `async`), re-exported so that an application needs no dependency of its own.
+pub use async_trait::async_trait;
+/// The connection pool crate; [`Transaction`] and [`PostgresStore::pool`] come from it.
+pub use deadpool_postgres;
+/// The PostgreSQL driver: parameter and row types for a projection's SQL.
+pub use tokio_postgres;
+
+/// The transaction a [`PostgresProjection`] writes its read model in. It dereferences to
+/// [`tokio_postgres::Transaction`] and adds `prepare_cached`, so that a statement is prepared
+/// once per pooled connection rather than once per event.
+pub type Transaction<'a> = deadpool_postgres::Transaction<'a>;
 
 /// How often a waiting reader re-checks the head even without a notification: a safety net for
 /// the moments the listener connection is down, never the main wake-up path.
@@ -170,6 +188,7 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    config: tokio_postgres::Config,
     listener: Listener,
     before_commit: RwLock<Option<BeforeCommit>>,
 }
@@ -219,6 +238,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
+                config: config.clone(),
                 listener: Listener::new(config),
                 before_commit: RwLock::new(None),
             }),
@@ -234,6 +254,12 @@ impl PostgresStore {
     /// The connection pool, for the application's own queries.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// The connection settings, for connections that must not come from the pool (a
+    /// projection's leader lock lives on one of its own).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.inner.config
     }
 
     /// Test hook: before committing each append, run the SQL `hook` returns for its stream (for

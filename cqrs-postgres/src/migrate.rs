@@ -18,11 +18,18 @@ pub struct Migration {
 
 /// Every migration, oldest first. A later schema change (a projection checkpoint table, say) is
 /// a new entry at the end; a shipped entry is never edited.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_store",
-    sql: include_str!("../migrations/0001_event_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../migrations/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "projections_and_sagas",
+        sql: include_str!("../migrations/0002_projections_and_sagas.sql"),
+    },
+];
 
 /// The advisory lock that serializes concurrent `migrate` calls (from several nodes starting at
 /// once), so that each migration runs exactly once.
