@@ -1,5 +1,14 @@
 //! Shared test code: the store conformance suite any `EventStore` plugs into, and store wrappers
 //! that make races happen on every run.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // One check of the suite against a fresh store; a store's test file runs every check, one
+//! // test each, with `cqrs_tests::conformance_tests!(async { MyStore::new() });`.
+//! cqrs_tests::conformance::multi_event_append_is_contiguous(cqrs_memstore::MemStore::new()).await;
+//! # }
+//! ```
 
 pub mod conformance;
 pub mod yielding;

@@ -1,0 +1,100 @@
+//! A store wrapper that makes every stream read and append take as long as a database round trip.
+//!
+//! The in-memory store answers in microseconds, so concurrent customers rarely overlap between
+//! loading a show and appending to it, and the race the seat-reservation example tells would
+//! have no losers to retry. Over a network, with a real database, they overlap all the time.
+//! [`RoundTrip`] puts that time back, so the in-memory story shows what production shows. It
+//! changes no result, only the timing.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cqrs_core::store::{AppendReceipt, CommandRecord, Snapshot};
+use cqrs_core::{
+    CommandId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
+    StreamId, Version,
+};
+
+/// Wraps a store, waiting `delay` before each stream read and append; see the module docs.
+#[derive(Debug, Clone)]
+pub struct RoundTrip<S> {
+    store: S,
+    delay: Duration,
+}
+
+impl<S> RoundTrip<S> {
+    /// `store`, with `delay` before each stream read and append.
+    pub fn new(store: S, delay: Duration) -> Self {
+        RoundTrip { store, delay }
+    }
+}
+
+#[async_trait]
+impl<S: EventStore> EventStore for RoundTrip<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.store.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.store.read_stream(stream, from, limit).await
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.store.visit_stream(stream, from, limit, visit).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store.read_all(after, limit).await
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.store.head().await
+    }
+
+    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
+        self.store.wait_for_events(after).await
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.store.save_snapshot(stream, snapshot).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.store.load_snapshot(stream, schema_version).await
+    }
+
+    async fn command_record(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        self.store.command_record(stream, command_id).await
+    }
+}
