@@ -189,8 +189,19 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 ///
 /// `decode(event_type, schema_version, payload)` fails with `DecodeError::UnknownEventType` for
 /// a name no variant has, `DecodeError::UnsupportedSchemaVersion` for a version newer than the
-/// variant's, and `DecodeError::InvalidPayload` when the payload does not fit. Older versions are
-/// decoded as they are for now; upcasting them will hook in there.
+/// variant's, `DecodeError::Upcast` when an upcaster fails, and `DecodeError::InvalidPayload`
+/// when the payload does not fit.
+///
+/// # Older versions and former names
+///
+/// - `#[event(alias = "OldName")]` (repeatable): events stored under a former name decode into
+///   this variant. An alias may not be another variant's name or alias.
+/// - `#[event(version = N, upcast(from = K, with = function))]` (repeatable, `K < N`, one per
+///   `K`): a payload stored with version `K` is passed through
+///   `function(serde_json::Value) -> Result<serde_json::Value, cqrs_core::upcast::UpcastError>`
+///   on its way to version `K + 1`. A step without an upcaster passes the payload on unchanged
+///   (enough for a version that only added `#[serde(default)]` fields). Payloads of the current
+///   version never take this slower path. See `cqrs_core::upcast` for an example.
 ///
 /// The enum cannot be generic.
 #[proc_macro_derive(DomainEvent, attributes(event, serde))]

@@ -204,6 +204,15 @@ async fn catches_up_then_tails_the_log_live() {
     // Live: new events arrive while the runner waits, without polling.
     let later = write_shows(&store, 10, 1, 2).await;
     handle.wait_for(later, WAIT).await.expect("tails");
+    // The runner reports Live once a read finds nothing new, just after the last commit.
+    let mut updates = handle.status_updates();
+    tokio::time::timeout(
+        WAIT,
+        updates.wait_for(|status| status.state == ProjectionState::Live),
+    )
+    .await
+    .expect("goes live")
+    .expect("the runner is running");
     let status = handle.status().await;
     assert_eq!(status.state, ProjectionState::Live);
     assert_eq!((status.position, status.lag()), (later, 0));
