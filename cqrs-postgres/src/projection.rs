@@ -116,16 +116,13 @@
 //! stored checkpoint. A leader whose lock connection closes (terminated, network lost) stops
 //! applying and stands by again.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::event::DecodeError;
 use cqrs_core::projection::{
     ErrorPolicy, EventContext, FailureKind, ProjectionEvent, ProjectionFailure, ProjectionState,
     ProjectionStatus, ProjectionStoreError, RebuildError, RetriesExhausted, WaitError,
-    aggregate_of,
 };
 use cqrs_core::subscription::LogFollower;
 use cqrs_core::{EventStore, Position, RecordedEvent, RetryPolicy, StoreError};
@@ -138,9 +135,6 @@ use crate::{PostgresStore, Transaction};
 
 /// The first key of every projection's leader lock (the second is its `lock_id`).
 pub const LEADER_LOCK_CLASS: i32 = 7_305_271;
-
-/// How many skipped events a status keeps, as cqrs-core's runner does.
-const SKIPPED_KEPT: usize = 1000;
 
 /// A read model kept in PostgreSQL tables, changed by SQL in the runner's transaction.
 ///
@@ -256,7 +250,7 @@ impl<P: PostgresProjection> PostgresProjectionRunner<P> {
 
     /// Starts the runner on its own task. Must be called within a tokio runtime.
     pub fn spawn(self) -> PostgresProjectionHandle {
-        let (status_sender, status) = watch::channel(new_status(P::NAME));
+        let (status_sender, status) = watch::channel(ProjectionStatus::new(P::NAME));
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let (leader_sender, leader) = watch::channel(false);
         let (controls, control_receiver) = mpsc::unbounded_channel();
@@ -283,27 +277,6 @@ impl<P: PostgresProjection> PostgresProjectionRunner<P> {
             task: Some(task),
         }
     }
-}
-
-fn new_status(name: &'static str) -> ProjectionStatus {
-    ProjectionStatus {
-        name,
-        state: ProjectionState::Starting,
-        position: Position::START,
-        head: Position::START,
-        last_error: None,
-        skipped: VecDeque::new(),
-        skipped_total: 0,
-    }
-}
-
-fn record_skip(status: &mut ProjectionStatus, failure: ProjectionFailure) {
-    if status.skipped.len() == SKIPPED_KEPT {
-        status.skipped.pop_front();
-    }
-    status.last_error = Some(failure.clone());
-    status.skipped.push_back(failure);
-    status.skipped_total += 1;
 }
 
 /// A running [`PostgresProjectionRunner`]: status, leadership, read-your-writes waits, rebuild,
@@ -370,32 +343,7 @@ impl PostgresProjectionHandle {
         position: impl Into<Option<Position>>,
         timeout: Duration,
     ) -> Result<Position, WaitError> {
-        let mut status = self.status.clone();
-        let Some(target) = position.into() else {
-            return Ok(status.borrow().position);
-        };
-        let reached = tokio::time::timeout(
-            timeout,
-            status.wait_for(|status| status.position >= target || status.is_stopped()),
-        )
-        .await
-        .map(|waited| waited.is_ok());
-        let current = status.borrow().clone();
-        match reached {
-            Ok(true) if current.position >= target => Ok(current.position),
-            Err(_) => Err(WaitError::Timeout {
-                projection: self.name,
-                target,
-                reached: current.position,
-                timeout,
-            }),
-            Ok(_) => Err(WaitError::Stopped {
-                projection: self.name,
-                target,
-                reached: current.position,
-                error: current.last_error,
-            }),
-        }
+        cqrs_core::projection::wait_for_position(&self.status, position.into(), timeout).await
     }
 
     /// Rebuilds the read model from the start of the log: one transaction calls
@@ -799,7 +747,7 @@ impl<P: PostgresProjection> Worker<P> {
                     self.status.send_modify(|status| {
                         status.position = reached;
                         if let Some(failure) = skipped {
-                            record_skip(status, failure);
+                            status.record_skip(failure);
                         }
                     });
                     next = end;
@@ -1062,25 +1010,9 @@ impl Panicked {
 }
 
 /// Routes `recorded` for `P`, as cqrs-core's runner does for a
-/// [`Projection`](cqrs_core::projection::Projection): streams of other aggregates are passed
-/// over, and in a listed stream an event that does not route is an unknown event type.
+/// [`Projection`](cqrs_core::projection::Projection).
 fn route<P: PostgresProjection>(recorded: &RecordedEvent) -> Result<Option<P::Event>, StoreError> {
-    let named = !P::AGGREGATES.is_empty();
-    if named && !P::AGGREGATES.contains(&aggregate_of(&recorded.stream)) {
-        return Ok(None);
-    }
-    match P::Event::route(recorded)? {
-        Some(event) => Ok(Some(event)),
-        None if named => Err(StoreError::Decode {
-            stream: recorded.stream.clone(),
-            version: recorded.version,
-            event_type: recorded.event_type.to_string(),
-            source: DecodeError::UnknownEventType {
-                event_type: recorded.event_type.to_string(),
-            },
-        }),
-        None => Ok(None),
-    }
+    cqrs_core::projection::route_from(P::AGGREGATES, recorded)
 }
 
 /// Makes sure the projection has its row; returns its lock id and checkpoint.

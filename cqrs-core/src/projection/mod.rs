@@ -105,7 +105,7 @@ pub use self::checkpoint::{ProjectionStore, ProjectionStoreError};
 pub use self::memory::MemoryReadModel;
 pub use self::policy::{ErrorPolicy, FailureKind, ProjectionFailure, RetriesExhausted};
 pub use self::runner::{ProjectionHandle, ProjectionRunner, RebuildError};
-pub use self::status::{ProjectionState, ProjectionStatus, WaitError};
+pub use self::status::{ProjectionState, ProjectionStatus, WaitError, wait_for_position};
 
 /// A read model and how events change it.
 ///
@@ -274,11 +274,22 @@ impl Deref for EventContext<'_> {
 pub(crate) fn route<P: Projection>(
     recorded: &RecordedEvent,
 ) -> Result<Option<P::Event>, StoreError> {
-    let named = !P::AGGREGATES.is_empty();
-    if named && !P::AGGREGATES.contains(&aggregate_of(&recorded.stream)) {
+    route_from(P::AGGREGATES, recorded)
+}
+
+/// Routes `recorded` to `E` for a projection that reads the streams of `aggregates` (all
+/// streams when it is empty): an event of another aggregate's stream is passed over, and an event
+/// of a listed stream that `E` does not recognize is an unknown event type. Runners built on other
+/// stores use it to route as [`Projection::AGGREGATES`] documents.
+pub fn route_from<E: ProjectionEvent>(
+    aggregates: &[&str],
+    recorded: &RecordedEvent,
+) -> Result<Option<E>, StoreError> {
+    let named = !aggregates.is_empty();
+    if named && !aggregates.contains(&aggregate_of(&recorded.stream)) {
         return Ok(None);
     }
-    match P::Event::route(recorded)? {
+    match E::route(recorded)? {
         Some(event) => Ok(Some(event)),
         None if named => Err(StoreError::Decode {
             stream: recorded.stream.clone(),

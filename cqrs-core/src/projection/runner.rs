@@ -175,33 +175,7 @@ impl ProjectionHandle {
         position: impl Into<Option<Position>>,
         timeout: Duration,
     ) -> Result<Position, WaitError> {
-        let mut status = self.status.clone();
-        let Some(target) = position.into() else {
-            return Ok(status.borrow().position);
-        };
-        let reached = tokio::time::timeout(
-            timeout,
-            status.wait_for(|status| status.position >= target || status.is_stopped()),
-        )
-        .await
-        .map(|waited| waited.is_ok());
-        let current = status.borrow().clone();
-        match reached {
-            Ok(true) if current.position >= target => Ok(current.position),
-            Err(_) => Err(WaitError::Timeout {
-                projection: self.name,
-                target,
-                reached: current.position,
-                timeout,
-            }),
-            // Stopped, or the runner's task ended (the status sender went away with it).
-            Ok(_) => Err(WaitError::Stopped {
-                projection: self.name,
-                target,
-                reached: current.position,
-                error: current.last_error,
-            }),
-        }
+        super::status::wait_for_position(&self.status, position.into(), timeout).await
     }
 
     /// Rebuilds the read model in place: empties it and moves the checkpoint to the start of

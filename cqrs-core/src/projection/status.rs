@@ -57,7 +57,8 @@ pub struct ProjectionStatus {
 }
 
 impl ProjectionStatus {
-    pub(crate) fn new(name: &'static str) -> Self {
+    /// The status of a runner that is starting: at the start of the log, nothing failed.
+    pub fn new(name: &'static str) -> Self {
         ProjectionStatus {
             name,
             state: ProjectionState::Starting,
@@ -82,7 +83,9 @@ impl ProjectionStatus {
         )
     }
 
-    pub(crate) fn record_skip(&mut self, failure: ProjectionFailure) {
+    /// Records an event skipped by the [`ErrorPolicy`](super::ErrorPolicy): it becomes the last
+    /// error and joins the skipped list, of which the latest 1,000 are kept.
+    pub fn record_skip(&mut self, failure: ProjectionFailure) {
         if self.skipped.len() == SKIPPED_KEPT {
             self.skipped.pop_front();
         }
@@ -123,4 +126,43 @@ pub enum WaitError {
         /// The failure that stopped it, if it failed.
         error: Option<ProjectionFailure>,
     },
+}
+
+/// Waits until the status published on `status` reaches `position` (read your own writes), at
+/// most `timeout`; `None` (a command that wrote nothing) returns the current position at once.
+///
+/// Every projection runner's handle answers `wait_for` with it, whatever store the runner
+/// commits to: a runner only has to publish its [`ProjectionStatus`] on a watch channel.
+pub async fn wait_for_position(
+    status: &tokio::sync::watch::Receiver<ProjectionStatus>,
+    position: Option<Position>,
+    timeout: Duration,
+) -> Result<Position, WaitError> {
+    let mut status = status.clone();
+    let Some(target) = position else {
+        return Ok(status.borrow().position);
+    };
+    let reached = tokio::time::timeout(
+        timeout,
+        status.wait_for(|status| status.position >= target || status.is_stopped()),
+    )
+    .await
+    .map(|waited| waited.is_ok());
+    let current = status.borrow().clone();
+    match reached {
+        Ok(true) if current.position >= target => Ok(current.position),
+        Err(_) => Err(WaitError::Timeout {
+            projection: current.name,
+            target,
+            reached: current.position,
+            timeout,
+        }),
+        // Stopped, or the runner's task ended (the status sender went away with it).
+        Ok(_) => Err(WaitError::Stopped {
+            projection: current.name,
+            target,
+            reached: current.position,
+            error: current.last_error,
+        }),
+    }
 }
