@@ -1,10 +1,11 @@
 //! A bounded cache of hot aggregates, so a busy aggregate is not rebuilt for every command.
 //!
-//! A cached state is only a starting point: before deciding, the repository reads the events
-//! written after the cached version (by another node, say), and the append's expected version
-//! refuses any decision taken on a stale state. The cache can therefore never make a command
-//! succeed that would fail without it.
+//! A cached state is only a starting point: the append's expected version refuses any decision
+//! taken on a stale state (another node may have written meanwhile), and the repository confirms
+//! a refusal or a no-op decided on a cached state against the stream before returning it. The
+//! cache can therefore never change a command's outcome.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -18,7 +19,7 @@ pub(crate) type Slot<T> = Arc<AsyncMutex<Option<T>>>;
 
 struct Entry<A> {
     slot: Slot<A>,
-    last_used: u64,
+    last_used: Cell<u64>,
 }
 
 struct Entries<A> {
@@ -42,28 +43,30 @@ impl<A> AggregateCache<A> {
         }
     }
 
-    /// The slot of `stream`, created empty when the stream is not cached.
-    pub(crate) fn slot(&self, stream: &StreamId) -> Slot<A> {
+    /// The stream named `name` (a validated stream id) and its slot, created empty when the
+    /// stream is not cached. A cached stream's id is shared, not made again.
+    pub(crate) fn slot(&self, name: &str) -> (StreamId, Slot<A>) {
         // Every statement below leaves the map consistent, so a poisoned lock is still usable.
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.clock += 1;
         let now = entries.clock;
-        if let Some(entry) = entries.map.get_mut(stream.as_str()) {
-            entry.last_used = now;
-            return entry.slot.clone();
+        if let Some((stream, entry)) = entries.map.get_key_value(name) {
+            entry.last_used.set(now);
+            return (stream.clone(), entry.slot.clone());
         }
         if entries.map.len() >= self.capacity {
             self.evict(&mut entries.map);
         }
+        let stream = StreamId::from_validated(name);
         let slot = Slot::default();
         entries.map.insert(
             stream.clone(),
             Entry {
                 slot: slot.clone(),
-                last_used: now,
+                last_used: Cell::new(now),
             },
         );
-        slot
+        (stream, slot)
     }
 
     /// Drops the least recently used eighth of the idle entries, so that eviction costs O(1)
@@ -72,7 +75,7 @@ impl<A> AggregateCache<A> {
         let mut idle: Vec<(u64, StreamId)> = map
             .iter()
             .filter(|(_, entry)| Arc::strong_count(&entry.slot) == 1)
-            .map(|(stream, entry)| (entry.last_used, stream.clone()))
+            .map(|(stream, entry)| (entry.last_used.get(), stream.clone()))
             .collect();
         let count = (self.capacity / 8).max(1).min(idle.len());
         if count == 0 {
@@ -114,7 +117,7 @@ mod tests {
     fn stays_within_capacity() {
         let cache = AggregateCache::<u32>::new(64);
         for n in 0..1000 {
-            let _ = cache.slot(&stream(n));
+            let _ = cache.slot(stream(n).as_str());
             assert!(cache.len() <= 64);
         }
     }
@@ -123,13 +126,13 @@ mod tests {
     fn evicts_least_recently_used_first() {
         let cache = AggregateCache::<u32>::new(16);
         for n in 0..16 {
-            let _ = cache.slot(&stream(n));
+            let _ = cache.slot(stream(n).as_str());
         }
         // Touch 0..8 so that 8..16 are the oldest.
         for n in 0..8 {
-            let _ = cache.slot(&stream(n));
+            let _ = cache.slot(stream(n).as_str());
         }
-        let _ = cache.slot(&stream(100));
+        let _ = cache.slot(stream(100).as_str());
         let entries = cache.entries.lock().unwrap_or_else(PoisonError::into_inner);
         for n in 0..8 {
             assert!(
@@ -146,12 +149,12 @@ mod tests {
     #[test]
     fn keeps_slots_in_use() {
         let cache = AggregateCache::<u32>::new(2);
-        let held = cache.slot(&stream(0));
+        let held = cache.slot(stream(0).as_str());
         for n in 1..50 {
-            let _ = cache.slot(&stream(n));
+            let _ = cache.slot(stream(n).as_str());
         }
         assert!(
-            Arc::ptr_eq(&held, &cache.slot(&stream(0))),
+            Arc::ptr_eq(&held.1, &cache.slot(stream(0).as_str()).1),
             "a slot in use was evicted"
         );
     }

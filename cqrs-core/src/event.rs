@@ -67,14 +67,40 @@ impl StreamId {
 
     /// The stream of the aggregate named `aggregate` with the id `id`: `{aggregate}-{id}`.
     pub fn for_aggregate(aggregate: &str, id: impl fmt::Display) -> Result<Self, InvalidStreamId> {
+        Self::with_aggregate_name(aggregate, id, Self::from_validated)
+    }
+
+    /// Formats and validates `{aggregate}-{id}` and hands it to `use_name`, without allocating
+    /// for it: the repository looks its cache up by name and reuses the cached id.
+    pub(crate) fn with_aggregate_name<R>(
+        aggregate: &str,
+        id: impl fmt::Display,
+        use_name: impl FnOnce(&str) -> R,
+    ) -> Result<R, InvalidStreamId> {
         use fmt::Write as _;
-        let mut name = String::with_capacity(aggregate.len() + 24);
-        name.push_str(aggregate);
-        name.push('-');
-        // Writing into a String cannot fail.
-        let _ = write!(name, "{id}");
-        Self::validate(&name)?;
-        Ok(Self(Arc::from(name)))
+        // The name is formatted into a buffer kept per thread. An id whose `Display` makes
+        // another stream id finds the buffer taken and formats into a fresh one.
+        thread_local! {
+            static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let build = |name: &mut String| {
+            name.clear();
+            name.push_str(aggregate);
+            name.push('-');
+            // Writing into a String cannot fail.
+            let _ = write!(name, "{id}");
+            Self::validate(name)?;
+            Ok(use_name(name))
+        };
+        NAME.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut name) => build(&mut name),
+            Err(_) => build(&mut String::new()),
+        })
+    }
+
+    /// Wraps a name that was already validated.
+    pub(crate) fn from_validated(name: &str) -> Self {
+        Self(Arc::from(name))
     }
 
     fn validate(id: &str) -> Result<(), InvalidStreamId> {
@@ -519,6 +545,24 @@ mod tests {
         assert_eq!(
             StreamId::new("théâtre-1").map(|id| id.as_str().len()),
             Ok(11)
+        );
+    }
+
+    #[test]
+    fn an_id_whose_display_makes_a_stream_id_does_not_trip_the_shared_buffer() {
+        struct Nested;
+        impl fmt::Display for Nested {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let inner = StreamId::for_aggregate("inner", 7).map_err(|_| fmt::Error)?;
+                write!(f, "of-{inner}")
+            }
+        }
+        let outer = StreamId::for_aggregate("outer", Nested).expect("valid");
+        assert_eq!(outer.as_str(), "outer-of-inner-7");
+        // The buffer is reused afterwards and holds nothing of the earlier names.
+        assert_eq!(
+            StreamId::for_aggregate("show", 1).expect("valid").as_str(),
+            "show-1"
         );
     }
 

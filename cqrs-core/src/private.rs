@@ -22,10 +22,22 @@ pub fn encode_event<F>(event_type: &'static str, write: F) -> Result<Payload, En
 where
     F: FnOnce(&mut PayloadSerializer<'_>) -> Result<(), serde_json::Error>,
 {
-    let mut bytes = Vec::with_capacity(64);
-    write(&mut serde_json::Serializer::new(&mut bytes))
-        .map_err(|source| EncodeError { event_type, source })?;
-    Ok(Payload::from(bytes))
+    // The JSON is written into a buffer kept per thread and copied once into the payload's
+    // shared allocation. An event whose serialization encodes another event finds the buffer
+    // taken and writes into a fresh one.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let encode = |bytes: &mut Vec<u8>| {
+        bytes.clear();
+        write(&mut serde_json::Serializer::new(bytes))
+            .map_err(|source| EncodeError { event_type, source })?;
+        Ok(Payload::from(bytes.as_slice()))
+    };
+    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut bytes) => encode(&mut bytes),
+        Err(_) => encode(&mut Vec::with_capacity(64)),
+    })
 }
 
 /// Decodes the fields of one event from its stored payload.
@@ -334,5 +346,33 @@ impl<E: Into<crate::saga::HandlerError>> SagaHandlerResult for Result<(), E> {
     #[inline]
     fn into_handler_result(self) -> Result<(), crate::saga::HandlerError> {
         self.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::encode_event;
+
+    /// A value whose serialization encodes another payload, as a nested event would.
+    struct Nested;
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let inner = encode_event("Inner", |serializer| 7u32.serialize(serializer))
+                .map_err(serde::ser::Error::custom)?;
+            let inner = std::str::from_utf8(inner.as_bytes()).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_str(inner)
+        }
+    }
+
+    #[test]
+    fn an_event_that_encodes_another_while_encoding_gets_its_own_buffer() {
+        let outer =
+            encode_event("Outer", |serializer| Nested.serialize(serializer)).expect("encodes");
+        assert_eq!(outer.as_bytes(), br#""7""#);
+        let again = encode_event("Again", |serializer| "x".serialize(serializer)).expect("encodes");
+        assert_eq!(again.as_bytes(), br#""x""#);
     }
 }

@@ -299,19 +299,26 @@ where
         command: A::Command,
         metadata: CommandMetadata,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
-        let stream = self.stream_id(id)?;
+        // A cached aggregate's stream id is reused rather than made again for every command.
+        let (stream, slot) = match &self.inner.cache {
+            Some(cache) => {
+                let (stream, slot) =
+                    StreamId::with_aggregate_name(A::NAME, id, |name| cache.slot(name))?;
+                (stream, Some(slot))
+            }
+            None => (self.stream_id(id)?, None),
+        };
         if let Some(command_id) = &metadata.command_id {
             if let Some(record) = self.inner.store.command_record(&stream, command_id).await? {
                 return self.earlier_outcome(record, 0).await;
             }
         }
-        let Some(cache) = &self.inner.cache else {
+        let Some(slot) = slot else {
             let mut hydrated = self.hydrate(&stream).await?;
             return self
                 .decide_and_append(&stream, &mut hydrated, command, metadata, true)
                 .await;
         };
-        let slot = cache.slot(&stream);
         // Held across the store calls on purpose: commands for one aggregate in this process take
         // turns on its cached state instead of racing each other into conflicts.
         let mut cached = slot.lock().await;
