@@ -16,6 +16,10 @@ use cqrs_core::{
 };
 
 /// Wraps a store, waiting `delay` before each stream read and append; see the module docs.
+///
+/// With a zero delay it still yields to the scheduler there, so that concurrent writers
+/// interleave between their load and their append even on a machine with one busy core: the
+/// tests use it to make races happen on every run.
 #[derive(Debug, Clone)]
 pub struct RoundTrip<S> {
     store: S,
@@ -27,6 +31,14 @@ impl<S> RoundTrip<S> {
     pub fn new(store: S, delay: Duration) -> Self {
         RoundTrip { store, delay }
     }
+
+    async fn wait(&self) {
+        if self.delay.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -37,7 +49,7 @@ impl<S: EventStore> EventStore for RoundTrip<S> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        tokio::time::sleep(self.delay).await;
+        self.wait().await;
         self.store.append(stream, expected, events).await
     }
 
@@ -47,7 +59,7 @@ impl<S: EventStore> EventStore for RoundTrip<S> {
         from: Version,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        tokio::time::sleep(self.delay).await;
+        self.wait().await;
         self.store.read_stream(stream, from, limit).await
     }
 
@@ -58,7 +70,7 @@ impl<S: EventStore> EventStore for RoundTrip<S> {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
-        tokio::time::sleep(self.delay).await;
+        self.wait().await;
         self.store.visit_stream(stream, from, limit, visit).await
     }
 

@@ -1,5 +1,4 @@
-//! Shared test code: the store conformance suite any `EventStore` plugs into, and store wrappers
-//! that make races happen on every run.
+//! Shared test code: the store conformance suite any `EventStore` plugs into.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -11,4 +10,3 @@
 //! ```
 
 pub mod conformance;
-pub mod yielding;

@@ -1,10 +1,12 @@
 //! The seat-reservation proof: many concurrent writers on one show never oversell it, every
 //! command ends, and no conflict reaches the caller.
 
+use std::time::Duration;
+
 use cqrs_core::{EventStore, ExecuteError, Repository, StreamId, Version};
+use cqrs_examples::latency::RoundTrip;
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowError, ShowEvent};
 use cqrs_memstore::MemStore;
-use cqrs_tests::yielding::Yielding;
 
 const TASKS: u64 = 8;
 const COMMANDS_PER_TASK: u64 = 1000;
@@ -118,7 +120,7 @@ async fn eight_uncached_writers_fill_4000_seats_exactly_through_retries() {
     // No cache: every command loads the show (from a snapshot) and races the others, so
     // conflicts happen and are retried on fresh state. Yielding before every read and append
     // makes the writers interleave between load and append even on a busy machine.
-    let store = Yielding(MemStore::new());
+    let store = RoundTrip::new(MemStore::new(), Duration::ZERO);
     let shows = Repository::builder(store.clone())
         .cache(0)
         .snapshot_every(50)
@@ -133,7 +135,7 @@ async fn eight_uncached_writers_fill_4000_seats_exactly_through_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_nodes_with_their_own_caches_fill_4000_seats_exactly() {
-    let store = Yielding(MemStore::new());
+    let store = RoundTrip::new(MemStore::new(), Duration::ZERO);
     let nodes = (0..4).map(|_| Repository::new(store.clone())).collect();
     let tally = race(4000, nodes, &store).await;
     assert_eq!((tally.reserved, tally.sold_out), (4000, 4000));
