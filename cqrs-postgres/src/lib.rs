@@ -33,16 +33,25 @@
 //! [`PostgresStore::migrate`] applies the migrations the crate ships (see [`migrate::MIGRATIONS`]),
 //! each once, recorded in `cqrs_schema_migrations`: the tables `cqrs_events` (primary key
 //! (stream, version)), `cqrs_commands` (primary key (stream, command id)) and `cqrs_snapshots`
-//! (one row per stream), and the functions `cqrs_append`, `cqrs_sequence` and `cqrs_settle`. A
+//! (one row per stream), and the functions `cqrs_append`, `cqrs_append_batch`, `cqrs_sequence` and
+//! `cqrs_settle`. A
 //! later table (a projection's checkpoint, say) is one more migration. Payloads are `bytea` and
 //! headers `json` (not `jsonb`), so both come back exactly as written; timestamps keep
 //! microseconds. Every value travels as a bind parameter: no stream id, type or header is ever
 //! part of SQL text.
 //!
-//! An append is one call of `cqrs_append` in one transaction, one round trip: it checks the
-//! command id, then the stream's version, then inserts the events and the command record. Two
-//! writers racing for the same version meet on the primary key; the loser's unique violation is
-//! mapped to [`StoreError::DuplicateCommand`] when the winner applied the same command id, to
+//! An append checks the command id, then the stream's version, then inserts the events and the
+//! command record, all in one transaction. Appends that arrive while another is on its way go
+//! together: each store sends one batch at a time, with every append waiting for it (up to 48,
+//! one per stream), as one call of `cqrs_append_batch` (a lone append calls `cqrs_append`): one
+//! round trip, one transaction and one WAL flush for the whole batch, its events inserted by one
+//! statement. One append's failure leaves the others alone: after a unique violation the batch
+//! inserts each append in a subtransaction of its own, and after the server refused one append's
+//! data the store sends each append again on its own. A batch
+//! inserts its appends in stream order, so two batches of two nodes that wait for each other's
+//! rows wait in the same order and never deadlock. Two writers racing for the same version meet
+//! on the primary key; the loser's unique violation is mapped to
+//! [`StoreError::DuplicateCommand`] when the winner applied the same command id, to
 //! [`StoreError::Conflict`] with the version found otherwise, and retried when the expectation
 //! (`Any`, `StreamExists`) still holds.
 //!
@@ -61,14 +70,15 @@
 //! This store numbers events *after* they commit, under one transaction-scoped advisory lock
 //! (the sequencer lock), in increasing order from the head:
 //!
-//! * An appender that gets the lock with `pg_try_advisory_xact_lock` (it never waits for it)
-//!   first numbers every committed, unnumbered event, then numbers its own events after them, in
-//!   its own transaction; the lock is released after its commit is visible. With one writer this
-//!   is always the case: one transaction, one WAL flush per append.
-//! * An appender that finds the lock taken inserts its events unnumbered and commits without
-//!   waiting for anyone, so its WAL flush joins the others' (group commit). Then `cqrs_settle`
-//!   waits for the lock and numbers every pending event at once (usually a whole group), unless
-//!   another holder already did.
+//! * A batch that gets the lock with `pg_try_advisory_xact_lock` (it never waits for it), which it
+//!   tries only after every append of it read its stream's version, first numbers every
+//!   committed, unnumbered event, then numbers its own events after them, in its own transaction;
+//!   the lock is released after its commit is visible. With one node this is always the case
+//!   (the store sends one batch at a time): one transaction, one WAL flush per batch.
+//! * A batch that finds the lock taken (another node's) inserts its events unnumbered and commits
+//!   without waiting for anyone, so its WAL flush joins the others' (group commit). Then each of
+//!   its appends calls `cqrs_settle`, which waits for the lock and numbers every pending event at
+//!   once (usually several batches), unless another holder already did.
 //!
 //! Why a reader never skips: a number is only assigned by the lock holder, after it read the
 //! head with a snapshot taken after it got the lock, hence after the previous holder's commit
@@ -76,16 +86,20 @@
 //! visible at any moment are exactly 1..=h, a prefix with no hole, and a number is never
 //! assigned to an event below a number already visible: reading `position > after` in order
 //! reaches every event. An append's events are numbered together in one statement, so a reader
-//! never sees part of one, and numbering pending appends by an id drawn after each one read its
-//! stream's version keeps every stream in version order. Aborted appends never get a number, so
-//! there are no holes.
+//! never sees part of one. Every stream stays in version order: the holder numbers pending events
+//! before its own, and every earlier version of a stream it appends to was committed when it read
+//! the version, before it took the lock; pending appends are numbered by an id each drew after it
+//! read its stream's version. Aborted appends (a whole batch, or an append that met a unique
+//! violation, whose numbers are handed out again to the appends that are written) never get a
+//! number, so there are no holes.
 //!
 //! What it costs: the numbering transactions run one at a time, each holding the lock through
-//! its commit; every other append commits in parallel and is numbered in batches. An append that
-//! does not hold the lock pays one more round trip, and the numbering of a batch one more (shared)
-//! WAL flush. An appender that dies between its commit and `cqrs_settle` leaves its events
-//! unnumbered (invisible to `read_all`) until the next append or the next fallback check of a
-//! waiting reader numbers them.
+//! its commit; on one node they are the batches themselves, so numbering is free and batches grow
+//! with the load. Across nodes, the other nodes' batches commit in parallel and are numbered in
+//! batches; an append that does not hold the lock pays one more round trip, and the numbering one
+//! more (shared) WAL flush. An appender that dies between its commit and `cqrs_settle` leaves its
+//! events unnumbered (invisible to `read_all`) until the next append or the next fallback check of
+//! a waiting reader numbers them.
 //!
 //! # Waiting for events
 //!
@@ -97,6 +111,7 @@
 //! [`FALLBACK_CHECK`].
 #![doc(html_root_url = "https://docs.rs/cqrs-postgres/0.1.0")]
 
+mod batch;
 mod listener;
 pub mod migrate;
 pub mod projection;
@@ -117,7 +132,6 @@ use cqrs_core::{
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::{TryStreamExt, pin_mut};
 use tokio_postgres::NoTls;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -147,11 +161,6 @@ pub const FALLBACK_CHECK: Duration = Duration::from_secs(2);
 
 /// The default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: usize = 16;
-
-const APPEND: &str = "SELECT outcome, actual_version, first_version, last_version, first_position, \
-     last_position FROM cqrs_append($1::text, $2::smallint, $3::bigint, $4::text, $5::uuid[], \
-     $6::text[], $7::bigint[], $8::bytea[], $9::uuid[], $10::uuid[], $11::text[], \
-     $12::timestamptz[], $13::text[])";
 
 const SETTLE: &str =
     "SELECT first_position, last_position FROM cqrs_settle($1::text, $2::bigint, $3::bigint)";
@@ -191,6 +200,7 @@ struct Inner {
     config: tokio_postgres::Config,
     listener: Listener,
     before_commit: RwLock<Option<BeforeCommit>>,
+    queue: batch::Queue,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -241,6 +251,7 @@ impl PostgresStore {
                 config: config.clone(),
                 listener: Listener::new(config),
                 before_commit: RwLock::new(None),
+                queue: batch::Queue::default(),
             }),
         })
     }
@@ -422,69 +433,29 @@ impl PostgresStore {
         Ok(None)
     }
 
-    /// Runs one attempt of an append. `Ok(None)` means a unique violation: another writer got
-    /// there first, and the caller works out what that means.
+    /// Runs one attempt of an append, in the store's next batch. `Ok(None)` means a unique
+    /// violation: another writer got there first, and the caller works out what that means.
     async fn try_append(
         &self,
         stream: &StreamId,
-        expected: &ExpectedArgument,
+        expected: ExpectedArgument,
         command_id: Option<&CommandId>,
-        columns: &Columns,
-    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
-        let mut client = self.client().await?;
-        let command_id = command_id.map(CommandId::as_str);
-        let params: [&(dyn ToSql + Sync); 13] = [
-            &stream.as_str(),
-            &expected.kind,
-            &expected.version,
-            &command_id,
-            &columns.event_ids,
-            &columns.event_types,
-            &columns.schema_versions,
-            &columns.payloads,
-            &columns.correlation_ids,
-            &columns.causation_ids,
-            &columns.command_ids,
-            &columns.occurred_at,
-            &columns.headers,
-        ];
-        let result = match self.before_commit().and_then(|hook| hook(stream)) {
-            None => {
-                let statement = client
-                    .prepare_cached(APPEND)
-                    .await
-                    .map_err(StoreError::backend)?;
-                client.query_one(&statement, &params).await
-            }
-            Some(sql) => {
-                let transaction = client.transaction().await.map_err(StoreError::backend)?;
-                let statement = transaction
-                    .prepare_cached(APPEND)
-                    .await
-                    .map_err(StoreError::backend)?;
-                match transaction.query_one(&statement, &params).await {
-                    Ok(row) => match transaction.batch_execute(&sql).await {
-                        Ok(()) => transaction.commit().await.map(|()| row),
-                        Err(error) => Err(error),
-                    },
-                    Err(error) => Err(error),
-                }
-            }
+        columns: &Arc<Columns>,
+    ) -> Result<Option<rows::AppendAnswer>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = batch::Request {
+            stream: stream.clone(),
+            expected,
+            command_id: command_id.cloned(),
+            columns: Arc::clone(columns),
+            reply,
         };
-        match result {
-            Ok(row) => Ok(Some(row)),
-            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
-            Err(error) => {
-                // The connection may be broken (killed, server restarting) without the pool
-                // knowing yet: it is not handed to the next caller.
-                drop(deadpool_postgres::Object::take(client));
-                Err(StoreError::backend(error))
-            }
-        }
+        batch::submit(self, request, answer).await
     }
 }
 
-/// The expected version as `cqrs_append` takes it.
+/// The expected version as `cqrs_append_batch` takes it.
+#[derive(Clone, Copy)]
 struct ExpectedArgument {
     kind: i16,
     version: i64,
@@ -571,14 +542,14 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
         let command_id = command_id_of(&events)?.cloned();
-        let columns = Columns::new(&events)?;
+        let columns = Arc::new(Columns::new(&events)?);
         let argument = ExpectedArgument::from(expected);
-        let row = loop {
-            if let Some(row) = self
-                .try_append(stream, &argument, command_id.as_ref(), &columns)
+        let answer = loop {
+            if let Some(answer) = self
+                .try_append(stream, argument, command_id.as_ref(), &columns)
                 .await?
             {
-                break row;
+                break answer;
             }
             // Another writer committed the same version (or command id) first.
             if let Some(command_id) = &command_id {
@@ -600,7 +571,6 @@ impl EventStore for PostgresStore {
             tokio::task::yield_now().await;
         };
 
-        let answer = rows::AppendAnswer::read(&row, stream)?;
         match answer.outcome {
             0 => {}
             1 => {

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "projections_and_sagas",
         sql: include_str!("../migrations/0002_projections_and_sagas.sql"),
     },
+    Migration {
+        version: 3,
+        name: "append_batch",
+        sql: include_str!("../migrations/0003_append_batch.sql"),
+    },
 ];
 
 /// The advisory lock that serializes concurrent `migrate` calls (from several nodes starting at

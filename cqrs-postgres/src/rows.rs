@@ -122,7 +122,7 @@ pub(crate) fn recorded_event(row: &Row, known: Option<&StreamId>) -> Result<Read
     }))
 }
 
-/// What `cqrs_append` answered.
+/// What `cqrs_append` or `cqrs_append_batch` answered for one append.
 pub(crate) struct AppendAnswer {
     pub(crate) outcome: i16,
     pub(crate) actual_version: Version,

@@ -234,3 +234,65 @@ async fn a_stopped_server_is_a_backend_error() {
         assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_the_server_refuses_fails_alone_in_its_batch() {
+    let (store, _) = fresh_store().await;
+    // The first append sleeps before its COMMIT; the three queued behind it go to the server in
+    // one batch, where one of them carries a text the server refuses (a NUL character).
+    store.set_sql_before_commit(Some(Arc::new(|stream: &StreamId| {
+        (stream.as_str() == "slow").then(|| "SELECT pg_sleep(0.3)".to_owned())
+    })));
+    let slow = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new("slow").expect("valid");
+            store
+                .append(&stream, ExpectedVersion::NoStream, vec![event(0)])
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let appends = ["good-1", "bad", "good-2"].map(|name| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new(name).expect("valid");
+            let mut written = event(1);
+            if name == "bad" {
+                written.event_type = "Bad\0Type".into();
+            }
+            store
+                .append(&stream, ExpectedVersion::NoStream, vec![written, event(2)])
+                .await
+        })
+    });
+    slow.await.expect("task").expect("the slow append");
+    let [good_1, bad, good_2] = appends;
+    let good_1 = good_1.await.expect("task").expect("good-1");
+    let good_2 = good_2.await.expect("task").expect("good-2");
+    let bad = bad.await.expect("task");
+    assert!(matches!(bad, Err(StoreError::Backend(_))), "{bad:?}");
+    store.set_sql_before_commit(None);
+
+    // The good ones are written whole and numbered densely after the slow one; nothing of the
+    // refused one is.
+    let mut positions = [good_1, good_2].map(|receipt| {
+        assert_eq!(receipt.version, Version(2));
+        (receipt.first_position, receipt.position)
+    });
+    positions.sort();
+    assert_eq!(
+        positions,
+        [
+            (Some(Position(2)), Some(Position(3))),
+            (Some(Position(4)), Some(Position(5)))
+        ]
+    );
+    let log = store.read_all(Position::START, 10).await.expect("read_all");
+    assert_eq!(
+        log.iter().map(|event| event.position).collect::<Vec<_>>(),
+        (1..=5).map(Position).collect::<Vec<_>>()
+    );
+    assert!(log.iter().all(|event| event.stream.as_str() != "bad"));
+    assert_eq!(store.head().await.expect("head"), Position(5));
+}

@@ -60,14 +60,36 @@ fn header(event: &RecordedEvent, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_never_skips_an_event_that_commits_late() {
+    // One store: its appends queue up and go to the server in batches, one at a time.
     let store = fresh_store(WRITERS as usize + 4).await;
+    scrambled_writers_and_a_reader(store.clone(), vec![store; WRITERS as usize]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_never_skips_an_event_that_commits_late_across_nodes() {
+    // Two stores on one database, as two nodes would be, four writers each: their batches race
+    // for the sequencer lock, and those that miss it commit unnumbered, in scrambled order.
+    let reader = fresh_store(4).await;
+    let url = reader.config().clone();
+    let nodes: Vec<PostgresStore> = (0..2)
+        .map(|_| PostgresStore::from_config(url.clone(), 4).expect("store"))
+        .collect();
+    let writers = (0..WRITERS as usize)
+        .map(|writer| nodes[writer % nodes.len()].clone())
+        .collect();
+    scrambled_writers_and_a_reader(reader, writers).await;
+}
+
+/// Writer `n` appends through `writers[n]`; the reader follows the log through `store`.
+async fn scrambled_writers_and_a_reader(store: PostgresStore, writers: Vec<PostgresStore>) {
     // About one append in three sleeps 5 to 60 ms between its insert and its COMMIT, so later
     // appends commit first all the time.
     let delayed = Arc::new(AtomicU64::new(0));
     let counter = Arc::new(AtomicU64::new(0));
-    {
+    for writer in &writers {
         let delayed = Arc::clone(&delayed);
-        store.set_sql_before_commit(Some(Arc::new(move |_stream: &StreamId| {
+        let counter = Arc::clone(&counter);
+        writer.set_sql_before_commit(Some(Arc::new(move |_stream: &StreamId| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
             let scrambled = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
             (scrambled % 3 == 0).then(|| {
@@ -116,10 +138,9 @@ async fn a_reader_never_skips_an_event_that_commits_late() {
         })
     };
 
-    let mut writers = JoinSet::new();
-    for writer in 0..WRITERS {
-        let store = store.clone();
-        writers.spawn(async move {
+    let mut tasks = JoinSet::new();
+    for (writer, store) in (0..WRITERS).zip(writers) {
+        tasks.spawn(async move {
             let own = StreamId::new(format!("ordered-{writer}")).expect("valid");
             // Every writer also appends to one shared stream now and then.
             let shared = StreamId::new("ordered-shared").expect("valid");
@@ -140,7 +161,7 @@ async fn a_reader_never_skips_an_event_that_commits_late() {
         });
     }
     let mut written = HashSet::new();
-    while let Some(result) = writers.join_next().await {
+    while let Some(result) = tasks.join_next().await {
         written.extend(result.expect("writer"));
     }
     finished.store(true, Ordering::SeqCst);
