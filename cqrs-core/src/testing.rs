@@ -132,8 +132,10 @@ where
     }
 }
 
+/// Panics with `what` and a line diff of the pretty-printed values: the failure message of every
+/// given/when/then expectation (aggregates, sagas, projections).
 #[track_caller]
-fn fail(what: &str, expected: &dyn Debug, actual: &dyn Debug) -> ! {
+pub(crate) fn fail(what: &str, expected: &dyn Debug, actual: &dyn Debug) -> ! {
     let expected = format!("{expected:#?}");
     let actual = format!("{actual:#?}");
     panic!(

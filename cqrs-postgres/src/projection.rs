@@ -121,8 +121,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::projection::{
-    ErrorPolicy, EventContext, FailureKind, ProjectionEvent, ProjectionFailure, ProjectionState,
-    ProjectionStatus, ProjectionStoreError, RebuildError, RetriesExhausted, WaitError,
+    ErrorPolicy, EventContext, FailureKind, Panicked, ProjectionEvent, ProjectionFailure,
+    ProjectionState, ProjectionStatus, ProjectionStoreError, RebuildError, RetriesExhausted,
+    WaitError,
 };
 use cqrs_core::subscription::LogFollower;
 use cqrs_core::{EventStore, Position, RecordedEvent, RetryPolicy, StoreError};
@@ -991,22 +992,6 @@ fn apply_failure<E: std::error::Error + Send + Sync + 'static>(
         attempts: 1,
         error,
     })
-}
-
-/// The message of a panic caught in a projection's `apply`.
-#[derive(Debug, thiserror::Error)]
-#[error("panicked: {0}")]
-struct Panicked(String);
-
-impl Panicked {
-    fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|message| (*message).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned());
-        Panicked(message)
-    }
 }
 
 /// Routes `recorded` for `P`, as cqrs-core's runner does for a

@@ -103,7 +103,7 @@ pub mod testing;
 
 pub use self::checkpoint::{ProjectionStore, ProjectionStoreError};
 pub use self::memory::MemoryReadModel;
-pub use self::policy::{ErrorPolicy, FailureKind, ProjectionFailure, RetriesExhausted};
+pub use self::policy::{ErrorPolicy, FailureKind, Panicked, ProjectionFailure, RetriesExhausted};
 pub use self::runner::{ProjectionHandle, ProjectionRunner, RebuildError};
 pub use self::status::{ProjectionState, ProjectionStatus, WaitError, wait_for_position};
 

@@ -114,13 +114,15 @@ impl fmt::Display for ProjectionFailure {
     }
 }
 
-/// The message of a panic caught in [`Projection::apply`](super::Projection::apply).
+/// The message of a panic caught in a projection's `apply`, recorded as its
+/// [`ProjectionFailure::error`] (kind [`FailureKind::Panic`]).
 #[derive(Debug, thiserror::Error)]
 #[error("panicked: {0}")]
-pub(crate) struct Panicked(pub(crate) String);
+pub struct Panicked(pub String);
 
 impl Panicked {
-    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+    /// The message carried by a panic's payload (a `&str` or a `String`).
+    pub fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
         let message = payload
             .downcast_ref::<&str>()
             .map(|message| (*message).to_owned())

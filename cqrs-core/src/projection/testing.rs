@@ -59,7 +59,7 @@ use super::Projection;
 use super::policy::ProjectionFailure;
 use super::runner::apply_recorded;
 use crate::event::{DomainEvent, EventId, Metadata, Position, RecordedEvent, StreamId, Version};
-use crate::testing::line_diff;
+use crate::testing::fail;
 
 /// Starts a given / then test on a projection. Implemented for every projection whose read
 /// model starts from `Default`.
@@ -166,12 +166,7 @@ impl<P: Projection> GivenProjection<P> {
             );
         }
         if self.model != expected {
-            let expected = format!("{expected:#?}");
-            let actual = format!("{:#?}", self.model);
-            panic!(
-                "read models differ\n--- expected\n+++ actual\n{}",
-                line_diff(&expected, &actual)
-            );
+            fail("read models differ", &expected, &self.model);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::aggregate::CommandHandler;
 use crate::saga::Saga;
 use crate::saga::context::{DeadlineChange, HandlerError, Rejection, SagaCommand, SagaContext};
-use crate::testing::line_diff;
+use crate::testing::fail;
 
 /// The time saga tests run at unless [`SagaGiven::at`] says otherwise: 2001-09-09T01:46:40Z.
 pub const TEST_NOW: Duration = Duration::from_secs(1_000_000_000);
@@ -239,14 +239,4 @@ impl<G: Saga> SagaThen<G> {
             panic!("the saga handler failed: {error}");
         }
     }
-}
-
-#[track_caller]
-fn fail(what: &str, expected: &dyn Debug, actual: &dyn Debug) -> ! {
-    let expected = format!("{expected:#?}");
-    let actual = format!("{actual:#?}");
-    panic!(
-        "{what}\n--- expected\n+++ actual\n{}",
-        line_diff(&expected, &actual)
-    );
 }
