@@ -41,7 +41,8 @@ async fn store(pool_size: usize) -> Result<Option<PostgresStore>, Box<dyn std::e
 /// Runs the PostgreSQL benchmarks `wanted` selects, or says why they are skipped.
 pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
     let names = [
-        "pg_exec_distinct",
+        "pg_exec_distinct_1",
+        "pg_exec_distinct_8",
         "pg_exec_same",
         "pg_rehydrate",
         "pg_projection_catchup",
@@ -55,8 +56,10 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
         );
         return Ok(());
     }
-    if wanted("pg_exec_distinct") {
+    if wanted("pg_exec_distinct_1") {
         pg_exec_distinct(1, 4_000).await?;
+    }
+    if wanted("pg_exec_distinct_8") {
         pg_exec_distinct(8, 2_000).await?;
     }
     if wanted("pg_exec_same") {

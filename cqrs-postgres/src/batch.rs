@@ -1,12 +1,18 @@
 //! Appends that queue up behind each other go to the server together: one transaction, one round
 //! trip and one WAL flush for the whole batch (see the crate docs, "The global order").
 //!
-//! Each store has one queue. An append puts its request in it; when no batch is running, it
-//! spawns the task that runs them: the task takes every waiting request (up to [`MAX_APPENDS`],
-//! at most one per stream, the others wait for the next batch in their order), sends them in one
-//! call of `cqrs_append_batch`, hands each caller its answer and starts over until the queue is
-//! empty. With one caller at a time a batch is one append; with several, an append waits for at
-//! most the batch in flight.
+//! Each store has one queue. An append that finds no batch in flight sends itself (a batch of
+//! one, from the caller's own task); one that finds a batch in flight waits in the queue. When
+//! the batch in flight is answered, the queue goes to a task that takes every waiting request (up
+//! to [`MAX_APPENDS`], at most one per stream, the others wait for the next batch in their
+//! order), sends them as one statement, hands each caller its answer and starts over until the
+//! queue is empty. With one caller at a time a batch is one append; with several, an append waits
+//! for at most the batch in flight.
+//!
+//! The statements are plain SQL, in `append.sql` (any batch) and `append_one.sql` (a lone
+//! one-event append at an exact version without a command id); both say why their numbering is
+//! safe. Only after a unique violation does a batch go again through the PL/pgSQL function
+//! `cqrs_append_batch`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,19 +23,24 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::rows::AppendAnswer;
-use crate::{Columns, ExpectedArgument, PostgresStore};
+use crate::{Columns, ExpectedArgument, KIND_EXACT, KIND_NO_STREAM, PostgresStore};
 
 /// The most appends in one batch: after a unique violation each one is a subtransaction, and a
 /// transaction with more than 64 subtransactions makes every other session's snapshots slower.
 pub(crate) const MAX_APPENDS: usize = 48;
 
-/// A batch of one append calls `cqrs_append`, which does the same work in less time.
-const APPEND: &str = "SELECT outcome, actual_version, first_version, last_version, first_position, \
-     last_position FROM cqrs_append($1::text, $2::smallint, $3::bigint, $4::text, $5::uuid[], \
-     $6::text[], $7::bigint[], $8::bytea[], $9::uuid[], $10::uuid[], $11::text[], \
-     $12::timestamptz[], $13::text[])";
+/// Every batch, a lone append included: one statement, no PL/pgSQL (see the file for why its
+/// numbering is safe).
+pub(crate) const APPEND: &str = include_str!("append.sql");
 
-const APPEND_BATCH: &str = "SELECT outcome, actual_version, first_version, last_version, \
+/// A lone append of one event at an exact version without a command id (what a repository sends
+/// for most commands): a plain insert, the cheapest statement (see the file).
+pub(crate) const APPEND_ONE: &str = include_str!("append_one.sql");
+
+/// The same batch after `APPEND` met a unique violation: a function that reads with a fresh
+/// snapshot after the sequencer lock and writes each append in a subtransaction of its own, so
+/// that only the append that met the violation fails.
+const APPEND_ISOLATED: &str = "SELECT outcome, actual_version, first_version, last_version, \
      first_position, last_position FROM cqrs_append_batch($1::text[], $2::smallint[], \
      $3::bigint[], $4::text[], $5::integer[], $6::uuid[], $7::text[], $8::bigint[], \
      $9::bytea[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], $14::text[])";
@@ -66,23 +77,28 @@ impl Queue {
     }
 }
 
-/// Queues `request` on `store` and waits for its answer.
+/// Sends `request` on `store`, in the next batch when one is in flight, and waits for its answer.
 pub(crate) async fn submit(
     store: &PostgresStore,
     request: Request,
     reply: oneshot::Receiver<Reply>,
 ) -> Reply {
-    let start = {
+    let alone = {
         let mut state = store.inner.queue.state();
-        state.waiting.push_back(request);
-        !std::mem::replace(&mut state.running, true)
+        if state.running {
+            state.waiting.push_back(request);
+            None
+        } else {
+            state.running = true;
+            Some(request)
+        }
     };
-    if start {
-        // A task of its own: a caller that gives up waiting does not stop the others' batch.
-        tokio::spawn(run(Running {
-            store: store.clone(),
-            finished: false,
-        }));
+    if let Some(request) = alone {
+        // Nothing in flight: the caller sends its append itself, which spares a lone append a
+        // task switch. The appends that queue up meanwhile are handed to a task when it is done.
+        let claim = Claim { store };
+        run_batch(store, vec![request]).await;
+        drop(claim);
     }
     reply.await.unwrap_or_else(|_| {
         Err(StoreError::backend(
@@ -91,9 +107,36 @@ pub(crate) async fn submit(
     })
 }
 
+/// The claim of a caller that sends its own append on the queue. Released, when the append is
+/// answered or the caller gave up waiting, it hands the appends that queued up behind it to a
+/// task of their own: a caller that gives up never stops the others' batch.
+struct Claim<'a> {
+    store: &'a PostgresStore,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut state = self.store.inner.queue.state();
+        if state.waiting.is_empty() {
+            state.running = false;
+            return;
+        }
+        drop(state);
+        let running = Running {
+            store: self.store.clone(),
+            finished: false,
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(run(running))),
+            // The runtime is gone: `running` fails the waiting appends, which were never sent.
+            Err(_) => drop(running),
+        }
+    }
+}
+
 /// The running task's claim on its queue. Dropped before the queue is empty (the runtime shut
 /// down, a panic), it fails the waiting appends, which were never sent, and lets the next append
-/// start a new task.
+/// start over.
 struct Running {
     store: PostgresStore,
     finished: bool,
@@ -124,7 +167,13 @@ async fn run(mut running: Running) {
             }
             batch
         };
+        let appends = batch.len();
         run_batch(&running.store, batch).await;
+        if appends > 1 {
+            // The callers just answered tend to append again at once: letting them queue up
+            // first makes the next batch take them along instead of going out half empty.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -176,20 +225,10 @@ fn refused_data(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Hands every request of `batch` its answer from `result`.
-fn reply(batch: Vec<Request>, result: Result<Option<Vec<tokio_postgres::Row>>, BatchError>) {
+fn reply(batch: Vec<Request>, result: Result<Vec<Reply>, BatchError>) {
     match result {
-        Ok(None) => {
-            // The only append met a unique violation.
-            for request in batch {
-                let _ = request.reply.send(Ok(None));
-            }
-        }
-        Ok(Some(rows)) => {
-            for (request, row) in batch.into_iter().zip(rows) {
-                let answer = AppendAnswer::read(&row, &request.stream).map(|answer| {
-                    // Outcome 3: a unique violation, nothing written.
-                    (answer.outcome != 3).then_some(answer)
-                });
+        Ok(answers) => {
+            for (request, answer) in batch.into_iter().zip(answers) {
                 let _ = request.reply.send(answer);
             }
         }
@@ -210,13 +249,11 @@ fn reply(batch: Vec<Request>, result: Result<Option<Vec<tokio_postgres::Row>>, B
     }
 }
 
-/// Runs one batch: one call of `cqrs_append_batch` (of `cqrs_append` for a single append), in an
-/// explicit transaction only when the test hook asks for SQL before the COMMIT. One row per
-/// request, in order; `None` when a single append met a unique violation.
-async fn send(
-    store: &PostgresStore,
-    batch: &[Request],
-) -> Result<Option<Vec<tokio_postgres::Row>>, BatchError> {
+/// Runs one batch: one statement (`APPEND_ONE` for the common lone append, `APPEND` otherwise),
+/// then, only after a unique violation or a version that did not match, the batch again through
+/// `cqrs_append_batch`; in an explicit transaction only when the test hook asks for SQL before
+/// the COMMIT. One answer per request, in order.
+async fn send(store: &PostgresStore, batch: &[Request]) -> Result<Vec<Reply>, BatchError> {
     let mut client = store.client().await.map_err(BatchError::Store)?;
     let before_commit: Vec<String> = match store.before_commit() {
         None => Vec::new(),
@@ -225,77 +262,46 @@ async fn send(
             .filter_map(|request| hook(&request.stream))
             .collect(),
     };
-    if let [request] = batch {
-        let columns = &*request.columns;
-        let command_id = request.command_id.as_ref().map(CommandId::as_str);
-        let params: [&(dyn ToSql + Sync); 13] = [
-            &request.stream.as_str(),
-            &request.expected.kind,
-            &request.expected.version,
-            &command_id,
-            &columns.event_ids,
-            &columns.event_types,
-            &columns.schema_versions,
-            &columns.payloads,
-            &columns.correlation_ids,
-            &columns.causation_ids,
-            &columns.command_ids,
-            &columns.occurred_at,
-            &columns.headers,
-        ];
-        let result = execute(&mut client, APPEND, &params, &before_commit).await;
-        return match result {
-            Ok(rows) => check(rows, batch.len()).map(Some),
-            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
-            Err(error) => {
-                drop(deadpool_postgres::Object::take(client));
-                Err(BatchError::Postgres(error))
-            }
-        };
-    }
-    let events: usize = batch
-        .iter()
-        .map(|request| request.columns.event_ids.len())
-        .sum();
-    let streams: Vec<&str> = batch
-        .iter()
-        .map(|request| request.stream.as_str())
-        .collect();
-    let kinds: Vec<i16> = batch.iter().map(|request| request.expected.kind).collect();
-    let expected: Vec<i64> = batch
-        .iter()
-        .map(|request| request.expected.version)
-        .collect();
-    let command_ids: Vec<Option<&str>> = batch
-        .iter()
-        .map(|request| request.command_id.as_ref().map(CommandId::as_str))
-        .collect();
-    let counts: Vec<i32> = batch
-        .iter()
-        .map(|request| i32::try_from(request.columns.event_ids.len()).unwrap_or(i32::MAX))
-        .collect();
-    let mut flat = FlatColumns::with_capacity(events);
-    for request in batch {
-        flat.extend(&request.columns);
-    }
-    let params: [&(dyn ToSql + Sync); 14] = [
-        &streams,
-        &kinds,
-        &expected,
-        &command_ids,
-        &counts,
-        &flat.event_ids,
-        &flat.event_types,
-        &flat.schema_versions,
-        &flat.payloads,
-        &flat.correlation_ids,
-        &flat.causation_ids,
-        &flat.command_ids,
-        &flat.occurred_at,
-        &flat.headers,
-    ];
-    match execute(&mut client, APPEND_BATCH, &params, &before_commit).await {
-        Ok(rows) => check(rows, batch.len()).map(Some),
+    let first = match batch {
+        [request] if lone(request) => {
+            let (columns, stream) = (&*request.columns, request.stream.as_str());
+            let params: [&(dyn ToSql + Sync); 11] = [
+                &stream,
+                &request.expected.version,
+                &columns.event_ids[0],
+                &columns.event_types[0],
+                &columns.schema_versions[0],
+                &columns.payloads[0],
+                &columns.correlation_ids[0],
+                &columns.causation_ids[0],
+                &columns.command_ids[0],
+                &columns.occurred_at[0],
+                &columns.headers[0],
+            ];
+            execute(&mut client, APPEND_ONE, &params, &before_commit)
+                .await
+                .map(|rows| lone_answer(&rows, request))
+        }
+        _ => {
+            let arguments = Arguments::new(batch);
+            execute(&mut client, APPEND, &arguments.params(), &before_commit)
+                .await
+                .map(|rows| Some(answers(rows, batch)))
+        }
+    };
+    let result = match first {
+        Ok(Some(answers)) => Ok(answers),
+        // Another writer took one of these versions or command ids, or another holder of the
+        // sequencer lock numbered events after the statement's snapshot, or (`APPEND_ONE`) the
+        // expected version is not the stream's: nothing was written.
+        Ok(None) => isolated(&mut client, batch, &before_commit).await,
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            isolated(&mut client, batch, &before_commit).await
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(answers) => answers,
         Err(error) => {
             // The connection may be broken (killed, server restarting) without the pool knowing
             // yet: it is not handed to the next caller.
@@ -303,6 +309,77 @@ async fn send(
             Err(BatchError::Postgres(error))
         }
     }
+}
+
+/// Sends `batch` through `cqrs_append_batch`.
+async fn isolated(
+    client: &mut deadpool_postgres::Object,
+    batch: &[Request],
+    before_commit: &[String],
+) -> Result<Result<Vec<Reply>, BatchError>, tokio_postgres::Error> {
+    let arguments = Arguments::new(batch);
+    let rows = execute(client, APPEND_ISOLATED, &arguments.params(), before_commit).await?;
+    Ok(answers(rows, batch))
+}
+
+/// Whether `request` can go as `APPEND_ONE`: it writes one event, at an exact expected version
+/// (or none: `NoStream`), without a command id to record.
+fn lone(request: &Request) -> bool {
+    matches!(request.expected.kind, KIND_NO_STREAM | KIND_EXACT)
+        && request.command_id.is_none()
+        && request.columns.event_ids.len() == 1
+}
+
+/// The answer to a lone append from the row `APPEND_ONE` returned, or `None` when it wrote
+/// nothing: the expected version is not the stream's.
+fn lone_answer(
+    rows: &[tokio_postgres::Row],
+    request: &Request,
+) -> Option<Result<Vec<Reply>, BatchError>> {
+    let row = rows.first()?;
+    let stream = &request.stream;
+    let answer = (|| {
+        let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
+        let position: Option<i64> = row.try_get(1).map_err(StoreError::backend)?;
+        let version = crate::rows::version(version, stream)?;
+        let position = match position {
+            Some(position) => Some(crate::rows::position(position, stream)?),
+            None => None,
+        };
+        Ok(Some(AppendAnswer {
+            outcome: 0,
+            actual_version: cqrs_core::Version(version.0.saturating_sub(1)),
+            first_version: version,
+            last_version: version,
+            positions: position.map(|position| (position, position)),
+        }))
+    })();
+    Some(Ok(vec![answer]))
+}
+
+/// One answer per request from the rows of `APPEND` or `APPEND_ISOLATED`.
+fn answers(rows: Vec<tokio_postgres::Row>, batch: &[Request]) -> Result<Vec<Reply>, BatchError> {
+    if rows.len() != batch.len() {
+        return Err(BatchError::Store(unexpected(format!(
+            "{} rows for {} appends",
+            rows.len(),
+            batch.len()
+        ))));
+    }
+    Ok(batch
+        .iter()
+        .zip(rows)
+        .map(|(request, row)| {
+            AppendAnswer::read(&row, &request.stream).map(|answer| {
+                // Outcome 3 (from cqrs_append_batch): a unique violation, nothing written.
+                (answer.outcome != 3).then_some(answer)
+            })
+        })
+        .collect())
+}
+
+fn unexpected(what: String) -> StoreError {
+    StoreError::backend(crate::PostgresError::UnexpectedAnswer(what))
 }
 
 /// Runs `sql` with `params`, in an explicit transaction that runs `before_commit` before its
@@ -327,22 +404,6 @@ async fn execute(
     Ok(rows)
 }
 
-/// One row per append, or the answer is not understood.
-fn check(
-    rows: Vec<tokio_postgres::Row>,
-    appends: usize,
-) -> Result<Vec<tokio_postgres::Row>, BatchError> {
-    if rows.len() == appends {
-        return Ok(rows);
-    }
-    Err(BatchError::Store(StoreError::backend(
-        crate::PostgresError::UnexpectedAnswer(format!(
-            "{} rows for {appends} appends",
-            rows.len()
-        )),
-    )))
-}
-
 /// Why a batch failed: every append of it gets the same error.
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
@@ -352,49 +413,103 @@ enum BatchError {
     Store(StoreError),
 }
 
-/// Every event of a batch, one array per column, borrowing from the requests.
-struct FlatColumns<'a> {
+/// The parameters of `APPEND` and `APPEND_ISOLATED` for a batch: one array per append column and
+/// one per event column (every append's events one after the other), borrowing from the requests.
+struct Arguments<'a> {
+    streams: Vec<&'a str>,
+    kinds: Vec<i16>,
+    expected: Vec<i64>,
+    command_ids: Vec<Option<&'a str>>,
+    counts: Vec<i32>,
     event_ids: Vec<uuid::Uuid>,
     event_types: Vec<&'a str>,
     schema_versions: Vec<i64>,
     payloads: Vec<&'a [u8]>,
     correlation_ids: Vec<Option<uuid::Uuid>>,
     causation_ids: Vec<Option<uuid::Uuid>>,
-    command_ids: Vec<Option<&'a str>>,
+    event_command_ids: Vec<Option<&'a str>>,
     occurred_at: Vec<std::time::SystemTime>,
     headers: Vec<&'a str>,
 }
 
-impl<'a> FlatColumns<'a> {
-    fn with_capacity(events: usize) -> Self {
-        FlatColumns {
+impl<'a> Arguments<'a> {
+    fn new(batch: &'a [Request]) -> Self {
+        let events: usize = batch
+            .iter()
+            .map(|request| request.columns.event_ids.len())
+            .sum();
+        let mut arguments = Arguments {
+            streams: Vec::with_capacity(batch.len()),
+            kinds: Vec::with_capacity(batch.len()),
+            expected: Vec::with_capacity(batch.len()),
+            command_ids: Vec::with_capacity(batch.len()),
+            counts: Vec::with_capacity(batch.len()),
             event_ids: Vec::with_capacity(events),
             event_types: Vec::with_capacity(events),
             schema_versions: Vec::with_capacity(events),
             payloads: Vec::with_capacity(events),
             correlation_ids: Vec::with_capacity(events),
             causation_ids: Vec::with_capacity(events),
-            command_ids: Vec::with_capacity(events),
+            event_command_ids: Vec::with_capacity(events),
             occurred_at: Vec::with_capacity(events),
             headers: Vec::with_capacity(events),
+        };
+        for request in batch {
+            let columns = &*request.columns;
+            arguments.streams.push(request.stream.as_str());
+            arguments.kinds.push(request.expected.kind);
+            arguments.expected.push(request.expected.version);
+            arguments
+                .command_ids
+                .push(request.command_id.as_ref().map(CommandId::as_str));
+            arguments
+                .counts
+                .push(i32::try_from(columns.event_ids.len()).unwrap_or(i32::MAX));
+            arguments.event_ids.extend_from_slice(&columns.event_ids);
+            arguments
+                .event_types
+                .extend(columns.event_types.iter().map(String::as_str));
+            arguments
+                .schema_versions
+                .extend_from_slice(&columns.schema_versions);
+            arguments
+                .payloads
+                .extend(columns.payloads.iter().map(Vec::as_slice));
+            arguments
+                .correlation_ids
+                .extend_from_slice(&columns.correlation_ids);
+            arguments
+                .causation_ids
+                .extend_from_slice(&columns.causation_ids);
+            arguments
+                .event_command_ids
+                .extend(columns.command_ids.iter().map(Option::as_deref));
+            arguments
+                .occurred_at
+                .extend_from_slice(&columns.occurred_at);
+            arguments
+                .headers
+                .extend(columns.headers.iter().map(String::as_str));
         }
+        arguments
     }
 
-    fn extend(&mut self, columns: &'a Columns) {
-        self.event_ids.extend_from_slice(&columns.event_ids);
-        self.event_types
-            .extend(columns.event_types.iter().map(String::as_str));
-        self.schema_versions
-            .extend_from_slice(&columns.schema_versions);
-        self.payloads
-            .extend(columns.payloads.iter().map(Vec::as_slice));
-        self.correlation_ids
-            .extend_from_slice(&columns.correlation_ids);
-        self.causation_ids.extend_from_slice(&columns.causation_ids);
-        self.command_ids
-            .extend(columns.command_ids.iter().map(Option::as_deref));
-        self.occurred_at.extend_from_slice(&columns.occurred_at);
-        self.headers
-            .extend(columns.headers.iter().map(String::as_str));
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+        [
+            &self.streams,
+            &self.kinds,
+            &self.expected,
+            &self.command_ids,
+            &self.counts,
+            &self.event_ids,
+            &self.event_types,
+            &self.schema_versions,
+            &self.payloads,
+            &self.correlation_ids,
+            &self.causation_ids,
+            &self.event_command_ids,
+            &self.occurred_at,
+            &self.headers,
+        ]
     }
 }

@@ -33,27 +33,30 @@
 //! [`PostgresStore::migrate`] applies the migrations the crate ships (see [`migrate::MIGRATIONS`]),
 //! each once, recorded in `cqrs_schema_migrations`: the tables `cqrs_events` (primary key
 //! (stream, version)), `cqrs_commands` (primary key (stream, command id)) and `cqrs_snapshots`
-//! (one row per stream), and the functions `cqrs_append`, `cqrs_append_batch`, `cqrs_sequence` and
-//! `cqrs_settle`. A
-//! later table (a projection's checkpoint, say) is one more migration. Payloads are `bytea` and
-//! headers `json` (not `jsonb`), so both come back exactly as written; timestamps keep
-//! microseconds. Every value travels as a bind parameter: no stream id, type or header is ever
-//! part of SQL text.
+//! (one row per stream), and the functions `cqrs_append_batch`, `cqrs_sequence` and
+//! `cqrs_settle` (and `cqrs_append`, which this version no longer calls). A later table (a
+//! projection's checkpoint, say) is one more migration. Payloads are `bytea` and headers `json`
+//! (not `jsonb`), so both come back exactly as written; timestamps keep microseconds. Every value
+//! travels as a bind parameter: no stream id, type or header is ever part of SQL text.
 //!
 //! An append checks the command id, then the stream's version, then inserts the events and the
-//! command record, all in one transaction. Appends that arrive while another is on its way go
-//! together: each store sends one batch at a time, with every append waiting for it (up to 48,
-//! one per stream), as one call of `cqrs_append_batch` (a lone append calls `cqrs_append`): one
-//! round trip, one transaction and one WAL flush for the whole batch, its events inserted by one
-//! statement. One append's failure leaves the others alone: after a unique violation the batch
-//! inserts each append in a subtransaction of its own, and after the server refused one append's
-//! data the store sends each append again on its own. A batch
-//! inserts its appends in stream order, so two batches of two nodes that wait for each other's
-//! rows wait in the same order and never deadlock. Two writers racing for the same version meet
-//! on the primary key; the loser's unique violation is mapped to
-//! [`StoreError::DuplicateCommand`] when the winner applied the same command id, to
-//! [`StoreError::Conflict`] with the version found otherwise, and retried when the expectation
-//! (`Any`, `StreamExists`) still holds.
+//! command record, all in one statement (one transaction). Appends that arrive while another is
+//! on its way go together: each store sends one batch at a time, with every append waiting for it
+//! (up to 48, one per stream), as one statement: one round trip, one transaction and one WAL flush
+//! for the whole batch. A lone append at an exact version without a command id (what a
+//! repository sends when nothing else is waiting) is a plain `INSERT ... SELECT`: the primary key
+//! and the existence of the expected version check the version, with nothing read first. Every
+//! statement is plain SQL (a PL/pgSQL function costs about as much again in server time as the
+//! insert itself). When a statement meets a unique violation, or a lone append finds that its
+//! expected version is not the stream's, nothing was written and the store sends the batch again
+//! through `cqrs_append_batch`, which inserts each append in a subtransaction of its own, so that
+//! one append's failure leaves the others alone; after the server refused one append's data the
+//! store sends each append again on its own. A batch inserts its appends in stream order, so two
+//! batches of two nodes that wait for each other's rows wait in the same order and never
+//! deadlock. Two writers racing for the same version meet on the primary key; the loser's unique
+//! violation is mapped to [`StoreError::DuplicateCommand`] when the winner applied the same
+//! command id, to [`StoreError::Conflict`] with the version found otherwise, and retried when the
+//! expectation (`Any`, `StreamExists`) still holds.
 //!
 //! # The global order
 //!
@@ -70,28 +73,33 @@
 //! This store numbers events *after* they commit, under one transaction-scoped advisory lock
 //! (the sequencer lock), in increasing order from the head:
 //!
-//! * A batch that gets the lock with `pg_try_advisory_xact_lock` (it never waits for it), which it
-//!   tries only after every append of it read its stream's version, first numbers every
-//!   committed, unnumbered event, then numbers its own events after them, in its own transaction;
-//!   the lock is released after its commit is visible. With one node this is always the case
+//! * A batch that finds no committed event waiting for a number and gets the lock with
+//!   `pg_try_advisory_xact_lock` (it never waits for it) numbers its events after the head, in
+//!   its own transaction; the lock is released after its commit is visible. With one node this is always the case
 //!   (the store sends one batch at a time): one transaction, one WAL flush per batch.
-//! * A batch that finds the lock taken (another node's) inserts its events unnumbered and commits
-//!   without waiting for anyone, so its WAL flush joins the others' (group commit). Then each of
-//!   its appends calls `cqrs_settle`, which waits for the lock and numbers every pending event at
-//!   once (usually several batches), unless another holder already did.
+//! * A batch that finds the lock taken (another node's), or events waiting for a number, inserts
+//!   its events unnumbered and commits without waiting for anyone, so its WAL flush joins the
+//!   others' (group commit). Then each of its appends calls `cqrs_settle`, which waits for the
+//!   lock and, with a snapshot taken after it got it, numbers every pending event at once
+//!   (usually several batches) in the order of the ids their appends drew, unless another holder
+//!   already did.
 //!
-//! Why a reader never skips: a number is only assigned by the lock holder, after it read the
-//! head with a snapshot taken after it got the lock, hence after the previous holder's commit
-//! was visible (PostgreSQL releases locks after a commit becomes visible). So the numbers
-//! visible at any moment are exactly 1..=h, a prefix with no hole, and a number is never
-//! assigned to an event below a number already visible: reading `position > after` in order
-//! reaches every event. An append's events are numbered together in one statement, so a reader
-//! never sees part of one. Every stream stays in version order: the holder numbers pending events
-//! before its own, and every earlier version of a stream it appends to was committed when it read
-//! the version, before it took the lock; pending appends are numbered by an id each drew after it
-//! read its stream's version. Aborted appends (a whole batch, or an append that met a unique
-//! violation, whose numbers are handed out again to the appends that are written) never get a
-//! number, so there are no holes.
+//! Why a reader never skips: a number is only assigned by the lock holder, and the lock is
+//! released only after its holder's commit is visible (PostgreSQL releases locks after a commit
+//! becomes visible), so the numbers visible at any moment are exactly 1..=h, a prefix with no
+//! hole. A batch's statement reads the head with the snapshot it took when it started, before
+//! it got the lock: when another holder committed numbers in between, that head is behind, the
+//! first number the batch writes is already taken by a committed row, and the unique index on
+//! the position makes the statement fail before anything is written (the store then sends the
+//! batch through `cqrs_append_batch`, whose statements each take a fresh snapshot after the lock).
+//! So a number is never assigned twice nor below a number already visible, and reading
+//! `position > after` in order reaches every event. An append's events are numbered together in
+//! one statement, so a reader never sees part of one. Every stream stays in version order: a
+//! batch numbers its own events only when no committed event waits for a number, and every
+//! earlier version of a stream it appends to was committed when it read the version; pending
+//! appends are numbered in the order of an id each drew after it read its stream's version.
+//! Aborted appends (a whole batch, or an append that met a unique violation) never get a number,
+//! so there are no holes.
 //!
 //! What it costs: the numbering transactions run one at a time, each holding the lock through
 //! its commit; on one node they are the batches themselves, so numbering is free and batches grow
@@ -454,6 +462,12 @@ impl PostgresStore {
     }
 }
 
+/// The expected version kinds of the append statements.
+const KIND_ANY: i16 = 0;
+const KIND_NO_STREAM: i16 = 1;
+const KIND_STREAM_EXISTS: i16 = 2;
+const KIND_EXACT: i16 = 3;
+
 /// The expected version as `cqrs_append_batch` takes it.
 #[derive(Clone, Copy)]
 struct ExpectedArgument {
@@ -465,21 +479,21 @@ impl From<ExpectedVersion> for ExpectedArgument {
     fn from(expected: ExpectedVersion) -> Self {
         match expected {
             ExpectedVersion::Any => ExpectedArgument {
-                kind: 0,
+                kind: KIND_ANY,
                 version: 0,
             },
             ExpectedVersion::NoStream => ExpectedArgument {
-                kind: 1,
+                kind: KIND_NO_STREAM,
                 version: 0,
             },
             ExpectedVersion::StreamExists => ExpectedArgument {
-                kind: 2,
+                kind: KIND_STREAM_EXISTS,
                 version: 0,
             },
             // No stream reaches a version beyond i64::MAX: -1 never matches, and the server
             // still answers with the actual version.
             ExpectedVersion::Exact(version) => ExpectedArgument {
-                kind: 3,
+                kind: KIND_EXACT,
                 version: i64::try_from(version.0).unwrap_or(-1),
             },
         }

@@ -40,6 +40,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The statement a store sends for a batch of appends (`src/append.sql`), for tests that run it
+/// under a snapshot of their choosing. Parameters as `cqrs_append_batch` takes them.
+pub const APPEND_SQL: &str = crate::batch::APPEND;
+
+/// The statement a store sends for a lone append of one event at an exact version without a
+/// command id (`src/append_one.sql`), for tests that run it under a snapshot of their choosing.
+pub const APPEND_ONE_SQL: &str = crate::batch::APPEND_ONE;
+
 /// Why a throwaway cluster could not be started or used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -145,17 +145,27 @@ async fn scrambled_writers_and_a_reader(store: PostgresStore, writers: Vec<Postg
             // Every writer also appends to one shared stream now and then.
             let shared = StreamId::new("ordered-shared").expect("valid");
             let mut written = Vec::new();
+            // The writer's own stream at an exact version (a one-event append then goes as the
+            // store's plain insert), the shared one at any version.
+            let mut own_version = Version(0);
             for append in 0..APPENDS {
                 let of = (writer + append) % 3 + 1;
                 let batch: Vec<NewEvent> = (1..=of)
                     .map(|part| event(writer, append, part, of))
                     .collect();
                 written.extend(batch.iter().map(|event| event.event_id));
-                let target = if append % 5 == 0 { &shared } else { &own };
-                store
-                    .append(target, ExpectedVersion::Any, batch)
-                    .await
-                    .expect("append");
+                if append % 5 == 0 {
+                    store
+                        .append(&shared, ExpectedVersion::Any, batch)
+                        .await
+                        .expect("append");
+                } else {
+                    let receipt = store
+                        .append(&own, ExpectedVersion::Exact(own_version), batch)
+                        .await
+                        .expect("append");
+                    own_version = receipt.version;
+                }
             }
             written
         });
@@ -216,4 +226,128 @@ async fn scrambled_writers_and_a_reader(store: PostgresStore, writers: Vec<Postg
         store.head().await.expect("head"),
         Position(seen.len() as u64)
     );
+}
+
+/// A batch's statement reads the head with the snapshot it started with, before it takes the
+/// sequencer lock. Here that snapshot is held back on purpose (a repeatable-read transaction took
+/// it before another append numbered its event): the statement gets the lock, reads a head that
+/// is behind, and must fail on the position index with nothing written instead of handing out a
+/// number twice. The store answers such a failure by sending the batch again through
+/// `cqrs_append_batch`, which reads the head after the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_snapshot_was_overtaken_writes_nothing() {
+    use cqrs_postgres::testing::{APPEND_ONE_SQL, APPEND_SQL};
+    use tokio_postgres::IsolationLevel;
+    use tokio_postgres::error::SqlState;
+    use tokio_postgres::types::ToSql;
+
+    let store = fresh_store(4).await;
+    let first = StreamId::new("overtaken-first").expect("valid");
+    store
+        .append(&first, ExpectedVersion::NoStream, vec![event(0, 0, 1, 1)])
+        .await
+        .expect("append");
+
+    let stream = "overtaken-stale";
+    let (id, kind, version, count) = (EventId::new().0, 1_i16, 0_i64, 1_i32);
+    let (event_type, schema, payload) = ("Ordered", 1_i64, &b"{}"[..]);
+    let (none_id, none_text, at, headers) = (
+        None::<uuid::Uuid>,
+        None::<&str>,
+        std::time::SystemTime::now(),
+        "{}",
+    );
+    let one: Vec<&(dyn ToSql + Sync)> = vec![
+        &stream,
+        &version,
+        &id,
+        &event_type,
+        &schema,
+        &payload,
+        &none_id,
+        &none_id,
+        &none_text,
+        &at,
+        &headers,
+    ];
+    let (streams, kinds, versions, command_ids, counts) = (
+        vec![stream],
+        vec![kind],
+        vec![version],
+        vec![none_text],
+        vec![count],
+    );
+    let (ids, types, schemas, payloads) = (vec![id], vec![event_type], vec![schema], vec![payload]);
+    let (none_ids, none_texts, ats, all_headers) =
+        (vec![none_id], vec![none_text], vec![at], vec![headers]);
+    let batch: Vec<&(dyn ToSql + Sync)> = vec![
+        &streams,
+        &kinds,
+        &versions,
+        &command_ids,
+        &counts,
+        &ids,
+        &types,
+        &schemas,
+        &payloads,
+        &none_ids,
+        &none_ids,
+        &none_texts,
+        &ats,
+        &all_headers,
+    ];
+
+    for (round, (name, sql, params)) in [
+        ("append_one.sql", APPEND_ONE_SQL, one),
+        ("append.sql", APPEND_SQL, batch),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut stale = store.pool().get().await.expect("connection");
+        let transaction = stale
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .expect("begin");
+        // The snapshot is taken here, at the transaction's first statement.
+        transaction
+            .query("SELECT count(*) FROM cqrs_events", &[])
+            .await
+            .expect("snapshot");
+        let other = StreamId::new(format!("overtaken-other-{round}")).expect("valid");
+        let receipt = store
+            .append(&other, ExpectedVersion::NoStream, vec![event(1, 0, 1, 1)])
+            .await
+            .expect("append");
+        assert_eq!(receipt.position, Some(Position(round as u64 + 2)));
+
+        let error = transaction.query(sql, &params).await.expect_err(&format!(
+            "{name} must not write under an overtaken snapshot"
+        ));
+        assert_eq!(
+            error.code(),
+            Some(&SqlState::UNIQUE_VIOLATION),
+            "{name}: {error}"
+        );
+        let constraint = error.as_db_error().and_then(|error| error.constraint());
+        assert_eq!(constraint, Some("cqrs_events_position"), "{name}");
+    }
+
+    // Nothing of the stale appends was written, and the log is dense.
+    let log = store.read_all(Position::START, 10).await.expect("read_all");
+    let streams: Vec<&str> = log.iter().map(|event| event.stream.as_str()).collect();
+    assert_eq!(
+        streams,
+        ["overtaken-first", "overtaken-other-0", "overtaken-other-1"]
+    );
+    let positions: Vec<u64> = log.iter().map(|event| event.position.0).collect();
+    assert_eq!(positions, [1, 2, 3]);
+    let stale = StreamId::new(stream).expect("valid");
+    let receipt = store
+        .append(&stale, ExpectedVersion::NoStream, vec![event(2, 0, 1, 1)])
+        .await
+        .expect("the stream is still free");
+    assert_eq!(receipt.position, Some(Position(4)));
 }
