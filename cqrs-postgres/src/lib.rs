@@ -419,7 +419,7 @@ impl PostgresStore {
             .prepare_cached(&format!(
                 "SELECT {} FROM cqrs_events WHERE stream = $1 AND version >= $2 \
                  ORDER BY version LIMIT $3",
-                rows::EVENT_COLUMNS
+                rows::STREAM_EVENT_COLUMNS
             ))
             .await
             .map_err(StoreError::backend)?;
@@ -429,13 +429,15 @@ impl PostgresStore {
             .await
             .map_err(StoreError::backend)?;
         pin_mut!(rows);
+        // One event, refilled from each row: the visitor only borrows it.
+        let mut event = None;
         while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
-            match rows::recorded_event(&row, Some(stream))? {
-                rows::Read::Numbered(event) => {
-                    visit(&event)?;
-                    *visited += 1;
-                }
-                rows::Read::Pending { version } => return Ok(Some(version)),
+            if let Some(pending) = rows::read_stream_event(&row, stream, &mut event)? {
+                return Ok(Some(pending));
+            }
+            if let Some(event) = &event {
+                visit(event)?;
+                *visited += 1;
             }
         }
         Ok(None)
@@ -714,7 +716,7 @@ impl EventStore for PostgresStore {
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             // `position > $1` never matches an unnumbered event.
-            if let rows::Read::Numbered(event) = rows::recorded_event(row, None)? {
+            if let Some(event) = rows::recorded_event(row)? {
                 events.push(event);
             }
         }

@@ -57,17 +57,6 @@ pub(crate) fn head(value: i64) -> Result<Position, StoreError> {
         .map_err(|_| corrupt("", format!("negative head position {value}")))
 }
 
-/// One row of `cqrs_events`.
-pub(crate) enum Read {
-    /// A numbered event.
-    Numbered(RecordedEvent),
-    /// A committed event that has no position yet.
-    Pending {
-        /// Its version.
-        version: i64,
-    },
-}
-
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
     index: usize,
@@ -77,49 +66,124 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
         .map_err(|error| corrupt(stream, format!("column {index}: {error}")))
 }
 
-/// Reads a row selected with [`EVENT_COLUMNS`]. `known` is the stream when the query was for one
-/// (its id is then not parsed again).
-pub(crate) fn recorded_event(row: &Row, known: Option<&StreamId>) -> Result<Read, StoreError> {
+/// [`EVENT_COLUMNS`] for a query of one stream's events, with NULL in place of the stream, which
+/// the caller knows: the same column order, without the stream id sent again with every row.
+pub(crate) const STREAM_EVENT_COLUMNS: &str = "NULL::text, version, position, event_id, \
+     event_type, schema_version, payload, correlation_id, causation_id, command_id, \
+     occurred_at, headers::text";
+
+/// Reads a row selected with [`EVENT_COLUMNS`]: `None` for an event that has no position yet.
+pub(crate) fn recorded_event(row: &Row) -> Result<Option<RecordedEvent>, StoreError> {
     let stored: &str = get(row, 0, "")?;
-    let stream = match known {
-        Some(stream) if stream.as_str() == stored => stream.clone(),
-        _ => StreamId::new(stored).map_err(|error| corrupt(stored, error.to_string()))?,
+    let stream = StreamId::new(stored).map_err(|error| corrupt(stored, error.to_string()))?;
+    Ok(Fields::read(row, &stream)?.map(|fields| fields.into_event(stream)))
+}
+
+/// Reads a row selected with [`STREAM_EVENT_COLUMNS`] for `stream` into `event`, reusing what it
+/// holds (the stream id, the type's buffer) instead of building a new event: a stream is read one
+/// event after the other, each lent to the caller for a moment. `Ok(Some(version))` for an event
+/// that has no position yet.
+pub(crate) fn read_stream_event(
+    row: &Row,
+    stream: &StreamId,
+    event: &mut Option<RecordedEvent>,
+) -> Result<Option<i64>, StoreError> {
+    let Some(fields) = Fields::read(row, stream)? else {
+        return Ok(Some(get(row, 1, stream.as_str())?));
     };
-    let version_number: i64 = get(row, 1, stored)?;
-    let Some(position_number) = get::<Option<i64>>(row, 2, stored)? else {
-        return Ok(Read::Pending {
-            version: version_number,
-        });
+    let Some(event) = event else {
+        *event = Some(fields.into_event(stream.clone()));
+        return Ok(None);
     };
-    let event_type: &str = get(row, 4, stored)?;
-    let schema_version: i64 = get(row, 5, stored)?;
-    let schema_version = u32::try_from(schema_version)
-        .map_err(|_| corrupt(stored, format!("schema version {schema_version}")))?;
-    let payload: &[u8] = get(row, 6, stored)?;
-    let command_id: Option<&str> = get(row, 9, stored)?;
-    let headers: &str = get(row, 11, stored)?;
-    let headers: BTreeMap<String, String> = if headers == "{}" {
-        BTreeMap::new()
-    } else {
-        serde_json::from_str(headers)
-            .map_err(|error| corrupt(stored, format!("headers: {error}")))?
-    };
-    Ok(Read::Numbered(RecordedEvent {
-        version: version(version_number, &stream)?,
-        position: position(position_number, &stream)?,
-        event_id: EventId(get::<Uuid>(row, 3, stored)?),
-        event_type: Cow::Owned(event_type.to_owned()),
-        schema_version,
-        payload: Payload::from(payload),
-        metadata: Metadata {
+    event.version = fields.version;
+    event.position = fields.position;
+    event.event_id = fields.event_id;
+    match &mut event.event_type {
+        Cow::Owned(event_type) => {
+            event_type.clear();
+            event_type.push_str(fields.event_type);
+        }
+        event_type => *event_type = Cow::Owned(fields.event_type.to_owned()),
+    }
+    event.schema_version = fields.schema_version;
+    event.payload = Payload::from(fields.payload);
+    let metadata = &mut event.metadata;
+    metadata.correlation_id = fields.correlation_id;
+    metadata.causation_id = fields.causation_id;
+    if metadata.command_id.as_ref().map(CommandId::as_str) != fields.command_id {
+        metadata.command_id = fields.command_id.map(CommandId::from);
+    }
+    metadata.timestamp = fields.timestamp;
+    metadata.headers = fields.headers;
+    Ok(None)
+}
+
+/// The columns of a numbered event's row after the stream, borrowed from the row.
+struct Fields<'row> {
+    version: Version,
+    position: Position,
+    event_id: EventId,
+    event_type: &'row str,
+    schema_version: u32,
+    payload: &'row [u8],
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    command_id: Option<&'row str>,
+    timestamp: SystemTime,
+    headers: BTreeMap<String, String>,
+}
+
+impl<'row> Fields<'row> {
+    /// `None` for an event that has no position yet.
+    fn read(row: &'row Row, stream: &StreamId) -> Result<Option<Self>, StoreError> {
+        let stored = stream.as_str();
+        let version_number: i64 = get(row, 1, stored)?;
+        let Some(position_number) = get::<Option<i64>>(row, 2, stored)? else {
+            return Ok(None);
+        };
+        let schema_version: i64 = get(row, 5, stored)?;
+        let schema_version = u32::try_from(schema_version)
+            .map_err(|_| corrupt(stored, format!("schema version {schema_version}")))?;
+        let headers: &str = get(row, 11, stored)?;
+        let headers: BTreeMap<String, String> = if headers == "{}" {
+            BTreeMap::new()
+        } else {
+            serde_json::from_str(headers)
+                .map_err(|error| corrupt(stored, format!("headers: {error}")))?
+        };
+        Ok(Some(Fields {
+            version: version(version_number, stream)?,
+            position: position(position_number, stream)?,
+            event_id: EventId(get::<Uuid>(row, 3, stored)?),
+            event_type: get(row, 4, stored)?,
+            schema_version,
+            payload: get(row, 6, stored)?,
             correlation_id: get(row, 7, stored)?,
             causation_id: get(row, 8, stored)?,
-            command_id: command_id.map(CommandId::from),
+            command_id: get(row, 9, stored)?,
             timestamp: get::<SystemTime>(row, 10, stored)?,
             headers,
-        },
-        stream,
-    }))
+        }))
+    }
+
+    fn into_event(self, stream: StreamId) -> RecordedEvent {
+        RecordedEvent {
+            stream,
+            version: self.version,
+            position: self.position,
+            event_id: self.event_id,
+            event_type: Cow::Owned(self.event_type.to_owned()),
+            schema_version: self.schema_version,
+            payload: Payload::from(self.payload),
+            metadata: Metadata {
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+                command_id: self.command_id.map(CommandId::from),
+                timestamp: self.timestamp,
+                headers: self.headers,
+            },
+        }
+    }
 }
 
 /// What `cqrs_append` or `cqrs_append_batch` answered for one append.
