@@ -296,3 +296,58 @@ async fn an_append_the_server_refuses_fails_alone_in_its_batch() {
     assert!(log.iter().all(|event| event.stream.as_str() != "bad"));
     assert_eq!(store.head().await.expect("head"), Position(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_queued_behind_a_caller_that_gives_up_are_still_sent() {
+    let (store, _) = fresh_store().await;
+    // The first append finds nothing in flight and is sent by its caller's own task; it sleeps
+    // before its COMMIT, and its caller stops waiting (the future is dropped) while two more
+    // appends queue up behind it. Those must still be sent, and the store must go on working.
+    store.set_sql_before_commit(Some(Arc::new(|stream: &StreamId| {
+        (stream.as_str() == "impatient").then(|| "SELECT pg_sleep(0.3)".to_owned())
+    })));
+    let impatient = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new("impatient").expect("valid");
+            tokio::time::timeout(
+                std::time::Duration::from_millis(150),
+                store.append(&stream, ExpectedVersion::NoStream, vec![event(0)]),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let queued = ["queued-1", "queued-2"].map(|name| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new(name).expect("valid");
+            store
+                .append(&stream, ExpectedVersion::NoStream, vec![event(1)])
+                .await
+        })
+    });
+    assert!(
+        impatient.await.expect("task").is_err(),
+        "the impatient caller gave up before its append was answered"
+    );
+    for append in queued {
+        let receipt = tokio::time::timeout(std::time::Duration::from_secs(10), append)
+            .await
+            .expect("an append queued behind a caller that gave up is still sent")
+            .expect("task")
+            .expect("append");
+        assert_eq!(receipt.version, Version(1));
+    }
+    store.set_sql_before_commit(None);
+    let after = StreamId::new("after").expect("valid");
+    store
+        .append(&after, ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .expect("the store goes on appending");
+    // Whatever became of the abandoned append, the log is dense.
+    let log = store.read_all(Position::START, 10).await.expect("read_all");
+    let positions: Vec<u64> = log.iter().map(|event| event.position.0).collect();
+    assert_eq!(positions, (1..=log.len() as u64).collect::<Vec<_>>());
+    assert!(log.len() >= 3);
+}
