@@ -1,12 +1,28 @@
 use cqrs_core::prelude::*;
-use cqrs_examples::show::ShowEvent;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+#[aggregate(name = "show", event = ShowEvent, error = ShowError)]
+struct Show;
+
+impl Show {
+    fn apply(&mut self, _event: ShowEvent) {}
+}
 
 #[derive(Default, Serialize, Deserialize)]
 struct Checkout;
 
 #[saga(name = "checkout")]
 impl Checkout {
-    #[on(cqrs_examples::show::Show)]
+    #[on(Show)]
     fn on_show(&mut self, _: ShowEvent, _: &mut SagaContext) {}
 }
 

@@ -1,5 +1,9 @@
 use cqrs_core::prelude::*;
-use cqrs_examples::show::ShowEvent;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
 
 #[derive(Default, Serialize, Deserialize)]
 struct Checkout;

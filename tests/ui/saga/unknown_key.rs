@@ -1,5 +1,21 @@
 use cqrs_core::prelude::*;
-use cqrs_examples::show::ShowEvent;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum ShowEvent {
+    Scheduled,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("show error")]
+struct ShowError;
+
+#[derive(Default, Aggregate)]
+#[aggregate(name = "show", event = ShowEvent, error = ShowError)]
+struct Show;
+
+impl Show {
+    fn apply(&mut self, _event: ShowEvent) {}
+}
 
 #[derive(Default, Serialize, Deserialize)]
 struct Checkout;
@@ -10,7 +26,7 @@ impl Checkout {
         Route::Ignore
     }
 
-    #[on(cqrs_examples::show::Show)]
+    #[on(Show)]
     fn on_show(&mut self, _: ShowEvent, _: &mut SagaContext) {}
 }
 
