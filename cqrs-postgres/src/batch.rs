@@ -29,8 +29,8 @@ use crate::{Columns, ExpectedArgument, KIND_EXACT, KIND_NO_STREAM, PostgresStore
 /// transaction with more than 64 subtransactions makes every other session's snapshots slower.
 pub(crate) const MAX_APPENDS: usize = 48;
 
-/// Every batch, a lone append included: one statement, no PL/pgSQL (see the file for why its
-/// numbering is safe).
+/// Every batch `APPEND_ONE` does not take, a lone append included: one statement, no PL/pgSQL
+/// (see the file for why its numbering is safe).
 pub(crate) const APPEND: &str = include_str!("append.sql");
 
 /// A lone append of one event at an exact version without a command id (what a repository sends

@@ -185,7 +185,7 @@ pub enum PostgresError {
     Pool(String),
     /// The server answered an append with something this crate does not understand (a schema
     /// from another version of the crate).
-    #[error("unexpected answer from cqrs_append: {0}")]
+    #[error("unexpected answer to an append: {0}")]
     UnexpectedAnswer(String),
 }
 
