@@ -1,21 +1,6 @@
 use cqrs_core::prelude::*;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
-enum ShowEvent {
-    Scheduled,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("show error")]
-struct ShowError;
-
-#[derive(Default, Aggregate)]
-#[aggregate(name = "show", event = ShowEvent, error = ShowError)]
-struct Show;
-
-impl Show {
-    fn apply(&mut self, _event: ShowEvent) {}
-}
+include!("show.in");
 
 #[derive(Default, Serialize, Deserialize)]
 struct Checkout;
