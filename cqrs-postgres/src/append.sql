@@ -1,7 +1,8 @@
 -- One batch of appends on distinct streams in one statement: what a store sends for every batch
--- (a lone append is a batch of one). Parameters: per append $1 stream, $2 expected kind (0 any,
--- 1 no stream, 2 stream exists, 3 exact), $3 expected version, $4 command id, $5 number of
--- events; per event, every append's events one after the other: $6 event id ... $14 headers.
+-- that append_one.sql does not cover (a lone append is a batch of one). Parameters: per append
+-- $1 stream, $2 expected kind (0 any, 1 no stream, 2 stream exists, 3 exact), $3 expected
+-- version, $4 command id, $5 number of events; per event, every append's events one after the
+-- other: $6 event id ... $14 headers.
 -- One row per append, in order: outcome (0 written, 1 version conflict, 2 command already
 -- applied), actual version, first and last version, first and last position (NULL when the
 -- events were written unnumbered: the caller settles them after the commit).
