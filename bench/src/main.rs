@@ -26,6 +26,29 @@ fn per_second(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
+/// Events `range` of the history every benchmark show gets, encoded: event 0 schedules the show
+/// with `capacity` seats, event `n` reserves one seat for booking `n`.
+fn show_history(
+    range: std::ops::Range<u64>,
+    capacity: u64,
+) -> Result<Vec<NewEvent>, cqrs_core::EncodeError> {
+    range
+        .map(|n| {
+            let event = if n == 0 {
+                ShowEvent::Scheduled {
+                    capacity: capacity as u32,
+                }
+            } else {
+                ShowEvent::SeatsReserved {
+                    booking: BookingId(n),
+                    seats: 1,
+                }
+            };
+            NewEvent::encode(&event, Metadata::default())
+        })
+        .collect()
+}
+
 /// `mem_exec_distinct`: reserve(1) round-robin over 10,000 scheduled shows, from one task.
 async fn mem_exec_distinct() -> BenchResult {
     const SHOWS: u64 = 10_000;
@@ -114,24 +137,14 @@ async fn mem_rehydrate() -> BenchResult {
     const EVENTS: u64 = 100_000;
     let store = MemStore::new();
     let stream = StreamId::for_aggregate("show", "big")?;
-    let mut events = vec![ShowEvent::Scheduled {
-        capacity: EVENTS as u32,
-    }];
-    events.extend((1..EVENTS).map(|booking| ShowEvent::SeatsReserved {
-        booking: BookingId(booking),
-        seats: 1,
-    }));
     let mut version = 0;
-    for chunk in events.chunks(1000) {
-        let new_events = chunk
-            .iter()
-            .map(|event| NewEvent::encode(event, Metadata::default()))
-            .collect::<Result<Vec<_>, _>>()?;
+    while version < EVENTS {
+        let events = show_history(version..(version + 1000).min(EVENTS), EVENTS)?;
         let receipt = store
             .append(
                 &stream,
                 ExpectedVersion::Exact(cqrs_core::Version(version)),
-                new_events,
+                events,
             )
             .await?;
         version = receipt.version.0;

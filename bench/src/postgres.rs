@@ -8,13 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cqrs_core::event::{Metadata, NewEvent};
 use cqrs_core::projection::EventContext;
 use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_postgres::{PostgresProjection, PostgresProjectionRunner, PostgresStore, Transaction};
 
-use crate::{BenchResult, per_second, report};
+use crate::{BenchResult, per_second, report, show_history};
 
 type Shows = Repository<Show, PostgresStore>;
 
@@ -202,21 +201,7 @@ async fn pg_rehydrate() -> BenchResult {
     let stream = StreamId::for_aggregate("show", &show)?;
     let mut written = 0;
     while written < EVENTS {
-        let events = (written..written + BATCH)
-            .map(|n| {
-                let event = if n == 0 {
-                    ShowEvent::Scheduled {
-                        capacity: EVENTS as u32,
-                    }
-                } else {
-                    ShowEvent::SeatsReserved {
-                        booking: BookingId(n),
-                        seats: 1,
-                    }
-                };
-                NewEvent::encode(&event, Metadata::default())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = show_history(written..written + BATCH, EVENTS)?;
         store.append(&stream, ExpectedVersion::Any, events).await?;
         written += BATCH;
     }
@@ -302,21 +287,7 @@ async fn pg_projection_catchup() -> BenchResult {
     let mut head = cqrs_core::Position::START;
     for show in 0..SHOWS {
         let stream = StreamId::for_aggregate("show", format!("catchup{run}-{show}"))?;
-        let events = (0..EVENTS_PER_SHOW)
-            .map(|n| {
-                let event = if n == 0 {
-                    ShowEvent::Scheduled {
-                        capacity: EVENTS_PER_SHOW as u32,
-                    }
-                } else {
-                    ShowEvent::SeatsReserved {
-                        booking: BookingId(n),
-                        seats: 1,
-                    }
-                };
-                NewEvent::encode(&event, Metadata::default())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = show_history(0..EVENTS_PER_SHOW, EVENTS_PER_SHOW)?;
         let receipt = store
             .append(&stream, ExpectedVersion::NoStream, events)
             .await?;

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use cqrs_core::event::{Metadata, NewEvent};
 use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, ProjectionRunner};
 use cqrs_core::{EventStore, ExpectedVersion, StreamId, Version};
-use cqrs_examples::show::{BookingId, ShowEvent};
+use cqrs_examples::show::ShowEvent;
 use cqrs_memstore::MemStore;
 
 use crate::{BenchResult, per_second, report};
@@ -53,20 +52,7 @@ pub(crate) async fn mem_projection_catchup() -> BenchResult {
     let store = MemStore::new();
     for show in 0..SHOWS {
         let stream = StreamId::for_aggregate("show", show)?;
-        let mut events = Vec::with_capacity(EVENTS_PER_SHOW as usize);
-        events.push(NewEvent::encode(
-            &ShowEvent::Scheduled {
-                capacity: EVENTS_PER_SHOW as u32,
-            },
-            Metadata::default(),
-        )?);
-        for booking in 1..EVENTS_PER_SHOW {
-            let event = ShowEvent::SeatsReserved {
-                booking: BookingId(booking),
-                seats: 1,
-            };
-            events.push(NewEvent::encode(&event, Metadata::default())?);
-        }
+        let events = crate::show_history(0..EVENTS_PER_SHOW, EVENTS_PER_SHOW)?;
         store
             .append(&stream, ExpectedVersion::Exact(Version(0)), events)
             .await?;
