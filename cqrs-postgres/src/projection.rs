@@ -120,10 +120,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cqrs_core::projection::pacing::{FailingEvent, Halt, Pacer};
 use cqrs_core::projection::{
     ErrorPolicy, EventContext, FailureKind, Panicked, ProjectionEvent, ProjectionFailure,
-    ProjectionState, ProjectionStatus, ProjectionStoreError, RebuildError, RetriesExhausted,
-    WaitError,
+    ProjectionState, ProjectionStatus, ProjectionStoreError, RebuildError, WaitError,
 };
 use cqrs_core::subscription::LogFollower;
 use cqrs_core::{EventStore, Position, RecordedEvent, RetryPolicy, StoreError};
@@ -260,11 +260,13 @@ impl<P: PostgresProjection> PostgresProjectionRunner<P> {
             follower: LogFollower::new(self.store.clone(), Position::START, self.batch_size),
             store: self.store.clone(),
             policy: self.policy,
-            store_retry: self.store_retry,
             leader_poll: self.leader_poll,
-            status: status_sender,
+            pacer: Pacer {
+                status: status_sender,
+                shutdown: shutdown_receiver,
+                store_retry: self.store_retry,
+            },
             leader: leader_sender,
-            shutdown: shutdown_receiver,
             controls: control_receiver,
         };
         let task = tokio::spawn(worker.run());
@@ -394,12 +396,6 @@ enum Control {
     },
 }
 
-/// Why the runner's loop ended.
-enum Halt {
-    ShutDown,
-    Failed(ProjectionFailure),
-}
-
 /// How following the log as the leader ended without halting.
 enum Deposed {
     /// The lock connection closed: someone else may lead now.
@@ -452,11 +448,9 @@ struct Worker<P> {
     follower: LogFollower<PostgresStore>,
     store: PostgresStore,
     policy: ErrorPolicy,
-    store_retry: RetryPolicy,
     leader_poll: Duration,
-    status: watch::Sender<ProjectionStatus>,
+    pacer: Pacer,
     leader: watch::Sender<bool>,
-    shutdown: watch::Receiver<bool>,
     controls: mpsc::UnboundedReceiver<Control>,
 }
 
@@ -464,26 +458,10 @@ impl<P: PostgresProjection> Worker<P> {
     async fn run(mut self) {
         let halt = self.lead_or_stand_by().await;
         self.leader.send_replace(false);
-        let mut failure_to_report = None;
-        self.status.send_modify(|status| match halt {
-            Halt::ShutDown => status.state = ProjectionState::ShutDown,
-            Halt::Failed(failure) => {
-                status.state = ProjectionState::Failed;
-                status.last_error = Some(failure.clone());
-                failure_to_report = Some(failure);
-            }
-        });
+        self.pacer.halted(&halt);
         self.controls.close();
         while let Ok(Control::Rebuild { done }) = self.controls.try_recv() {
-            let _ = done.send(Err(match &failure_to_report {
-                Some(failure) => RebuildError::Failed {
-                    projection: P::NAME,
-                    failure: failure.clone(),
-                },
-                None => RebuildError::NotRunning {
-                    projection: P::NAME,
-                },
-            }));
+            let _ = done.send(Err(halt.rebuild_error(P::NAME)));
         }
     }
 
@@ -500,7 +478,8 @@ impl<P: PostgresProjection> Worker<P> {
             drop(lock);
             match outcome {
                 Ok(Deposed::LockLost) => {
-                    self.status
+                    self.pacer
+                        .status
                         .send_modify(|status| status.state = ProjectionState::Starting);
                 }
                 Err(halt) => return halt,
@@ -513,7 +492,7 @@ impl<P: PostgresProjection> Worker<P> {
         let mut attempts = 0;
         let mut connection: Option<LockConnection> = None;
         loop {
-            if self.shutdown_requested() {
+            if self.pacer.shutdown_requested() {
                 return Err(Halt::ShutDown);
             }
             while let Ok(control) = self.controls.try_recv() {
@@ -528,12 +507,13 @@ impl<P: PostgresProjection> Worker<P> {
                 Ok(false) => attempts = 0,
                 Err(error) => {
                     connection = None;
-                    self.store_failed(FailureKind::Commit, &mut attempts, error)
+                    self.pacer
+                        .store_failed(FailureKind::Commit, None, &mut attempts, error)
                         .await?;
                     continue;
                 }
             }
-            let mut shutdown = self.shutdown.clone();
+            let mut shutdown = self.pacer.shutdown.clone();
             tokio::select! {
                 () = requested(&mut shutdown) => return Err(Halt::ShutDown),
                 control = self.controls.recv() => match control {
@@ -562,7 +542,7 @@ impl<P: PostgresProjection> Worker<P> {
             return Ok(false);
         };
         let (lock_id, position) = register(&lock.client, P::NAME).await?;
-        self.status.send_modify(|status| {
+        self.pacer.status.send_modify(|status| {
             status.position = position;
             status.head = status.head.max(position);
         });
@@ -581,7 +561,7 @@ impl<P: PostgresProjection> Worker<P> {
     async fn follow(&mut self, lock: &mut LockConnection) -> Result<Deposed, Halt> {
         let mut checkpoint = self.load_checkpoint().await?;
         loop {
-            if self.shutdown_requested() {
+            if self.pacer.shutdown_requested() {
                 return Err(Halt::ShutDown);
             }
             if lock.is_closed() {
@@ -591,14 +571,14 @@ impl<P: PostgresProjection> Worker<P> {
                 self.control(control).await?;
                 checkpoint = self.load_checkpoint().await?;
             }
-            let batch = self.read_batch().await?;
+            let batch = self.pacer.read_batch(&mut self.follower).await?;
             if batch.is_empty() {
-                self.status.send_modify(|status| {
+                self.pacer.status.send_modify(|status| {
                     status.state = ProjectionState::Live;
                     status.head = status.head.max(checkpoint);
                 });
                 let after = self.follower.position();
-                let mut shutdown = self.shutdown.clone();
+                let mut shutdown = self.pacer.shutdown.clone();
                 tokio::select! {
                     () = requested(&mut shutdown) => return Err(Halt::ShutDown),
                     () = lock.wait_closed() => return Ok(Deposed::LockLost),
@@ -611,13 +591,14 @@ impl<P: PostgresProjection> Worker<P> {
                     },
                     head = self.store.wait_for_events(after) => {
                         if let Ok(head) = head {
-                            self.status.send_modify(|status| status.head = status.head.max(head));
+                            self.pacer.status.send_modify(|status| status.head = status.head.max(head));
                         }
                     }
                 }
                 continue;
             }
-            self.status
+            self.pacer
+                .status
                 .send_modify(|status| status.state = ProjectionState::CatchingUp);
             if !self.commit_batch(&mut checkpoint, &batch).await? {
                 // Another runner or a rebuild moved the checkpoint: go on from where it is.
@@ -625,7 +606,8 @@ impl<P: PostgresProjection> Worker<P> {
                 continue;
             }
             if let Ok(head) = self.store.head().await {
-                self.status
+                self.pacer
+                    .status
                     .send_modify(|status| status.head = status.head.max(head));
             }
         }
@@ -637,13 +619,14 @@ impl<P: PostgresProjection> Worker<P> {
             match self.read_checkpoint().await {
                 Ok(checkpoint) => break checkpoint,
                 Err(error) => {
-                    self.store_failed(FailureKind::Commit, &mut attempts, error)
+                    self.pacer
+                        .store_failed(FailureKind::Commit, None, &mut attempts, error)
                         .await?;
                 }
             }
         };
         self.follower.seek(checkpoint);
-        self.status.send_modify(|status| {
+        self.pacer.status.send_modify(|status| {
             status.position = checkpoint;
             status.head = status.head.max(checkpoint);
         });
@@ -667,25 +650,18 @@ impl<P: PostgresProjection> Worker<P> {
                 Ok(()) => break,
                 Err(error) => {
                     if let Err(halt) = self
-                        .store_failed(FailureKind::Commit, &mut attempts, error)
+                        .pacer
+                        .store_failed(FailureKind::Commit, None, &mut attempts, error)
                         .await
                     {
-                        let _ = done.send(Err(match &halt {
-                            Halt::Failed(failure) => RebuildError::Failed {
-                                projection: P::NAME,
-                                failure: failure.clone(),
-                            },
-                            Halt::ShutDown => RebuildError::NotRunning {
-                                projection: P::NAME,
-                            },
-                        }));
+                        let _ = done.send(Err(halt.rebuild_error(P::NAME)));
                         return Err(halt);
                     }
                 }
             }
         }
         self.follower.seek(Position::START);
-        self.status.send_modify(|status| {
+        self.pacer.status.send_modify(|status| {
             status.position = Position::START;
         });
         let _ = done.send(Ok(()));
@@ -726,7 +702,7 @@ impl<P: PostgresProjection> Worker<P> {
         let mut next = 0;
         let mut end = batch.len();
         let mut one_by_one = false;
-        let mut failing: Option<(Position, u32)> = None;
+        let mut failing = FailingEvent::default();
         let mut skip_first: Option<ProjectionFailure> = None;
         let mut store_attempts = 0;
         while next < batch.len() {
@@ -745,7 +721,7 @@ impl<P: PostgresProjection> Worker<P> {
                     store_attempts = 0;
                     *checkpoint = reached;
                     let skipped = skip_first.take();
-                    self.status.send_modify(|status| {
+                    self.pacer.status.send_modify(|status| {
                         status.position = reached;
                         if let Some(failure) = skipped {
                             status.record_skip(failure);
@@ -759,19 +735,10 @@ impl<P: PostgresProjection> Worker<P> {
                     return Ok(false);
                 }
                 Err(AttemptError::Store(error)) => {
-                    store_attempts += 1;
-                    let failure = ProjectionFailure {
-                        kind: FailureKind::Commit,
-                        event: batch.get(next).cloned().map(Arc::new),
-                        attempts: store_attempts,
-                        error: Arc::new(error),
-                    };
-                    if store_attempts < self.store_retry.max_attempts.max(1) {
-                        self.pause(failure, self.store_retry.delay_after(store_attempts))
-                            .await?;
-                        continue;
-                    }
-                    return Err(Halt::Failed(failure));
+                    let event = batch.get(next).cloned().map(Arc::new);
+                    self.pacer
+                        .store_failed(FailureKind::Commit, event, &mut store_attempts, error)
+                        .await?;
                 }
                 Err(AttemptError::Batch) => one_by_one = true,
                 Err(AttemptError::Event { index, failure }) if index > next => {
@@ -781,30 +748,11 @@ impl<P: PostgresProjection> Worker<P> {
                     end = index;
                     one_by_one = false;
                 }
-                Err(AttemptError::Event { mut failure, .. }) => {
-                    let attempts = match failing {
-                        Some((position, attempts))
-                            if Some(position) == event_position(&failure) =>
-                        {
-                            attempts + 1
-                        }
-                        _ => 1,
-                    };
-                    failing = event_position(&failure).map(|position| (position, attempts));
-                    failure.attempts = attempts;
+                Err(AttemptError::Event { failure, .. }) => {
                     one_by_one = false;
-                    match self.policy {
-                        ErrorPolicy::Skip => skip_first = Some(failure),
-                        ErrorPolicy::Retry { retry, exhausted } => {
-                            if attempts < retry.max_attempts.max(1) {
-                                self.pause(failure, retry.delay_after(attempts)).await?;
-                            } else if exhausted == RetriesExhausted::Skip {
-                                skip_first = Some(failure);
-                            } else {
-                                return Err(Halt::Failed(failure));
-                            }
-                        }
-                        _ => return Err(Halt::Failed(failure)),
+                    let skipped = self.pacer.event_failed(self.policy, &mut failing, failure);
+                    if let Some(skipped) = skipped.await? {
+                        skip_first = Some(skipped);
                     }
                 }
             }
@@ -898,66 +846,11 @@ impl<P: PostgresProjection> Worker<P> {
         transaction.commit().await.map_err(store_error)?;
         Ok(reached)
     }
-
-    /// Records `failure`, then sleeps `delay` unless shutdown is requested first.
-    async fn pause(&self, failure: ProjectionFailure, delay: Duration) -> Result<(), Halt> {
-        let attempts = failure.attempts;
-        self.status.send_modify(|status| {
-            status.state = ProjectionState::Retrying { attempts };
-            status.last_error = Some(failure);
-        });
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            () = requested(&mut shutdown) => Err(Halt::ShutDown),
-            () = tokio::time::sleep(delay) => Ok(()),
-        }
-    }
-
-    async fn read_batch(&mut self) -> Result<Vec<RecordedEvent>, Halt> {
-        let mut attempts = 0;
-        loop {
-            match self.follower.poll_batch().await {
-                Ok(batch) => return Ok(batch),
-                Err(error) => {
-                    self.store_failed(FailureKind::ReadLog, &mut attempts, error)
-                        .await?;
-                }
-            }
-        }
-    }
-
-    async fn store_failed(
-        &self,
-        kind: FailureKind,
-        attempts: &mut u32,
-        error: impl std::error::Error + Send + Sync + 'static,
-    ) -> Result<(), Halt> {
-        *attempts += 1;
-        let failure = ProjectionFailure {
-            kind,
-            event: None,
-            attempts: *attempts,
-            error: Arc::new(error),
-        };
-        if *attempts >= self.store_retry.max_attempts.max(1) {
-            return Err(Halt::Failed(failure));
-        }
-        self.pause(failure, self.store_retry.delay_after(*attempts))
-            .await
-    }
-
-    fn shutdown_requested(&self) -> bool {
-        *self.shutdown.borrow()
-    }
 }
 
 /// Returns once shutdown is requested (or every sender is gone).
 async fn requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|requested| *requested).await;
-}
-
-fn event_position(failure: &ProjectionFailure) -> Option<Position> {
-    failure.event.as_ref().map(|event| event.position)
 }
 
 fn failure(

@@ -96,6 +96,7 @@ use crate::store::StoreError;
 mod checkpoint;
 pub mod decorators;
 mod memory;
+pub mod pacing;
 mod policy;
 mod runner;
 mod status;

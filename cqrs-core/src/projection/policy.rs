@@ -100,6 +100,13 @@ pub struct ProjectionFailure {
     pub error: Arc<dyn std::error::Error + Send + Sync>,
 }
 
+impl ProjectionFailure {
+    /// The global position of the event it failed on, if any.
+    pub fn event_position(&self) -> Option<crate::event::Position> {
+        self.event.as_ref().map(|event| event.position)
+    }
+}
+
 impl fmt::Display for ProjectionFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.kind)?;

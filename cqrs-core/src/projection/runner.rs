@@ -1,18 +1,17 @@
 //! The projection runner: follows the global log from the checkpoint, applies batches through
 //! the error policy, commits each with its checkpoint, then tails the log; rebuilds on request.
 
-use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{ProjectionStore, ProjectionStoreError};
-use super::policy::{ErrorPolicy, FailureKind, Panicked, ProjectionFailure, RetriesExhausted};
+use super::pacing::Either::{First, Second};
+use super::pacing::{FailingEvent, Halt, Pacer, first_of};
+use super::policy::{ErrorPolicy, FailureKind, Panicked, ProjectionFailure};
 use super::status::{ProjectionState, ProjectionStatus, WaitError};
 use super::{EventContext, Projection, route};
 use crate::event::{Position, RecordedEvent};
@@ -93,9 +92,11 @@ where
             follower: LogFollower::new(self.events, Position::START, self.batch_size),
             store: self.store,
             policy: self.policy,
-            store_retry: self.store_retry,
-            status: status_sender,
-            shutdown: shutdown_receiver,
+            pacer: Pacer {
+                status: status_sender,
+                shutdown: shutdown_receiver,
+                store_retry: self.store_retry,
+            },
             controls: control_receiver,
         };
         let task = tokio::spawn(worker.run());
@@ -258,20 +259,12 @@ enum Control {
     },
 }
 
-/// Why the runner's loop ended.
-enum Halt {
-    ShutDown,
-    Failed(ProjectionFailure),
-}
-
 struct Worker<P: Projection, S, R> {
     projection: P,
     follower: LogFollower<S>,
     store: R,
     policy: ErrorPolicy,
-    store_retry: RetryPolicy,
-    status: watch::Sender<ProjectionStatus>,
-    shutdown: watch::Receiver<bool>,
+    pacer: Pacer,
     controls: mpsc::UnboundedReceiver<Control>,
 }
 
@@ -297,27 +290,11 @@ where
             Ok(never) => match never {},
             Err(halt) => halt,
         };
-        let mut failure_to_report = None;
-        self.status.send_modify(|status| match halt {
-            Halt::ShutDown => status.state = ProjectionState::ShutDown,
-            Halt::Failed(failure) => {
-                status.state = ProjectionState::Failed;
-                status.last_error = Some(failure.clone());
-                failure_to_report = Some(failure);
-            }
-        });
+        self.pacer.halted(&halt);
         // Rebuild requests that arrived too late are answered rather than left hanging.
         self.controls.close();
         while let Ok(Control::Rebuild { done, .. }) = self.controls.try_recv() {
-            let _ = done.send(Err(match &failure_to_report {
-                Some(failure) => RebuildError::Failed {
-                    projection: P::NAME,
-                    failure: failure.clone(),
-                },
-                None => RebuildError::NotRunning {
-                    projection: P::NAME,
-                },
-            }));
+            let _ = done.send(Err(halt.rebuild_error(P::NAME)));
         }
     }
 
@@ -328,38 +305,41 @@ where
             match self.store.checkpoint().await {
                 Ok(checkpoint) => break checkpoint,
                 Err(error) => {
-                    self.store_failed(FailureKind::Commit, &mut attempts, error)
+                    self.pacer
+                        .store_failed(FailureKind::Commit, None, &mut attempts, error)
                         .await?;
                 }
             }
         };
         self.follower.seek(checkpoint);
-        self.status.send_modify(|status| {
+        self.pacer.status.send_modify(|status| {
             status.position = checkpoint;
             status.head = status.head.max(checkpoint);
         });
         loop {
-            if self.shutdown_requested() {
+            if self.pacer.shutdown_requested() {
                 return Err(Halt::ShutDown);
             }
             while let Ok(control) = self.controls.try_recv() {
                 self.control(control, &mut checkpoint).await?;
             }
-            let batch = self.read_batch().await?;
+            let batch = self.pacer.read_batch(&mut self.follower).await?;
             if batch.is_empty() {
-                self.status.send_modify(|status| {
+                self.pacer.status.send_modify(|status| {
                     status.state = ProjectionState::Live;
                     status.head = status.head.max(checkpoint);
                 });
                 self.wait_for_events(&mut checkpoint).await?;
                 continue;
             }
-            self.status
+            self.pacer
+                .status
                 .send_modify(|status| status.state = ProjectionState::CatchingUp);
             self.commit_batch(&self.store, &mut checkpoint, &batch, false)
                 .await?;
             if let Ok(head) = self.follower.store().head().await {
-                self.status
+                self.pacer
+                    .status
                     .send_modify(|status| status.head = status.head.max(head));
             }
         }
@@ -367,7 +347,7 @@ where
 
     /// Caught up: waits for new events, a control request or shutdown, whichever comes first.
     async fn wait_for_events(&mut self, checkpoint: &mut Position) -> Result<(), Halt> {
-        let mut shutdown = self.shutdown.clone();
+        let mut shutdown = self.pacer.shutdown.clone();
         let after = self.follower.position();
         let woken = first_of(
             async { shutdown.wait_for(|requested| *requested).await.is_ok() },
@@ -386,7 +366,8 @@ where
                 // A failed wait is not a failure of the projection: the next read retries, and
                 // reports the store's error if it keeps failing.
                 if let Ok(head) = head {
-                    self.status
+                    self.pacer
+                        .status
                         .send_modify(|status| status.head = status.head.max(head));
                 }
                 Ok(())
@@ -400,36 +381,25 @@ where
             RebuildKind::InPlace => self.rebuild_in_place(checkpoint).await,
             RebuildKind::Fresh => self.rebuild_fresh(checkpoint).await,
         };
-        match outcome {
-            Ok(()) => {
-                let _ = done.send(Ok(()));
-                Ok(())
-            }
-            Err(Halt::ShutDown) => {
-                let _ = done.send(Err(RebuildError::NotRunning {
-                    projection: P::NAME,
-                }));
-                Err(Halt::ShutDown)
-            }
-            Err(Halt::Failed(failure)) => {
-                let _ = done.send(Err(RebuildError::Failed {
-                    projection: P::NAME,
-                    failure: failure.clone(),
-                }));
-                Err(Halt::Failed(failure))
-            }
-        }
+        let _ = done.send(
+            outcome
+                .as_ref()
+                .map_err(|halt| halt.rebuild_error(P::NAME))
+                .copied(),
+        );
+        outcome
     }
 
     async fn rebuild_in_place(&mut self, checkpoint: &mut Position) -> Result<(), Halt> {
         let mut attempts = 0;
         while let Err(error) = self.store.reset().await {
-            self.store_failed(FailureKind::Commit, &mut attempts, error)
+            self.pacer
+                .store_failed(FailureKind::Commit, None, &mut attempts, error)
                 .await?;
         }
         *checkpoint = Position::START;
         self.follower.seek(Position::START);
-        self.status.send_modify(|status| {
+        self.pacer.status.send_modify(|status| {
             status.position = Position::START;
             status.state = ProjectionState::CatchingUp;
         });
@@ -442,30 +412,31 @@ where
             match self.store.fresh().await {
                 Ok(fresh) => break fresh,
                 Err(error) => {
-                    self.store_failed(FailureKind::Commit, &mut attempts, error)
+                    self.pacer
+                        .store_failed(FailureKind::Commit, None, &mut attempts, error)
                         .await?;
                 }
             }
         };
         let mut fresh_checkpoint = Position::START;
         self.follower.seek(Position::START);
-        self.status.send_modify(|status| {
+        self.pacer.status.send_modify(|status| {
             status.state = ProjectionState::Rebuilding {
                 position: Position::START,
             };
         });
         let replayed = async {
             loop {
-                if self.shutdown_requested() {
+                if self.pacer.shutdown_requested() {
                     return Err(Halt::ShutDown);
                 }
-                let batch = self.read_batch().await?;
+                let batch = self.pacer.read_batch(&mut self.follower).await?;
                 if batch.is_empty() {
                     return Ok(());
                 }
                 self.commit_batch(&fresh, &mut fresh_checkpoint, &batch, true)
                     .await?;
-                self.status.send_modify(|status| {
+                self.pacer.status.send_modify(|status| {
                     status.state = ProjectionState::Rebuilding {
                         position: fresh_checkpoint,
                     };
@@ -486,11 +457,11 @@ where
                 kind: FailureKind::Commit,
                 event: None,
                 attempts: 1,
-                error: into_arc(error),
+                error: Arc::new(error),
             }));
         }
         *checkpoint = fresh_checkpoint;
-        self.status.send_modify(|status| {
+        self.pacer.status.send_modify(|status| {
             status.position = fresh_checkpoint;
             status.state = ProjectionState::CatchingUp;
         });
@@ -508,8 +479,7 @@ where
         rebuilding: bool,
     ) -> Result<(), Halt> {
         let mut next = 0;
-        // The event that failed last and how many attempts it has had.
-        let mut failing: Option<(Position, u32)> = None;
+        let mut failing = FailingEvent::default();
         // Set when retries are used up and the policy says skip: the next commit skips it.
         let mut skip_first: Option<ProjectionFailure> = None;
         let mut store_attempts = 0;
@@ -531,20 +501,20 @@ where
             let reached = match committed {
                 Ok(reached) => reached,
                 Err(error) => {
-                    store_attempts += 1;
-                    let retry = !matches!(error, ProjectionStoreError::CheckpointMoved { .. });
-                    let failure = ProjectionFailure {
-                        kind: FailureKind::Commit,
-                        event: batch.get(next).cloned().map(Arc::new),
-                        attempts: store_attempts,
-                        error: into_arc(error),
-                    };
-                    if retry && store_attempts < self.store_retry.max_attempts.max(1) {
-                        self.pause(failure, self.store_retry.delay_after(store_attempts))
-                            .await?;
-                        continue;
+                    let event = batch.get(next).cloned().map(Arc::new);
+                    if let ProjectionStoreError::CheckpointMoved { .. } = error {
+                        // Trying again from the same checkpoint cannot succeed.
+                        return Err(Halt::Failed(ProjectionFailure {
+                            kind: FailureKind::Commit,
+                            event,
+                            attempts: store_attempts + 1,
+                            error: Arc::new(error),
+                        }));
                     }
-                    return Err(Halt::Failed(failure));
+                    self.pacer
+                        .store_failed(FailureKind::Commit, event, &mut store_attempts, error)
+                        .await?;
+                    continue;
                 }
             };
             store_attempts = 0;
@@ -554,7 +524,7 @@ where
             }
             next = progress.next;
             let skipped = std::mem::take(&mut progress.skipped);
-            self.status.send_modify(|status| {
+            self.pacer.status.send_modify(|status| {
                 if !rebuilding {
                     status.position = reached;
                 }
@@ -562,31 +532,13 @@ where
                     status.record_skip(failure);
                 }
             });
-            let Some(mut failure) = progress.failure else {
+            let Some(failure) = progress.failure else {
                 continue;
             };
-            let attempts = match failing {
-                Some((position, attempts)) if Some(position) == failure.event_position() => {
-                    attempts + 1
-                }
-                _ => 1,
-            };
-            failing = failure
-                .event_position()
-                .map(|position| (position, attempts));
-            failure.attempts = attempts;
-            match self.policy {
-                ErrorPolicy::Retry { retry, exhausted } => {
-                    if attempts < retry.max_attempts.max(1) {
-                        self.pause(failure, retry.delay_after(attempts)).await?;
-                    } else if exhausted == RetriesExhausted::Skip {
-                        skip_first = Some(failure);
-                    } else {
-                        return Err(Halt::Failed(failure));
-                    }
-                }
-                // `apply_run` skips on its own under `Skip`; a failure here means stop.
-                ErrorPolicy::Stop | ErrorPolicy::Skip => return Err(Halt::Failed(failure)),
+            // (`apply_run` skips on its own under `ErrorPolicy::Skip`.)
+            let skipped = self.pacer.event_failed(self.policy, &mut failing, failure);
+            if let Some(skipped) = skipped.await? {
+                skip_first = Some(skipped);
             }
         }
         Ok(())
@@ -632,65 +584,6 @@ where
     ) -> Result<(), ProjectionFailure> {
         apply_recorded(&self.projection, model, event)
     }
-
-    /// Records `failure`, then sleeps `delay` unless shutdown is requested first.
-    async fn pause(&self, failure: ProjectionFailure, delay: Duration) -> Result<(), Halt> {
-        let attempts = failure.attempts;
-        self.status.send_modify(|status| {
-            status.state = ProjectionState::Retrying { attempts };
-            status.last_error = Some(failure);
-        });
-        let mut shutdown = self.shutdown.clone();
-        match first_of(
-            async { shutdown.wait_for(|requested| *requested).await.is_ok() },
-            tokio::time::sleep(delay),
-        )
-        .await
-        {
-            First(_) => Err(Halt::ShutDown),
-            Second(()) => Ok(()),
-        }
-    }
-
-    /// Reads the next batch after the follower's position, retrying a failed read.
-    async fn read_batch(&mut self) -> Result<Vec<RecordedEvent>, Halt> {
-        let mut attempts = 0;
-        loop {
-            match self.follower.poll_batch().await {
-                Ok(batch) => return Ok(batch),
-                Err(error) => {
-                    self.store_failed(FailureKind::ReadLog, &mut attempts, error)
-                        .await?;
-                }
-            }
-        }
-    }
-
-    /// Records a failed store operation and waits before the next attempt; stops once the
-    /// store retry policy's attempts are used up.
-    async fn store_failed(
-        &self,
-        kind: FailureKind,
-        attempts: &mut u32,
-        error: impl std::error::Error + Send + Sync + 'static,
-    ) -> Result<(), Halt> {
-        *attempts += 1;
-        let failure = ProjectionFailure {
-            kind,
-            event: None,
-            attempts: *attempts,
-            error: into_arc(error),
-        };
-        if *attempts >= self.store_retry.max_attempts.max(1) {
-            return Err(Halt::Failed(failure));
-        }
-        self.pause(failure, self.store_retry.delay_after(*attempts))
-            .await
-    }
-
-    fn shutdown_requested(&self) -> bool {
-        *self.shutdown.borrow()
-    }
 }
 
 /// Routes `event` for `projection` and applies it to `model`: a decode error, an error from
@@ -724,38 +617,4 @@ pub(crate) fn apply_recorded<P: Projection>(
             Arc::new(Panicked::from_payload(&*payload)),
         ))
     })
-}
-
-impl ProjectionFailure {
-    fn event_position(&self) -> Option<Position> {
-        self.event.as_ref().map(|event| event.position)
-    }
-}
-
-fn into_arc(
-    error: impl std::error::Error + Send + Sync + 'static,
-) -> Arc<dyn std::error::Error + Send + Sync> {
-    Arc::new(error)
-}
-
-/// Which of two futures finished first.
-enum Either<A, B> {
-    First(A),
-    Second(B),
-}
-use Either::{First, Second};
-
-/// Runs `first` and `second` together and returns the output of whichever finishes first,
-/// preferring `first` when both are ready; the other is dropped. (`tokio::select!` without the
-/// `macros` feature.)
-async fn first_of<A: Future, B: Future>(first: A, second: B) -> Either<A::Output, B::Output> {
-    let mut first = pin!(first);
-    let mut second = pin!(second);
-    poll_fn(|context| {
-        if let Poll::Ready(output) = first.as_mut().poll(context) {
-            return Poll::Ready(First(output));
-        }
-        second.as_mut().poll(context).map(Second)
-    })
-    .await
 }
