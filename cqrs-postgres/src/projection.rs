@@ -120,7 +120,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::projection::pacing::{FailingEvent, Halt, Pacer};
+use cqrs_core::projection::pacing::{DEFAULT_STORE_RETRY, FailingEvent, Halt, Pacer};
 use cqrs_core::projection::{
     ErrorPolicy, EventContext, FailureKind, Panicked, ProjectionEvent, ProjectionFailure,
     ProjectionState, ProjectionStatus, ProjectionStoreError, RebuildError, WaitError,
@@ -209,11 +209,7 @@ impl<P: PostgresProjection> PostgresProjectionRunner<P> {
             store,
             batch_size: 500,
             policy: ErrorPolicy::Stop,
-            store_retry: RetryPolicy {
-                max_attempts: 10,
-                base_delay: Duration::from_millis(10),
-                max_delay: Duration::from_secs(1),
-            },
+            store_retry: DEFAULT_STORE_RETRY,
             leader_poll: Duration::from_secs(1),
         }
     }
@@ -233,7 +229,8 @@ impl<P: PostgresProjection> PostgresProjectionRunner<P> {
     }
 
     /// How often and how patiently to retry a failed read of the log or a failed commit before
-    /// the projection stops (10 attempts, 10 ms doubling to 1 s, by default).
+    /// the projection stops ([`DEFAULT_STORE_RETRY`] by default: 10 attempts, 10 ms doubling to
+    /// 1 s).
     #[must_use]
     pub fn store_retry(mut self, retry: RetryPolicy) -> Self {
         self.store_retry = retry;

@@ -45,6 +45,13 @@ impl Halt {
     }
 }
 
+/// The store retry policy a projection runner starts with: 10 attempts, 10 ms doubling to 1 s.
+pub const DEFAULT_STORE_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 10,
+    base_delay: Duration::from_millis(10),
+    max_delay: Duration::from_secs(1),
+};
+
 /// A runner's status, shutdown signal and store retry policy, and the steps that use them.
 #[derive(Debug)]
 pub struct Pacer {

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::checkpoint::{ProjectionStore, ProjectionStoreError};
 use super::pacing::Either::{First, Second};
-use super::pacing::{FailingEvent, Halt, Pacer, first_of};
+use super::pacing::{DEFAULT_STORE_RETRY, FailingEvent, Halt, Pacer, first_of};
 use super::policy::{ErrorPolicy, FailureKind, Panicked, ProjectionFailure};
 use super::status::{ProjectionState, ProjectionStatus, WaitError};
 use super::{EventContext, Projection, route};
@@ -50,11 +50,7 @@ where
             store,
             batch_size: 500,
             policy: ErrorPolicy::Stop,
-            store_retry: RetryPolicy {
-                max_attempts: 10,
-                base_delay: Duration::from_millis(10),
-                max_delay: Duration::from_secs(1),
-            },
+            store_retry: DEFAULT_STORE_RETRY,
         }
     }
 
@@ -74,7 +70,8 @@ where
     }
 
     /// How often and how patiently to retry a failed read of the log or a failed commit before
-    /// the projection stops (10 attempts, 10 ms doubling to 1 s, by default).
+    /// the projection stops ([`DEFAULT_STORE_RETRY`] by default: 10 attempts, 10 ms doubling to
+    /// 1 s).
     #[must_use]
     pub fn store_retry(mut self, retry: RetryPolicy) -> Self {
         self.store_retry = retry;
