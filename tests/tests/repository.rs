@@ -21,6 +21,14 @@ fn reserve(booking: u64, seats: u32) -> ShowCommand {
     }
 }
 
+/// Schedules show `id` with `capacity` seats through `shows`.
+async fn schedule<S: EventStore>(shows: &Repository<Show, S>, id: &str, capacity: u32) {
+    shows
+        .execute(id, ShowCommand::Schedule { capacity })
+        .await
+        .expect("schedules");
+}
+
 fn stream(id: &str) -> StreamId {
     StreamId::for_aggregate("show", id).expect("valid stream id")
 }
@@ -160,10 +168,7 @@ async fn execute_reports_version_events_position_and_attempts() {
 async fn a_no_op_command_writes_nothing() {
     let store = MemStore::new();
     let shows = Repository::<Show, _>::new(store.clone());
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     shows.execute("a", reserve(1, 2)).await.expect("reserves");
     let again = shows.execute("a", reserve(1, 2)).await.expect("no-op");
     assert!(again.events.is_empty());
@@ -203,10 +208,7 @@ async fn a_conflict_is_decided_again_on_fresh_state() {
     let shows = Repository::<Show, _>::builder(store.clone())
         .cache(0)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 3 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 3).await;
     let error = shows
         .execute("a", reserve(1, 2))
         .await
@@ -234,10 +236,7 @@ async fn a_retry_reads_only_the_missing_events() {
     let shows = Repository::<Show, _>::builder(store.clone())
         .cache(0)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     shows.execute("a", reserve(1, 1)).await.expect("reserves");
     store.reads_from.lock().expect("not poisoned").clear();
 
@@ -269,10 +268,7 @@ async fn retries_are_bounded_and_the_conflict_names_the_attempts() {
         .cache(0)
         .retry(retry)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 100 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 100).await;
     let error = shows
         .execute("a", reserve(1, 1))
         .await
@@ -304,10 +300,7 @@ async fn retries_are_bounded_and_the_conflict_names_the_attempts() {
 async fn a_command_id_is_applied_once() {
     let store = MemStore::new();
     let shows = Repository::<Show, _>::new(store.clone());
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     let first = shows
         .execute_with(
             "a",
@@ -333,10 +326,7 @@ async fn a_command_id_is_applied_once() {
     assert_eq!(second.events, first.events);
     assert_eq!(store.head().await.expect("head"), Position(2));
     // The id belongs to the stream: another show takes it independently.
-    shows
-        .execute("b", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "b", 10).await;
     let other = shows
         .execute_with(
             "b",
@@ -355,10 +345,7 @@ async fn a_command_id_is_applied_once_under_concurrency() {
         let shows = Repository::<Show, _>::builder(store.clone())
             .cache(cache)
             .build();
-        shows
-            .execute("a", ShowCommand::Schedule { capacity: 100 })
-            .await
-            .expect("schedules");
+        schedule(&shows, "a", 100).await;
         let tasks: Vec<_> = (0..8)
             .map(|task| {
                 let shows = shows.clone();
@@ -399,10 +386,7 @@ async fn a_duplicate_found_at_append_or_after_a_retry_returns_the_earlier_outcom
     let shows = Repository::<Show, _>::builder(store.clone())
         .cache(0)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     let outcome = shows
         .execute_with(
             "a",
@@ -431,10 +415,7 @@ async fn a_duplicate_found_at_append_or_after_a_retry_returns_the_earlier_outcom
     let shows = Repository::<Show, _>::builder(store.clone())
         .cache(0)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     let outcome = shows
         .execute_with(
             "a",
@@ -464,10 +445,7 @@ async fn events_carry_the_command_metadata() {
         .await
         .expect("schedules");
     let shows_b = shows.clone();
-    shows_b
-        .execute("b", ShowCommand::Schedule { capacity: 1 })
-        .await
-        .expect("schedules");
+    schedule(&shows_b, "b", 1).await;
 
     let events = store.read_all(Position::START, 10).await.expect("reads");
     let first = &events[0].metadata;
@@ -488,10 +466,7 @@ async fn snapshots_are_taken_and_loads_start_from_them() {
         .cache(0)
         .snapshot_every(10)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 100 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 100).await;
     for booking in 0..24 {
         let outcome = shows
             .execute("a", reserve(booking, 1))
@@ -523,10 +498,7 @@ async fn a_snapshot_of_another_schema_or_corrupt_is_ignored() {
         .cache(0)
         .snapshot_every(1000)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     shows.execute("a", reserve(1, 4)).await.expect("reserves");
 
     let garbage = Snapshot {
@@ -560,10 +532,7 @@ async fn a_stale_cache_is_caught_up_before_deciding() {
     let store = MemStore::new();
     let node_a = Repository::<Show, _>::new(store.clone());
     let node_b = Repository::<Show, _>::new(store.clone());
-    node_a
-        .execute("a", ShowCommand::Schedule { capacity: 3 })
-        .await
-        .expect("schedules");
+    schedule(&node_a, "a", 3).await;
     node_a
         .execute("a", reserve(1, 1))
         .await
@@ -599,10 +568,7 @@ async fn a_refusal_or_no_op_on_a_stale_cache_is_confirmed_on_fresh_state() {
     let store = MemStore::new();
     let node_a = Repository::<Show, _>::new(store.clone());
     let node_b = Repository::<Show, _>::new(store.clone());
-    node_a
-        .execute("a", ShowCommand::Schedule { capacity: 2 })
-        .await
-        .expect("schedules");
+    schedule(&node_a, "a", 2).await;
     node_a
         .execute("a", reserve(1, 2))
         .await
@@ -642,10 +608,7 @@ async fn load_at_gives_the_state_as_of_a_past_version() {
     let shows = Repository::<Show, _>::builder(MemStore::new())
         .snapshot_every(2)
         .build();
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     for booking in 1..=4 {
         shows
             .execute("a", reserve(booking, 1))
@@ -684,10 +647,7 @@ async fn a_corrupt_or_unknown_stored_event_is_a_typed_error() {
         let shows = Repository::<Show, _>::builder(store.clone())
             .cache(0)
             .build();
-        shows
-            .execute("a", ShowCommand::Schedule { capacity: 10 })
-            .await
-            .expect("schedules");
+        schedule(&shows, "a", 10).await;
         let bad = NewEvent {
             event_id: EventId::new(),
             event_type: event_type.into(),
@@ -730,10 +690,7 @@ async fn a_corrupt_or_unknown_stored_event_is_a_typed_error() {
 async fn a_store_failure_loses_nothing() {
     let store = MemStore::new();
     let shows = Repository::<Show, _>::new(store.clone());
-    shows
-        .execute("a", ShowCommand::Schedule { capacity: 10 })
-        .await
-        .expect("schedules");
+    schedule(&shows, "a", 10).await;
     store.fail_next_appends(1);
     let error = shows
         .execute("a", reserve(1, 1))
