@@ -323,11 +323,7 @@ impl PostgresProjectionHandle {
 
     /// The projection's status, with its lag measured against the log's current head.
     pub async fn status(&self) -> ProjectionStatus {
-        let mut status = self.status.borrow().clone();
-        if let Ok(head) = self.store.head().await {
-            status.head = status.head.max(head);
-        }
-        status
+        cqrs_core::projection::status_with_head(&self.status, &self.store).await
     }
 
     /// A receiver of every status change.

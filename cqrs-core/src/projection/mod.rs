@@ -106,7 +106,9 @@ pub use self::checkpoint::{ProjectionStore, ProjectionStoreError};
 pub use self::memory::MemoryReadModel;
 pub use self::policy::{ErrorPolicy, FailureKind, Panicked, ProjectionFailure, RetriesExhausted};
 pub use self::runner::{ProjectionHandle, ProjectionRunner, RebuildError};
-pub use self::status::{ProjectionState, ProjectionStatus, WaitError, wait_for_position};
+pub use self::status::{
+    ProjectionState, ProjectionStatus, WaitError, status_with_head, wait_for_position,
+};
 
 /// A read model and how events change it.
 ///

@@ -151,13 +151,7 @@ impl ProjectionHandle {
 
     /// The projection's status, with its lag measured against the log's current head.
     pub async fn status(&self) -> ProjectionStatus {
-        let mut status = self.status.borrow().clone();
-        // A failed read of the head keeps the last one the runner saw: the status is still
-        // worth returning.
-        if let Ok(head) = self.head.head().await {
-            status.head = status.head.max(head);
-        }
-        status
+        super::status::status_with_head(&self.status, &*self.head).await
     }
 
     /// A receiver of every status change, e.g. to export metrics.

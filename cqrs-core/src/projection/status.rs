@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::policy::ProjectionFailure;
 use crate::event::Position;
+use crate::store::EventStore;
 
 /// How many skipped events a status keeps; older ones are counted in
 /// [`ProjectionStatus::skipped_total`] only, so that a projection skipping millions of events
@@ -126,6 +127,20 @@ pub enum WaitError {
         /// The failure that stopped it, if it failed.
         error: Option<ProjectionFailure>,
     },
+}
+
+/// The status published on `status`, with its head (and so its lag) measured against `store`'s
+/// current head. A failed read of the head keeps the last head the runner saw: the status is
+/// still worth returning. Every projection runner's handle answers `status` with it.
+pub async fn status_with_head<S: EventStore + ?Sized>(
+    status: &tokio::sync::watch::Receiver<ProjectionStatus>,
+    store: &S,
+) -> ProjectionStatus {
+    let mut current = status.borrow().clone();
+    if let Ok(head) = store.head().await {
+        current.head = current.head.max(head);
+    }
+    current
 }
 
 /// Waits until the status published on `status` reaches `position` (read your own writes), at
