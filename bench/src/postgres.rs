@@ -13,7 +13,7 @@ use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPoli
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_postgres::{PostgresProjection, PostgresProjectionRunner, PostgresStore, Transaction};
 
-use crate::{BenchResult, per_second, report, show_history};
+use crate::{BenchResult, BoxError, per_second, report, show_history};
 
 type Shows = Repository<Show, PostgresStore>;
 
@@ -28,7 +28,7 @@ fn run_id() -> u128 {
         .unwrap_or(0)
 }
 
-async fn store(pool_size: usize) -> Result<Option<PostgresStore>, Box<dyn std::error::Error>> {
+async fn store(pool_size: usize) -> Result<Option<PostgresStore>, BoxError> {
     let Ok(url) = std::env::var(URL_VARIABLE) else {
         return Ok(None);
     };
@@ -38,7 +38,7 @@ async fn store(pool_size: usize) -> Result<Option<PostgresStore>, Box<dyn std::e
 }
 
 /// Runs the PostgreSQL benchmarks `wanted` selects, or says why they are skipped.
-pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
+pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
     let names = [
         "pg_exec_distinct_1",
         "pg_exec_distinct_8",

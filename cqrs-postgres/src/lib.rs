@@ -117,6 +117,15 @@
 //! a failure and then publishes the head it reads. As a safety net only (for the reconnection
 //! window and the dead-appender case above), a waiter re-checks the head every
 //! [`FALLBACK_CHECK`].
+//!
+//! # Tasks and threads
+//!
+//! Each pooled connection is driven by a task of its own (tokio-postgres's connection task) on
+//! the runtime the store is used on. Use the store, and a repository over it, from spawned tasks,
+//! as a server's request handlers run: code driven by `Runtime::block_on` itself (the body of
+//! `#[tokio::main]`) runs on the main thread, outside the runtime's workers, so every batch of
+//! rows a query returns crosses from a worker to it. Loading a 100,000-event stream ran at 0.74
+//! to 0.87 M events/s that way on a two-core machine, and at 1.2 to 1.3 M from a spawned task.
 #![doc(html_root_url = "https://docs.rs/cqrs-postgres/0.1.0")]
 
 mod batch;
