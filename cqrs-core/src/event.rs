@@ -38,6 +38,84 @@ pub enum InvalidStreamId {
         /// Its byte offset in the id.
         index: usize,
     },
+    /// An aggregate's name cannot be the category of a stream id (see [`validate_aggregate_name`]).
+    #[error(transparent)]
+    AggregateName(#[from] InvalidAggregateName),
+    /// The aggregate id was empty: `{aggregate}-` names no instance.
+    #[error("the id of a `{aggregate}` aggregate is empty")]
+    EmptyAggregateId {
+        /// The aggregate's name.
+        aggregate: String,
+    },
+}
+
+/// The longest aggregate name, in bytes.
+pub const MAX_AGGREGATE_NAME_LEN: usize = 64;
+
+/// Why a string cannot be an aggregate's name (see [`validate_aggregate_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidAggregateName {
+    /// The name was empty.
+    #[error("the aggregate name is empty")]
+    Empty,
+    /// The name was longer than [`MAX_AGGREGATE_NAME_LEN`] bytes.
+    #[error("the aggregate name `{name}` is {len} bytes long, the limit is {max}")]
+    TooLong {
+        /// The refused name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit, [`MAX_AGGREGATE_NAME_LEN`].
+        max: usize,
+    },
+    /// The name held a character outside ASCII letters, digits, `_` and `.`; a `-` would make the
+    /// stream ids of two aggregates collide (`order-line` + `5` and `order` + `line-5`).
+    #[error(
+        "the aggregate name `{name}` contains {character:?}: only ASCII letters, digits, `_` and `.` \
+         are allowed, since `-` separates the name from the id in stream ids"
+    )]
+    Character {
+        /// The refused name.
+        name: String,
+        /// The first character that is not allowed.
+        character: char,
+    },
+}
+
+/// Checks that `name` can be an aggregate's name, the category of its stream ids: 1 to
+/// [`MAX_AGGREGATE_NAME_LEN`] bytes of ASCII letters, digits, `_` and `.`.
+///
+/// A stream id is `{name}-{id}` and the category is everything before the first `-` (the
+/// convention KurrentDB's category projections use), so a name never holds a `-`: with
+/// `order-line` allowed, the order line `5` and the order `line-5` would share the stream
+/// `order-line-5`. `#[derive(Aggregate)]` checks the same rule at compile time.
+///
+/// ```
+/// use cqrs_core::event::validate_aggregate_name;
+///
+/// assert!(validate_aggregate_name("order_line").is_ok());
+/// assert!(validate_aggregate_name("order-line").is_err());
+/// ```
+pub fn validate_aggregate_name(name: &str) -> Result<(), InvalidAggregateName> {
+    if name.is_empty() {
+        return Err(InvalidAggregateName::Empty);
+    }
+    if name.len() > MAX_AGGREGATE_NAME_LEN {
+        return Err(InvalidAggregateName::TooLong {
+            name: name.to_owned(),
+            len: name.len(),
+            max: MAX_AGGREGATE_NAME_LEN,
+        });
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    match name.chars().find(|&c| !allowed(c)) {
+        Some(character) => Err(InvalidAggregateName::Character {
+            name: name.to_owned(),
+            character,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The name of one stream: one aggregate instance, `{aggregate name}-{id}`.
@@ -45,11 +123,20 @@ pub enum InvalidStreamId {
 /// A `StreamId` is validated on construction (non-empty, at most [`MAX_STREAM_ID_LEN`] bytes, no
 /// control characters), so every store can rely on it. Cloning is cheap.
 ///
+/// The grammar has one parser, this type: the aggregate (the category) is everything before the
+/// first `-` ([`aggregate`](StreamId::aggregate)), the id everything after it
+/// ([`aggregate_id`](StreamId::aggregate_id)). Aggregate names never hold a `-` (see
+/// [`validate_aggregate_name`]) and [`for_aggregate`](StreamId::for_aggregate) refuses an empty
+/// id, so every stream an aggregate writes parses back to that aggregate and that id.
+///
 /// ```
 /// use cqrs_core::StreamId;
 ///
-/// let stream = StreamId::for_aggregate("show", "42")?;
-/// assert_eq!(stream.as_str(), "show-42");
+/// let stream = StreamId::for_aggregate("order", "line-5")?;
+/// assert_eq!(stream.as_str(), "order-line-5");
+/// assert_eq!((stream.aggregate(), stream.aggregate_id()), ("order", "line-5"));
+/// assert!(StreamId::for_aggregate("order-line", 5).is_err());
+/// assert!(StreamId::for_aggregate("order", "").is_err());
 /// assert!(StreamId::new("").is_err());
 /// # Ok::<(), cqrs_core::InvalidStreamId>(())
 /// ```
@@ -66,6 +153,8 @@ impl StreamId {
     }
 
     /// The stream of the aggregate named `aggregate` with the id `id`: `{aggregate}-{id}`.
+    ///
+    /// Refuses a name that breaks [`validate_aggregate_name`] and an empty id.
     pub fn for_aggregate(aggregate: &str, id: impl fmt::Display) -> Result<Self, InvalidStreamId> {
         Self::with_aggregate_name(aggregate, id, Self::from_validated)
     }
@@ -83,12 +172,18 @@ impl StreamId {
         thread_local! {
             static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
+        validate_aggregate_name(aggregate)?;
         let build = |name: &mut String| {
             name.clear();
             name.push_str(aggregate);
             name.push('-');
             // Writing into a String cannot fail.
             let _ = write!(name, "{id}");
+            if name.len() == aggregate.len() + 1 {
+                return Err(InvalidStreamId::EmptyAggregateId {
+                    aggregate: aggregate.to_owned(),
+                });
+            }
             Self::validate(name)?;
             Ok(use_name(name))
         };
@@ -122,6 +217,27 @@ impl StreamId {
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The aggregate (the category) of the stream: everything before the first `-` (`"show"`
+    /// for `show-42`). A stream id without `-` is all category.
+    pub fn aggregate(&self) -> &str {
+        self.split().0
+    }
+
+    /// The aggregate id of the stream: everything after the first `-` (`"42"` for `show-42`,
+    /// `"line-5"` for `order-line-5`). Empty for a stream id without `-`.
+    pub fn aggregate_id(&self) -> &str {
+        self.split().1
+    }
+
+    /// Whether this stream belongs to the aggregate named `aggregate`.
+    pub fn is_of(&self, aggregate: &str) -> bool {
+        self.aggregate() == aggregate
+    }
+
+    fn split(&self) -> (&str, &str) {
+        self.0.split_once('-').unwrap_or((&self.0, ""))
     }
 }
 
@@ -564,6 +680,83 @@ mod tests {
             StreamId::for_aggregate("show", 1).expect("valid").as_str(),
             "show-1"
         );
+    }
+
+    #[test]
+    fn stream_ids_split_at_the_first_dash() {
+        let split = |id: &str| {
+            let stream = StreamId::new(id).expect("valid");
+            (
+                stream.aggregate().to_owned(),
+                stream.aggregate_id().to_owned(),
+            )
+        };
+        assert_eq!(split("show-42"), ("show".into(), "42".into()));
+        assert_eq!(split("order-line-5"), ("order".into(), "line-5".into()));
+        assert_eq!(split("lonely"), ("lonely".into(), String::new()));
+        assert!(StreamId::new("show-1").expect("valid").is_of("show"));
+        assert!(!StreamId::new("showroom-1").expect("valid").is_of("show"));
+    }
+
+    #[test]
+    fn aggregate_names_cannot_make_two_aggregates_share_a_stream() {
+        // The collision the rule exists for: `order-line` + `5` against `order` + `line-5`.
+        assert_eq!(
+            StreamId::for_aggregate("order-line", 5),
+            Err(InvalidStreamId::AggregateName(
+                InvalidAggregateName::Character {
+                    name: "order-line".into(),
+                    character: '-',
+                }
+            ))
+        );
+        let order = StreamId::for_aggregate("order", "line-5").expect("valid");
+        assert_eq!(
+            (order.aggregate(), order.aggregate_id()),
+            ("order", "line-5")
+        );
+        for name in ["order_line", "billing.invoice", "Show2", &"x".repeat(64)] {
+            assert_eq!(validate_aggregate_name(name), Ok(()), "{name}");
+        }
+        assert_eq!(
+            validate_aggregate_name(""),
+            Err(InvalidAggregateName::Empty)
+        );
+        assert!(matches!(
+            validate_aggregate_name(&"x".repeat(65)),
+            Err(InvalidAggregateName::TooLong {
+                len: 65,
+                max: 64,
+                ..
+            })
+        ));
+        for (name, character) in [("a b", ' '), ("théâtre", 'é'), ("a/b", '/')] {
+            assert_eq!(
+                validate_aggregate_name(name),
+                Err(InvalidAggregateName::Character {
+                    name: name.into(),
+                    character
+                })
+            );
+        }
+        assert_eq!(
+            StreamId::for_aggregate("order-line", 5)
+                .map_err(|error| error.to_string())
+                .unwrap_err(),
+            "the aggregate name `order-line` contains '-': only ASCII letters, digits, `_` and \
+             `.` are allowed, since `-` separates the name from the id in stream ids"
+        );
+    }
+
+    #[test]
+    fn empty_aggregate_ids_are_refused() {
+        assert_eq!(
+            StreamId::for_aggregate("show", ""),
+            Err(InvalidStreamId::EmptyAggregateId {
+                aggregate: "show".into()
+            })
+        );
+        assert!(StreamId::for_aggregate("show", " ").is_ok());
     }
 
     #[test]

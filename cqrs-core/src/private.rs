@@ -284,11 +284,7 @@ impl std::error::Error for UnknownError {}
 /// generated `decode` picks the event type to decode it as.
 #[inline]
 pub fn saga_listens_to<A: Aggregate>(event: &crate::event::RecordedEvent) -> bool {
-    event
-        .stream
-        .as_str()
-        .strip_prefix(A::NAME)
-        .is_some_and(|rest| rest.starts_with('-'))
+    event.stream.is_of(A::NAME)
 }
 
 /// Proves, at the user's type, that a saga handler marked `#[on(A)]` takes `A`'s event type.

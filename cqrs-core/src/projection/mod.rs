@@ -220,20 +220,16 @@ impl<E: DomainEvent> ProjectionEvent for E {
     }
 }
 
-/// The aggregate name of a stream: the part of its id before the first `-` (`"show"` for
-/// `show-42`). A stream id without `-` is all name.
+/// The aggregate name of a stream: [`StreamId::aggregate`], the part of its id before the first
+/// `-` (`"show"` for `show-42`).
 pub fn aggregate_of(stream: &StreamId) -> &str {
-    split_stream(stream.as_str()).0
+    stream.aggregate()
 }
 
-/// The aggregate id of a stream: the part of its id after the first `-` (`"42"` for `show-42`).
-/// A stream id without `-` has an empty id.
+/// The aggregate id of a stream: [`StreamId::aggregate_id`], the part of its id after the first
+/// `-` (`"42"` for `show-42`).
 pub fn aggregate_id_of(stream: &StreamId) -> &str {
-    split_stream(stream.as_str()).1
-}
-
-fn split_stream(stream: &str) -> (&str, &str) {
-    stream.split_once('-').unwrap_or((stream, ""))
+    stream.aggregate_id()
 }
 
 /// Where an event handed to [`Projection::apply`] was recorded. Dereferences to the
@@ -251,12 +247,12 @@ impl<'a> EventContext<'a> {
 
     /// The aggregate type of the event's stream (`"show"` for `show-42`).
     pub fn aggregate(&self) -> &'a str {
-        split_stream(self.recorded.stream.as_str()).0
+        self.recorded.stream.aggregate()
     }
 
     /// The aggregate id of the event's stream (`"42"` for `show-42`).
     pub fn aggregate_id(&self) -> &'a str {
-        split_stream(self.recorded.stream.as_str()).1
+        self.recorded.stream.aggregate_id()
     }
 
     /// The stored event.
@@ -289,7 +285,7 @@ pub fn route_from<E: ProjectionEvent>(
     recorded: &RecordedEvent,
 ) -> Result<Option<E>, StoreError> {
     let named = !aggregates.is_empty();
-    if named && !aggregates.contains(&aggregate_of(&recorded.stream)) {
+    if named && !aggregates.contains(&recorded.stream.aggregate()) {
         return Ok(None);
     }
     match E::route(recorded)? {
@@ -303,17 +299,5 @@ pub fn route_from<E: ProjectionEvent>(
             },
         }),
         None => Ok(None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streams_split_at_the_first_dash() {
-        assert_eq!(split_stream("show-42"), ("show", "42"));
-        assert_eq!(split_stream("show-a-b"), ("show", "a-b"));
-        assert_eq!(split_stream("lonely"), ("lonely", ""));
     }
 }
