@@ -21,6 +21,18 @@
 //! `/usr/lib/postgresql/<newest>/bin`, then `PATH`; when they are missing the error says to run
 //! `scripts/ensure-postgres`.
 //!
+//! # Access
+//!
+//! Only the user running the tests and the server's user can connect. The directory (data,
+//! socket, server log) is created with mode 0700 and handed to the server's user, and the server
+//! creates its socket with mode 0700: other local users cannot reach the socket at all. Root, which
+//! runs the tests when the server runs as `postgres`, passes those permissions as it passes every
+//! file permission; otherwise the server's user is the one running the tests. On top of that the
+//! cluster asks for a password (`scram-sha-256`, for socket and TCP connections alike): a fresh
+//! random one per cluster, handed to `initdb` in a file of mode 0600 that is removed right after,
+//! and otherwise kept in this process's memory. [`TestCluster::url`] carries it; the cluster's
+//! `Debug` output does not show it.
+//!
 //! # Cleaning up
 //!
 //! Every cluster has a watchdog: a small shell process, in its own process group, that reads
@@ -31,8 +43,9 @@
 //! at once.
 
 use std::fmt;
-use std::io::Write as _;
-use std::os::unix::fs::MetadataExt as _;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -104,6 +117,9 @@ fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
 pub struct TestCluster {
     root: PathBuf,
     port: u16,
+    bin: PathBuf,
+    /// The superuser's password; never printed (the `Debug` impl leaves it out).
+    password: String,
     /// The write end of the watchdog's pipe; dropping it tells the watchdog to clean up.
     watchdog: Mutex<Option<Child>>,
 }
@@ -113,6 +129,7 @@ impl fmt::Debug for TestCluster {
         f.debug_struct("TestCluster")
             .field("root", &self.root)
             .field("port", &self.port)
+            .field("bin", &self.bin)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +184,8 @@ impl TestCluster {
         let cluster = TestCluster {
             root,
             port: 5432,
+            bin,
+            password: random_password()?,
             watchdog: Mutex::new(Some(watchdog)),
         };
         if let Some((uid, gid)) = server_user {
@@ -176,16 +195,22 @@ impl TestCluster {
             )))?;
         }
         let data = cluster.root.join("data");
-        run(
+        // initdb reads the password from a file; it lives only as long as initdb runs.
+        let password_file = cluster.root.join("password");
+        write_private(&password_file, &cluster.password, server_user)?;
+        let mut password_option = std::ffi::OsString::from("--pwfile=");
+        password_option.push(&password_file);
+        let initdb = run(
             server_user.is_some(),
-            &bin.join("initdb"),
+            &cluster.bin.join("initdb"),
             &[
                 "-D".as_ref(),
                 data.as_os_str(),
                 "-U".as_ref(),
                 SUPERUSER.as_ref(),
-                "-A".as_ref(),
-                "trust".as_ref(),
+                &password_option,
+                // Sockets and TCP alike (TCP is off anyway, see listen_addresses below).
+                "--auth=scram-sha-256".as_ref(),
                 "-E".as_ref(),
                 "UTF8".as_ref(),
                 "--locale=C".as_ref(),
@@ -193,15 +218,20 @@ impl TestCluster {
                 "--no-sync".as_ref(),
             ],
             None,
-        )?;
-        let mut conf = std::fs::OpenOptions::new()
+        );
+        let removed = std::fs::remove_file(&password_file)
+            .map_err(io(format!("remove {}", password_file.display())));
+        initdb?;
+        removed?;
+        let mut conf = OpenOptions::new()
             .append(true)
             .open(data.join("postgresql.conf"))
             .map_err(io("open postgresql.conf"))?;
         writeln!(
             conf,
             "\n# cqrs-postgres throwaway cluster\nlisten_addresses = ''\n\
-             unix_socket_directories = '{}'\nport = {}\nmax_connections = 300\nfsync = on\n",
+             unix_socket_directories = '{}'\nunix_socket_permissions = 0700\nport = {}\n\
+             max_connections = 300\nfsync = on\n",
             cluster.root.display(),
             cluster.port
         )
@@ -209,7 +239,7 @@ impl TestCluster {
         let log = cluster.root.join("server.log");
         run(
             server_user.is_some(),
-            &bin.join("pg_ctl"),
+            &cluster.bin.join("pg_ctl"),
             &[
                 "-D".as_ref(),
                 data.as_os_str(),
@@ -230,12 +260,19 @@ impl TestCluster {
         &self.root
     }
 
-    /// The connection string of `database` on this cluster.
+    /// The directory of the PostgreSQL binaries this cluster was made with (`initdb`, `pg_ctl`,
+    /// and where installed, `psql` and `pgbench`).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The connection string of `database` on this cluster, password included: do not print it.
     pub fn url(&self, database: &str) -> String {
         format!(
-            "host={} port={} user={SUPERUSER} dbname={}",
+            "host={} port={} user={SUPERUSER} password={} dbname={}",
             quote(&self.root.to_string_lossy()),
             self.port,
+            quote(&self.password),
             quote(database)
         )
     }
@@ -339,6 +376,35 @@ fn server_user() -> Result<Option<(u32, u32)>, ClusterError> {
     }
 }
 
+/// A fresh password: 16 random bytes, hex-encoded (nothing in it needs quoting).
+fn random_password() -> Result<String, ClusterError> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(io("read /dev/urandom"))?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Writes `contents` to a new file of mode 0600 at `path`, owned by the server user if there is
+/// one (which must read it).
+fn write_private(
+    path: &Path,
+    contents: &str,
+    server_user: Option<(u32, u32)>,
+) -> Result<(), ClusterError> {
+    let step = || format!("write {}", path.display());
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(step()))?;
+    if let Some((uid, gid)) = server_user {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io(step()))?;
+    }
+    file.write_all(contents.as_bytes()).map_err(io(step()))
+}
+
 fn fresh_directory() -> Result<PathBuf, ClusterError> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -346,7 +412,11 @@ fn fresh_directory() -> Result<PathBuf, ClusterError> {
         .unwrap_or(0);
     // A short path: the socket's path must fit in 107 bytes.
     let root = PathBuf::from("/tmp").join(format!("cqrs-pg-{}-{nanos:x}", std::process::id()));
-    std::fs::create_dir(&root).map_err(io(format!("create {}", root.display())))?;
+    // 0700 from the start: no moment in which another user could reach into it.
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&root)
+        .map_err(io(format!("create {}", root.display())))?;
     Ok(root)
 }
 

@@ -98,12 +98,12 @@ impl PostgresProjection for Seats {
 async fn fresh_store() -> PostgresStore {
     let cluster = TestCluster::shared().unwrap_or_else(|error| panic!("{error}"));
     let url = cluster.create_database().await.expect("database");
-    node(&url).await
+    node(&url.parse().expect("the cluster's url parses")).await
 }
 
 /// Another node: its own store, pool and connections, on the same database.
-async fn node(url: &str) -> PostgresStore {
-    let store = PostgresStore::with_pool_size(url, 4).expect("store");
+async fn node(config: &tokio_postgres::Config) -> PostgresStore {
+    let store = PostgresStore::from_config(config.clone(), 4).expect("store");
     store.migrate().await.expect("migrate");
     store
         .pool()
@@ -118,21 +118,6 @@ async fn node(url: &str) -> PostgresStore {
         .await
         .expect("read model tables");
     store
-}
-
-fn url_of(store: &PostgresStore) -> String {
-    let config = store.config();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        None => panic!("no host"),
-    };
-    format!(
-        "host='{host}' port={} user={} dbname={}",
-        config.get_ports().first().copied().unwrap_or(5432),
-        config.get_user().expect("user"),
-        config.get_dbname().expect("dbname")
-    )
 }
 
 /// Appends `reservations` one-seat reservations (booking numbers `first..`) spread over `shows`
@@ -350,8 +335,7 @@ async fn a_failing_event_is_rolled_back_and_stops_or_is_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_two_nodes_only_the_leader_applies_and_the_other_takes_over_when_it_dies() {
     let first = fresh_store().await;
-    let url = url_of(&first);
-    let second = node(&url).await;
+    let second = node(first.config()).await;
     write(&first, 5, 0, 500).await;
 
     let a = PostgresProjectionRunner::new(Seats::on("a"), first.clone())
@@ -402,8 +386,7 @@ async fn of_two_nodes_only_the_leader_applies_and_the_other_takes_over_when_it_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_whose_lock_connection_is_terminated_stands_down_and_the_projection_goes_on() {
     let first = fresh_store().await;
-    let url = url_of(&first);
-    let second = node(&url).await;
+    let second = node(first.config()).await;
     let head = write(&first, 5, 0, 500).await;
 
     let a = PostgresProjectionRunner::new(Seats::on("a"), first.clone())
