@@ -97,7 +97,7 @@ pub use crate::repository::{
 pub use crate::retry::RetryPolicy;
 pub use crate::snapshot::SnapshotPolicy;
 pub use crate::store::{
-    AppendReceipt, CommandRecord, EventStore, ExpectedVersion, Snapshot, StoreError,
+    AppendReceipt, CommandRecord, EventStore, ExpectedVersion, Snapshot, StoreError, StreamTurn,
 };
 
 #[cfg(feature = "derive")]

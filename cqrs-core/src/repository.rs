@@ -1,7 +1,9 @@
 //! The repository: load, rehydrate, decide, append with an expected version, retry on conflict.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -13,7 +15,7 @@ use crate::event::{
 };
 use crate::retry::RetryPolicy;
 use crate::snapshot::SnapshotPolicy;
-use crate::store::{CommandRecord, EventStore, ExpectedVersion, StoreError};
+use crate::store::{CommandRecord, EventStore, ExpectedVersion, StoreError, StreamTurn};
 
 /// An aggregate's state and the stream version it covers.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +74,9 @@ pub struct ExecuteOutcome<E> {
     pub position: Option<Position>,
     /// The events the command wrote (the earlier ones, when `deduplicated`).
     pub events: Vec<E>,
-    /// How many attempts the command took: 1, plus one for each conflict that made it decide
-    /// again on fresher state.
+    /// How many times the command was decided: 1, plus one for each conflict that made it decide
+    /// again on fresher state. A command whose id was found applied before it was decided reports
+    /// 0 (nothing was decided); one found applied by its append reports the attempts made.
     pub attempts: u32,
     /// Whether the command id had already been applied, so this outcome is the earlier one and
     /// nothing was written now.
@@ -90,14 +93,27 @@ pub enum ExecuteError<E> {
     /// The aggregate refused the command. Never retried.
     #[error("command refused: {0}")]
     Domain(E),
-    /// Every attempt met a concurrent write to the stream.
-    #[error("stream `{stream}` kept changing: gave up after {attempts} attempts")]
+    /// Every attempt met a concurrent write to the stream, until the attempts or the time
+    /// budget of the [`RetryPolicy`] ran out.
+    #[error(
+        "stream `{stream}` kept changing: gave up after {attempts} attempts in {elapsed:?} \
+         (last expected version {expected}, found {actual})"
+    )]
     Conflict {
         /// The aggregate's stream.
         stream: StreamId,
-        /// How many attempts were made.
+        /// The version the last attempt decided on and expected.
+        expected: Version,
+        /// The version the store found instead.
+        actual: Version,
+        /// How many times the command was decided.
         attempts: u32,
+        /// How long the attempts took, from the first.
+        elapsed: Duration,
     },
+    /// The aggregate's `apply` panicked on an event the handler decided. Nothing was written.
+    #[error(transparent)]
+    Apply(#[from] ApplyPanicked),
     /// The aggregate id does not make a valid stream id.
     #[error(transparent)]
     InvalidStream(#[from] InvalidStreamId),
@@ -119,6 +135,40 @@ impl<E> ExecuteError<E> {
     }
 }
 
+/// An aggregate's `apply` panicked. `apply` must not fail; when it does, the repository turns the
+/// panic into this error instead of unwinding through the caller, and writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyPanicked {
+    /// The aggregate's Rust type name.
+    pub aggregate: &'static str,
+    /// The stream.
+    pub stream: StreamId,
+    /// The version of the event (the version it would have had, when it was not written).
+    pub version: Version,
+    /// The event's type name.
+    pub event_type: String,
+    /// Whether the event is stored (met while loading) or was only decided (nothing written).
+    pub stored: bool,
+    /// The panic's message.
+    pub message: String,
+}
+
+impl fmt::Display for ApplyPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}::apply` panicked on event `{}` at version {} of stream `{}`",
+            self.aggregate, self.event_type, self.version, self.stream
+        )?;
+        if !self.stored {
+            f.write_str(" (decided, nothing written)")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ApplyPanicked {}
+
 /// Why [`Repository::load`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -129,6 +179,9 @@ pub enum LoadError {
     /// The store failed, or a stored event could not be decoded.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The aggregate's `apply` panicked on a stored event.
+    #[error(transparent)]
+    Apply(#[from] ApplyPanicked),
 }
 
 impl<E> From<LoadError> for ExecuteError<E> {
@@ -136,7 +189,46 @@ impl<E> From<LoadError> for ExecuteError<E> {
         match error {
             LoadError::InvalidStream(error) => ExecuteError::InvalidStream(error),
             LoadError::Store(error) => ExecuteError::Store(error),
+            LoadError::Apply(error) => ExecuteError::Apply(error),
         }
+    }
+}
+
+/// Why reading events into a state stopped: the store's error, or a panicking `apply`.
+enum ReadError {
+    Store(StoreError),
+    Apply(ApplyPanicked),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(error: StoreError) -> Self {
+        ReadError::Store(error)
+    }
+}
+
+impl From<ReadError> for LoadError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Store(error) => LoadError::Store(error),
+            ReadError::Apply(error) => LoadError::Apply(error),
+        }
+    }
+}
+
+impl<E> From<ReadError> for ExecuteError<E> {
+    fn from(error: ReadError) -> Self {
+        LoadError::from(error).into()
+    }
+}
+
+/// The text of a caught panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 
@@ -314,7 +406,7 @@ where
             }
         }
         let Some(slot) = slot else {
-            let mut hydrated = self.hydrate(&stream).await?;
+            let mut hydrated = Some(self.hydrate(&stream).await?);
             return self
                 .decide_and_append(&stream, &mut hydrated, command, metadata, true)
                 .await;
@@ -325,16 +417,14 @@ where
         // A cached state is decided on without reading the stream first: if another node wrote
         // meanwhile, the append's expected version refuses the decision, and a refusal or no-op
         // decided on it is confirmed against the stream before it is returned.
-        let (mut hydrated, fresh) = match cached.take() {
-            Some(hydrated) => (hydrated, false),
-            None => (self.hydrate(&stream).await?, true),
-        };
-        let result = self
-            .decide_and_append(&stream, &mut hydrated, command, metadata, fresh)
-            .await;
-        // Whatever happened, the state holds exactly the events read or written so far.
-        *cached = Some(hydrated);
-        result
+        let fresh = cached.is_none();
+        if fresh {
+            *cached = Some(self.hydrate(&stream).await?);
+        }
+        // Whatever happens, the slot keeps a state that holds exactly the events read or written
+        // so far, or none (the next command loads afresh).
+        self.decide_and_append(&stream, &mut cached, command, metadata, fresh)
+            .await
     }
 
     /// The current state of the aggregate `id` (the default state at version 0 when it has no
@@ -353,7 +443,7 @@ where
     ) -> Result<Loaded<A>, LoadError> {
         let stream = self.stream_id(id)?;
         let mut hydrated = self.snapshot_state(&stream, Some(version)).await?;
-        self.read_into(&stream, &mut hydrated.loaded, Some(version))
+        self.read_into(&stream, None, &mut hydrated.loaded, Some(version))
             .await?;
         Ok(hydrated.loaded)
     }
@@ -372,14 +462,11 @@ where
     }
 
     /// The current state: the latest usable snapshot, then the events after it.
-    async fn hydrate(&self, stream: &StreamId) -> Result<Hydrated<A>, StoreError> {
+    async fn hydrate(&self, stream: &StreamId) -> Result<Hydrated<A>, LoadError> {
         let mut hydrated = self.snapshot_state(stream, None).await?;
-        self.read_into(stream, &mut hydrated.loaded, None).await?;
+        self.read_into(stream, None, &mut hydrated.loaded, None)
+            .await?;
         Ok(hydrated)
-    }
-
-    async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<(), StoreError> {
-        self.read_into(stream, loaded, None).await
     }
 
     /// The latest usable snapshot (at or before `at_most`), or the initial state.
@@ -422,13 +509,17 @@ where
         }))
     }
 
-    /// Applies the events after `loaded.version` (up to `until`, when given).
+    /// Applies the events after `loaded.version` (up to `until`, when given), read from the store
+    /// or, when one is held, through the turn. Every event must carry the next version: a stream
+    /// with a hole is refused, not folded without the missing event. A panicking `apply` stops
+    /// the read with [`ApplyPanicked`]; `loaded` then holds a state that must be thrown away.
     async fn read_into(
         &self,
         stream: &StreamId,
+        mut turn: Option<&mut Box<dyn StreamTurn>>,
         loaded: &mut Loaded<A>,
         until: Option<Version>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), ReadError> {
         loop {
             let remaining = until.map_or(usize::MAX, |until| {
                 usize::try_from(until.0.saturating_sub(loaded.version.0)).unwrap_or(usize::MAX)
@@ -438,49 +529,126 @@ where
             }
             let limit = remaining.min(READ_BATCH);
             let from = loaded.version.next();
+            let mut panicked = None;
             let mut apply = |recorded: &RecordedEvent| {
+                let expected = loaded.version.next();
+                if recorded.version != expected {
+                    return Err(StoreError::MissingVersion {
+                        stream: stream.clone(),
+                        missing: expected,
+                        found: recorded.version,
+                    });
+                }
                 let event = recorded.decode::<A::Event>()?;
-                loaded.state.apply(event);
+                let state = &mut loaded.state;
+                if let Err(payload) =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(event)))
+                {
+                    panicked = Some(ApplyPanicked {
+                        aggregate: std::any::type_name::<A>(),
+                        stream: stream.clone(),
+                        version: recorded.version,
+                        event_type: recorded.event_type.to_string(),
+                        stored: true,
+                        message: panic_message(&*payload),
+                    });
+                    // Stops the read; replaced by `panicked` below.
+                    return Err(StoreError::backend("apply panicked"));
+                }
                 loaded.version = recorded.version;
                 Ok(())
             };
-            let read = self
-                .inner
-                .store
-                .visit_stream(stream, from, limit, &mut apply)
-                .await?;
-            if read < limit {
+            let read = match turn.as_deref_mut() {
+                Some(turn) => turn.visit_stream(from, limit, &mut apply).await,
+                None => {
+                    self.inner
+                        .store
+                        .visit_stream(stream, from, limit, &mut apply)
+                        .await
+                }
+            };
+            if let Some(panicked) = panicked {
+                return Err(ReadError::Apply(panicked));
+            }
+            if read? < limit {
                 return Ok(());
             }
         }
     }
 
-    /// Decides `command` on `loaded` and appends the events, retrying conflicts. `fresh` says
-    /// whether `loaded` was just read from the store; when it was not (a cached state), a domain
-    /// error or a no-op is only returned once a catch-up read has found nothing new.
+    /// Applies decided events to the state, turning a panic into [`ApplyPanicked`] (the state is
+    /// then unusable and must be thrown away).
+    fn apply_decided(
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+        events: &[A::Event],
+        new_events: &[NewEvent],
+    ) -> Result<(), ApplyPanicked> {
+        for (offset, (event, new_event)) in events.iter().zip(new_events).enumerate() {
+            let state = &mut loaded.state;
+            let event = event.clone();
+            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(event)))
+            {
+                return Err(ApplyPanicked {
+                    aggregate: std::any::type_name::<A>(),
+                    stream: stream.clone(),
+                    version: Version(loaded.version.0 + 1 + offset as u64),
+                    event_type: new_event.event_type.to_string(),
+                    stored: false,
+                    message: panic_message(&*payload),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides `command` on the state in `slot` and appends the events, retrying conflicts as
+    /// [`RetryPolicy`] describes. `fresh` says whether the state was just read from the store;
+    /// when it was not (a cached state), a domain error or a no-op is only returned once a
+    /// catch-up read has found nothing new.
+    ///
+    /// The decided events are applied to the state before they are appended, so an `apply` that
+    /// panics on them writes nothing. A state that holds events the store did not take (the
+    /// append failed) or that a panic left half-changed is thrown away: `slot` is left empty, or
+    /// reloaded before the next attempt.
     async fn decide_and_append(
         &self,
         stream: &StreamId,
-        hydrated: &mut Hydrated<A>,
+        slot: &mut Option<Hydrated<A>>,
         command: A::Command,
         metadata: CommandMetadata,
         mut fresh: bool,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
         let inner = &*self.inner;
-        let loaded = &mut hydrated.loaded;
+        let policy = inner.retry;
+        let started = Instant::now();
+        let deadline = policy.deadline.map(|budget| started + budget);
         let correlation_id = metadata
             .correlation_id
             .unwrap_or_else(crate::id::random_uuid);
-        let max_attempts = inner.retry.max_attempts.max(1);
+        let max_attempts = policy.max_attempts.max(1);
+        let turn_after = policy.turn_after.map(|after| after.max(1));
+        let mut turn: Option<Box<dyn StreamTurn>> = None;
+        let mut store_has_turns = true;
+        let mut conflicts = 0;
         let mut attempt = 0;
         loop {
+            let Some(hydrated) = slot.as_mut() else {
+                *slot = Some(self.hydrate(stream).await?);
+                fresh = true;
+                continue;
+            };
+            let loaded = &mut hydrated.loaded;
             attempt += 1;
             let decision = loaded.state.handle(command.clone(), &inner.services).await;
             let refused_or_no_op = decision.as_ref().map_or(true, Vec::is_empty);
             if refused_or_no_op && !fresh {
                 fresh = true;
                 let seen = loaded.version;
-                self.catch_up(stream, loaded).await?;
+                if let Err(error) = self.read_into(stream, turn.as_mut(), loaded, None).await {
+                    *slot = None;
+                    return Err(error.into());
+                }
                 if loaded.version != seen {
                     attempt -= 1;
                     continue;
@@ -509,44 +677,106 @@ where
                 .iter()
                 .map(|event| NewEvent::encode(event, event_metadata.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
-            let expected = ExpectedVersion::Exact(loaded.version);
-            match inner.store.append(stream, expected, new_events).await {
-                Ok(receipt) => {
-                    for event in events.iter().cloned() {
-                        loaded.state.apply(event);
+            let expected_version = loaded.version;
+            if let Err(panicked) = Self::apply_decided(stream, loaded, &events, &new_events) {
+                *slot = None;
+                return Err(ExecuteError::Apply(panicked));
+            }
+            let expected = ExpectedVersion::Exact(expected_version);
+            let appended = match turn.take() {
+                Some(turn) => turn.append(expected, new_events).await,
+                None => inner.store.append(stream, expected, new_events).await,
+            };
+            let receipt = match appended {
+                Ok(receipt) => receipt,
+                Err(error) => {
+                    // The state holds events the store did not take.
+                    *slot = None;
+                    match error {
+                        StoreError::Conflict { actual, .. } => {
+                            conflicts += 1;
+                            let out_of_time = deadline.is_some_and(|end| Instant::now() >= end);
+                            if attempt >= max_attempts || out_of_time {
+                                return Err(ExecuteError::Conflict {
+                                    stream: stream.clone(),
+                                    expected: expected_version,
+                                    actual,
+                                    attempts: attempt,
+                                    elapsed: started.elapsed(),
+                                });
+                            }
+                            let wants_turn = turn_after.is_some_and(|after| conflicts >= after);
+                            if wants_turn && store_has_turns {
+                                // Reloaded before the turn, so that the turn only catches up on
+                                // what was written while it was waited for.
+                                *slot = Some(self.hydrate(stream).await?);
+                                match self.take_turn(stream, deadline).await? {
+                                    Some(taken) => turn = Some(taken),
+                                    None => store_has_turns = false,
+                                }
+                            }
+                            if turn.is_none() && conflicts > 1 {
+                                let mut delay = policy.delay_after(conflicts - 1);
+                                if let Some(end) = deadline {
+                                    delay = delay.min(end.saturating_duration_since(Instant::now()));
+                                }
+                                tokio::time::sleep(delay).await;
+                            } else if turn.is_none() {
+                                // The first conflict is retried at once.
+                                tokio::task::yield_now().await;
+                            }
+                            match slot.as_mut() {
+                                Some(hydrated) => {
+                                    let read = self
+                                        .read_into(stream, turn.as_mut(), &mut hydrated.loaded, None)
+                                        .await;
+                                    if let Err(error) = read {
+                                        *slot = None;
+                                        return Err(error.into());
+                                    }
+                                }
+                                None => *slot = Some(self.hydrate(stream).await?),
+                            }
+                            fresh = true;
+                            continue;
+                        }
+                        StoreError::DuplicateCommand { earlier } => {
+                            return self.earlier_outcome(earlier, attempt).await;
+                        }
+                        error => return Err(ExecuteError::Store(error)),
                     }
-                    loaded.version = receipt.version;
-                    let snapshot_error = self.snapshot_if_due(stream, hydrated).await;
-                    return Ok(ExecuteOutcome {
-                        stream: stream.clone(),
-                        version: receipt.version,
-                        position: receipt.position,
-                        events,
-                        attempts: attempt,
-                        deduplicated: false,
-                        snapshot_error,
-                    });
                 }
-                Err(StoreError::Conflict { .. }) if attempt < max_attempts => {
-                    let delay = inner.retry.delay_after(attempt);
-                    if delay.is_zero() {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(delay).await;
-                    }
-                    self.catch_up(stream, loaded).await?;
-                    fresh = true;
+            };
+            loaded.version = receipt.version;
+            let snapshot_error = self.snapshot_if_due(stream, hydrated).await;
+            return Ok(ExecuteOutcome {
+                stream: stream.clone(),
+                version: receipt.version,
+                position: receipt.position,
+                events,
+                attempts: attempt,
+                deduplicated: false,
+                snapshot_error,
+            });
+        }
+    }
+
+    /// Waits for a turn on `stream`, no longer than the deadline allows. `None` when the store
+    /// has no turns, or when the deadline passed first (the next attempt then runs without one).
+    async fn take_turn(
+        &self,
+        stream: &StreamId,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+        let taking = self.inner.store.take_turn(stream);
+        match deadline {
+            None => taking.await,
+            Some(end) => {
+                let end = tokio::time::Instant::from_std(end);
+                match tokio::time::timeout_at(end, taking).await {
+                    Ok(turn) => turn,
+                    Err(_elapsed) => Ok(None),
                 }
-                Err(StoreError::Conflict { .. }) => {
-                    return Err(ExecuteError::Conflict {
-                        stream: stream.clone(),
-                        attempts: attempt,
-                    });
-                }
-                Err(StoreError::DuplicateCommand { earlier }) => {
-                    return self.earlier_outcome(earlier, attempt).await;
-                }
-                Err(error) => return Err(ExecuteError::Store(error)),
             }
         }
     }

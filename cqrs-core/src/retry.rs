@@ -4,18 +4,37 @@ use std::time::Duration;
 
 /// Bounds and pacing of the repository's retries after a version conflict.
 ///
-/// The delay before retry `n` (1-based) is drawn uniformly from zero to
-/// `min(max_delay, base_delay * 2^(n-1))` ("full jitter"), so writers that collided once spread
-/// out instead of colliding again in lockstep. Domain errors are never retried.
+/// What a command does when another writer changed its stream first:
+///
+/// 1. The first conflict is retried at once, on the state caught up with what the other writer
+///    wrote: most conflicts are two writers meeting once.
+/// 2. From the [`turn_after`](RetryPolicy::turn_after)th conflict on, the command waits for an
+///    exclusive turn on the stream ([`EventStore::take_turn`](crate::EventStore::take_turn)):
+///    while it holds the turn no other writer can append to the stream, so its next attempt
+///    cannot lose. Writers queue for turns in order, so a hot stream is served fairly. On a store
+///    without turns it backs off instead: the delay before retry `n` (1-based) is drawn uniformly
+///    from zero to `min(max_delay, base_delay * 2^(n-1))` ("full jitter"), so writers that
+///    collided spread out instead of colliding again in lockstep.
+/// 3. The conflict reaches the caller only when [`max_attempts`](RetryPolicy::max_attempts)
+///    decisions were made or the [`deadline`](RetryPolicy::deadline) passed.
+///
+/// Domain errors are never retried. The projection runners use the same type for their store
+/// retries (attempts and delays; the deadline and turns are the repository's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// How many times a command is decided and appended before the conflict is returned.
     /// At least 1 (a value of 0 behaves as 1).
     pub max_attempts: u32,
-    /// The ceiling of the first retry's delay.
+    /// The ceiling of the first backoff delay.
     pub base_delay: Duration,
-    /// The largest ceiling any retry's delay is drawn under.
+    /// The largest ceiling any backoff delay is drawn under.
     pub max_delay: Duration,
+    /// The caller's time budget for one command, from its first attempt: no retry starts, and
+    /// no wait for a turn goes on, past it. `None`: attempts alone bound the retries.
+    pub deadline: Option<Duration>,
+    /// After how many conflicts on one command the repository waits for an exclusive turn on the
+    /// stream instead of backing off (`None`: never). At least 1.
+    pub turn_after: Option<u32>,
 }
 
 impl RetryPolicy {
@@ -24,6 +43,8 @@ impl RetryPolicy {
         max_attempts: 1,
         base_delay: Duration::ZERO,
         max_delay: Duration::ZERO,
+        deadline: None,
+        turn_after: None,
     };
 
     /// The delay to wait before attempt `attempt + 1`, after `attempt` attempts failed.
@@ -42,12 +63,15 @@ impl RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 20 attempts, delays drawn under 1 ms doubling to at most 100 ms.
+    /// Up to 100 attempts within 10 seconds; a turn from the second conflict on; backoff delays
+    /// (on stores without turns) drawn under 1 ms doubling to at most 100 ms.
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 20,
+            max_attempts: 100,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(100),
+            deadline: Some(Duration::from_secs(10)),
+            turn_after: Some(2),
         }
     }
 }

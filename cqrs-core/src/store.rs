@@ -132,6 +132,26 @@ pub enum StoreError {
         /// Another command id in the same append.
         other: Option<CommandId>,
     },
+    /// A stream's stored versions are not contiguous: a row is missing (deleted by hand, a
+    /// restore gone wrong). Loading it would silently skip events, so it is refused.
+    #[error("stream `{stream}` is missing version {missing}: the next stored event is version {found}")]
+    MissingVersion {
+        /// The stream read.
+        stream: StreamId,
+        /// The first version that is not stored.
+        missing: Version,
+        /// The version stored where `missing` should have been.
+        found: Version,
+    },
+    /// The store could not serve the call in time (for example, every pooled connection stayed
+    /// busy). Nothing was written by the call that timed out.
+    #[error("event store timed out after {waited:?}: {what}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
     /// The storage backend failed (I/O, connection, database error). The append may be retried.
     #[error("event store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -248,6 +268,43 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamId,
         command_id: &CommandId,
     ) -> Result<Option<CommandRecord>, StoreError>;
+
+    /// Waits for an exclusive turn on `stream`: while the returned [`StreamTurn`] lives, no other
+    /// writer appends to the stream (their appends wait for the turn to end, then go on as
+    /// usual), so a decision made on what the turn reads cannot lose to a concurrent writer.
+    ///
+    /// This is how the repository makes progress on a hot stream that many independent writers
+    /// (several nodes, or caches off) keep changing: after repeated conflicts it takes a turn
+    /// instead of backing off again (see the guide's repository chapter). `None` (the default)
+    /// says the store has no turns; the repository then keeps retrying with backoff. Dropping
+    /// the turn ends it.
+    async fn take_turn(&self, stream: &StreamId) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+        let _ = stream;
+        Ok(None)
+    }
+}
+
+/// An exclusive turn on one stream, from [`EventStore::take_turn`]: reads and one append that no
+/// other writer can get in between. Dropping it ends the turn.
+#[async_trait::async_trait]
+pub trait StreamTurn: Send {
+    /// The stream the turn is on.
+    fn stream(&self) -> &StreamId;
+
+    /// [`EventStore::visit_stream`] within the turn.
+    async fn visit_stream(
+        &mut self,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError>;
+
+    /// [`EventStore::append`] within the turn, which ends with it (whatever the outcome).
+    async fn append(
+        self: Box<Self>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError>;
 }
 
 macro_rules! forward_event_store {
@@ -320,6 +377,13 @@ macro_rules! forward_event_store {
                 command_id: &CommandId,
             ) -> Result<Option<CommandRecord>, StoreError> {
                 (**self).command_record(stream, command_id).await
+            }
+
+            async fn take_turn(
+                &self,
+                stream: &StreamId,
+            ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+                (**self).take_turn(stream).await
             }
         }
     )*};

@@ -68,6 +68,7 @@ use cqrs_core::{
     AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
     RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
+use cqrs_core::store::StreamTurn;
 use tokio::sync::watch;
 
 use crate::fault::Faults;
@@ -111,6 +112,14 @@ struct StreamState {
     positions: Vec<Position>,
     commands: HashMap<CommandId, CommandRecord>,
     snapshot: Option<Snapshot>,
+    /// The queue of writers waiting for a turn on the stream (see [`EventStore::take_turn`]),
+    /// made on first use.
+    turns: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Whether a turn is held: other appends wait in the queue, then go on.
+    turn_held: bool,
+    /// How many writers wait for a turn: an append that arrives meanwhile queues behind them, so
+    /// that a writer who just won cannot win again and again ahead of those waiting.
+    turn_waiters: usize,
 }
 
 impl StreamState {
@@ -282,6 +291,157 @@ impl fmt::Debug for MemStore {
     }
 }
 
+/// What an append found: its result, or a turn held by another writer to wait for.
+enum Attempt {
+    Done(Result<AppendReceipt, StoreError>),
+    WaitForTurn(Arc<tokio::sync::Mutex<()>>),
+}
+
+impl MemStore {
+    /// Appends, or waits for the turn another writer holds on the stream and appends then.
+    async fn append_waiting_for_turns(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        in_turn: bool,
+    ) -> Result<AppendReceipt, StoreError> {
+        if self.inner.faults.take(InjectedFault::BeforeWrite) {
+            return Err(StoreError::backend(InjectedFault::BeforeWrite));
+        }
+        let command_id = command_id_of(&events)?.cloned();
+        let mut events = Some(events);
+        loop {
+            match self.try_append(stream, expected, &command_id, &mut events, in_turn) {
+                Attempt::Done(result) => return result,
+                // Queued behind the turn (and any writer queued before this one): once through,
+                // the stream is free, or another turn has it and the append queues again.
+                Attempt::WaitForTurn(turns) => drop(turns.lock().await),
+            }
+        }
+    }
+
+    /// One try of an append; takes `events` only when it does not have to wait.
+    fn try_append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        command_id: &Option<CommandId>,
+        events: &mut Option<Vec<NewEvent>>,
+        in_turn: bool,
+    ) -> Attempt {
+        let empty = events.as_ref().is_none_or(Vec::is_empty);
+        let state = match self.find_stream(stream) {
+            Some(state) => state,
+            // A stream that does not exist is at version 0 with no command records and no turn;
+            // an append that would write nothing to it does not create it.
+            None if empty || !expected.matches(Version::INITIAL) => {
+                return Attempt::Done(
+                    check_version(stream, expected, Version::INITIAL)
+                        .and_then(|()| self.acknowledge(empty_receipt(Version::INITIAL))),
+                );
+            }
+            None => self.find_or_create_stream(stream),
+        };
+
+        let receipt = {
+            let mut state = lock(&state);
+            if (state.turn_held || state.turn_waiters > 0) && !in_turn {
+                if let Some(turns) = &state.turns {
+                    return Attempt::WaitForTurn(Arc::clone(turns));
+                }
+            }
+            // The command id comes first: a command already applied is reported as such, whatever
+            // version its retry expects.
+            if let Some(earlier) = command_id
+                .as_ref()
+                .and_then(|command_id| state.commands.get(command_id))
+            {
+                return Attempt::Done(Err(StoreError::DuplicateCommand {
+                    earlier: earlier.clone(),
+                }));
+            }
+            if let Err(conflict) = check_version(stream, expected, state.version()) {
+                return Attempt::Done(Err(conflict));
+            }
+            let events = events.take().unwrap_or_default();
+            if events.is_empty() {
+                return Attempt::Done(self.acknowledge(empty_receipt(state.version())));
+            }
+            self.write_events(stream, &mut state, command_id.clone(), events)
+        };
+        if let Some(position) = receipt.position {
+            self.publish_head(position);
+        }
+        Attempt::Done(self.acknowledge(receipt))
+    }
+}
+
+/// A turn on one stream of a [`MemStore`]: appends of other writers to the stream wait until it
+/// is dropped.
+struct MemTurn {
+    store: MemStore,
+    stream: StreamId,
+    state: Arc<Mutex<StreamState>>,
+    /// This turn's place in the stream's queue, released on drop.
+    _queue: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// A writer waiting for a turn, counted in [`StreamState::turn_waiters`] while it lives.
+struct Waiting<'a>(&'a Mutex<StreamState>);
+
+impl Waiting<'_> {
+    /// The wait is over and the turn is held: one step, so that no append slips in between.
+    fn hold(self) {
+        let mut state = lock(self.0);
+        state.turn_waiters = state.turn_waiters.saturating_sub(1);
+        state.turn_held = true;
+        drop(state);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(self.0);
+        state.turn_waiters = state.turn_waiters.saturating_sub(1);
+    }
+}
+
+impl Drop for MemTurn {
+    fn drop(&mut self) {
+        lock(&self.state).turn_held = false;
+    }
+}
+
+#[async_trait::async_trait]
+impl StreamTurn for MemTurn {
+    fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    async fn visit_stream(
+        &mut self,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        self.store
+            .visit_stream(&self.stream, from, limit, visit)
+            .await
+    }
+
+    async fn append(
+        self: Box<Self>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        self.store
+            .append_waiting_for_turns(&self.stream, expected, events, true)
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl EventStore for MemStore {
     async fn append(
@@ -290,44 +450,32 @@ impl EventStore for MemStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        if self.inner.faults.take(InjectedFault::BeforeWrite) {
-            return Err(StoreError::backend(InjectedFault::BeforeWrite));
-        }
-        let command_id = command_id_of(&events)?.cloned();
+        self.append_waiting_for_turns(stream, expected, events, false)
+            .await
+    }
 
-        let state = match self.find_stream(stream) {
-            Some(state) => state,
-            // A stream that does not exist is at version 0 with no command records; an append
-            // that would write nothing to it does not create it.
-            None if events.is_empty() || !expected.matches(Version::INITIAL) => {
-                check_version(stream, expected, Version::INITIAL)?;
-                return self.acknowledge(empty_receipt(Version::INITIAL));
-            }
-            None => self.find_or_create_stream(stream),
-        };
-
-        let receipt = {
+    async fn take_turn(&self, stream: &StreamId) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+        let state = self.find_or_create_stream(stream);
+        let turns = {
             let mut state = lock(&state);
-            // The command id comes first: a command already applied is reported as such, whatever
-            // version its retry expects.
-            if let Some(earlier) = command_id
-                .as_ref()
-                .and_then(|command_id| state.commands.get(command_id))
-            {
-                return Err(StoreError::DuplicateCommand {
-                    earlier: earlier.clone(),
-                });
-            }
-            check_version(stream, expected, state.version())?;
-            if events.is_empty() {
-                return self.acknowledge(empty_receipt(state.version()));
-            }
-            self.write_events(stream, &mut state, command_id, events)
+            state.turn_waiters += 1;
+            Arc::clone(
+                state
+                    .turns
+                    .get_or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))),
+            )
         };
-        if let Some(position) = receipt.position {
-            self.publish_head(position);
-        }
-        self.acknowledge(receipt)
+        // Counted out again however the wait ends, a caller's deadline included.
+        let waiting = Waiting(&state);
+        // Writers get turns in the order they asked (tokio's mutex is fair).
+        let queue = turns.lock_owned().await;
+        waiting.hold();
+        Ok(Some(Box::new(MemTurn {
+            store: self.clone(),
+            stream: stream.clone(),
+            state,
+            _queue: queue,
+        })))
     }
 
     async fn read_stream(

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrs_core::store::{AppendReceipt, CommandRecord, Snapshot};
+use cqrs_core::store::{AppendReceipt, CommandRecord, Snapshot, StreamTurn};
 use cqrs_core::{
     CommandId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
     StreamId, Version,
@@ -108,5 +108,10 @@ impl<S: EventStore> EventStore for RoundTrip<S> {
         command_id: &CommandId,
     ) -> Result<Option<CommandRecord>, StoreError> {
         self.store.command_record(stream, command_id).await
+    }
+
+    async fn take_turn(&self, stream: &StreamId) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+        self.wait().await;
+        self.store.take_turn(stream).await
     }
 }

@@ -500,6 +500,7 @@ async fn retries_with_backoff_then_succeeds() {
         max_attempts: 5,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
+        ..RetryPolicy::NEVER
     };
     let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
         .batch_size(3)
@@ -527,6 +528,7 @@ async fn retries_are_bounded_then_the_projection_stops_before_the_event() {
         max_attempts: 3,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(2),
+        ..RetryPolicy::NEVER
     };
     let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
         .batch_size(4)
@@ -569,6 +571,7 @@ async fn retries_then_skips_when_told_to() {
         max_attempts: 2,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(1),
+        ..RetryPolicy::NEVER
     };
     let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
         .error_policy(ErrorPolicy::retry_then_skip(retry))
@@ -882,6 +885,7 @@ async fn shutdown_while_live_or_retrying_is_prompt() {
         max_attempts: 1000,
         base_delay: Duration::from_secs(60),
         max_delay: Duration::from_secs(60),
+        ..RetryPolicy::NEVER
     };
     let handle = ProjectionRunner::new(
         AvailableSeats::with(&Faults::failing(1, u32::MAX)),

@@ -50,6 +50,8 @@ pub const DEFAULT_STORE_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 10,
     base_delay: Duration::from_millis(10),
     max_delay: Duration::from_secs(1),
+    deadline: None,
+    turn_after: None,
 };
 
 /// A runner's status, shutdown signal and store retry policy, and the steps that use them.
