@@ -51,10 +51,11 @@ pub struct CommandMetadata {
 }
 
 impl CommandMetadata {
-    /// Metadata with only a command id.
-    pub fn with_command_id(command_id: impl Into<CommandId>) -> Self {
+    /// Metadata with only a command id, made and checked with [`CommandId::new`] where the id
+    /// comes in: `CommandMetadata::with_command_id(CommandId::new(request_id)?)`.
+    pub fn with_command_id(command_id: CommandId) -> Self {
         CommandMetadata {
-            command_id: Some(command_id.into()),
+            command_id: Some(command_id),
             ..Self::default()
         }
     }

@@ -616,6 +616,10 @@ mod tests {
         StreamId::new(name).expect("valid stream id")
     }
 
+    fn command(id: &str) -> CommandId {
+        CommandId::new(id).expect("valid command id")
+    }
+
     fn event(command_id: Option<&str>) -> NewEvent {
         NewEvent {
             event_id: EventId::new(),
@@ -623,7 +627,7 @@ mod tests {
             schema_version: 1,
             payload: "{}".into(),
             metadata: Metadata {
-                command_id: command_id.map(CommandId::from),
+                command_id: command_id.map(command),
                 ..Metadata::default()
             },
         }
@@ -661,7 +665,7 @@ mod tests {
         assert_eq!(store.head().await.expect("head"), Position(1));
         assert_eq!(
             store
-                .command_record(&stream, &CommandId::from("c"))
+                .command_record(&stream, &command("c"))
                 .await
                 .expect("command record"),
             None

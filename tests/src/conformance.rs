@@ -141,9 +141,14 @@ fn events(count: u64, first: u64) -> Vec<NewEvent> {
         .collect()
 }
 
+fn command(id: &str) -> CommandId {
+    CommandId::new(id).expect("the suite's command ids are valid")
+}
+
 fn with_command(mut events: Vec<NewEvent>, command_id: &str) -> Vec<NewEvent> {
+    let command_id = command(command_id);
     for event in &mut events {
-        event.metadata.command_id = Some(CommandId::from(command_id));
+        event.metadata.command_id = Some(command_id.clone());
     }
     events
 }
@@ -522,7 +527,7 @@ pub async fn events_round_trip_exactly<S: EventStore>(store: S) {
     let full_metadata = Metadata {
         correlation_id: Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
         causation_id: Some(Uuid::from_u128(0xfedc_ba98_7654_3210_fedc_ba98_7654_3210)),
-        command_id: Some(CommandId::from("command/round-trip")),
+        command_id: Some(command("command/round-trip")),
         timestamp,
         headers: BTreeMap::from([
             ("tenant".to_owned(), "t-1".to_owned()),
@@ -974,7 +979,7 @@ async fn record<S: EventStore + ?Sized>(
     command_id: &str,
 ) -> Option<CommandRecord> {
     store
-        .command_record(stream, &CommandId::from(command_id))
+        .command_record(stream, &command(command_id))
         .await
         .unwrap_or_else(|error| panic!("command_record of `{stream}` failed: {error}"))
 }
@@ -998,7 +1003,7 @@ pub async fn duplicate_command_writes_nothing<S: EventStore>(store: S) {
     )
     .await;
     let earlier = CommandRecord {
-        command_id: CommandId::from("command-1"),
+        command_id: command("command-1"),
         stream: commanded.clone(),
         first_version: Version(1),
         version: Version(2),
@@ -1040,7 +1045,7 @@ pub async fn duplicate_command_writes_nothing<S: EventStore>(store: S) {
     assert_eq!(
         record(&store, &commanded, "command-2").await,
         Some(CommandRecord {
-            command_id: CommandId::from("command-2"),
+            command_id: command("command-2"),
             stream: commanded.clone(),
             first_version: Version(3),
             version: Version(3),
@@ -1086,7 +1091,7 @@ pub async fn command_ids_are_per_stream<S: EventStore>(store: S) {
     assert_eq!(
         record(&store, &first, "shared").await,
         Some(CommandRecord {
-            command_id: CommandId::from("shared"),
+            command_id: command("shared"),
             stream: first.clone(),
             first_version: Version(1),
             version: Version(2),
@@ -1096,7 +1101,7 @@ pub async fn command_ids_are_per_stream<S: EventStore>(store: S) {
     assert_eq!(
         record(&store, &second, "shared").await,
         Some(CommandRecord {
-            command_id: CommandId::from("shared"),
+            command_id: command("shared"),
             stream: second.clone(),
             first_version: Version(1),
             version: Version(1),
@@ -1110,7 +1115,7 @@ pub async fn mixed_command_ids_are_rejected<S: EventStore>(store: S) {
     let mixed = stream("command-mixed");
     let with = |command_id: Option<&str>| {
         let mut event = event("Mixed", 0);
-        event.metadata.command_id = command_id.map(CommandId::from);
+        event.metadata.command_id = command_id.map(command);
         event
     };
     let cases = [(Some("a"), Some("b")), (None, Some("a")), (Some("a"), None)];
@@ -1127,8 +1132,8 @@ pub async fn mixed_command_ids_are_rejected<S: EventStore>(store: S) {
                 first: reported_first,
                 other: reported_other,
             }) => {
-                assert_eq!(reported_first, first.map(CommandId::from));
-                assert_eq!(reported_other, other.map(CommandId::from));
+                assert_eq!(reported_first, first.map(command));
+                assert_eq!(reported_other, other.map(command));
             }
             other_result => {
                 panic!("command ids {first:?} and {other:?} in one append gave {other_result:?}")
@@ -1184,7 +1189,7 @@ pub async fn concurrent_appends_with_one_command_id_write_once<S: EventStore>(st
     assert_eq!(duplicates.len(), TASKS - 1);
     let (winner_ids, receipt) = winners.remove(0);
     let earlier = CommandRecord {
-        command_id: CommandId::from("raced"),
+        command_id: command("raced"),
         stream: raced.clone(),
         first_version: Version(1),
         version: Version(2),
