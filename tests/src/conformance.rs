@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventId, EventStore, ExpectedVersion, InvalidStreamId,
-    MAX_STREAM_ID_LEN, Metadata, NewEvent, Position, RecordedEvent, Snapshot, StoreError, StreamId,
-    Version,
+    AppendReceipt, CommandId, CommandRecord, EventId, EventStore, ExpectedVersion,
+    InvalidCommandId, InvalidStreamId, MAX_COMMAND_ID_LEN, MAX_STREAM_ID_LEN, Metadata, NewEvent,
+    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -90,6 +90,8 @@ macro_rules! __conformance_checks {
             command_ids_are_per_stream,
             mixed_command_ids_are_rejected,
             concurrent_appends_with_one_command_id_write_once,
+            command_ids_are_validated,
+            longest_command_id_round_trips,
             stream_ids_are_validated,
             concurrent_writers_on_shared_streams,
             concurrent_appends_to_different_streams,
@@ -1199,6 +1201,106 @@ pub async fn concurrent_appends_with_one_command_id_write_once<S: EventStore>(st
     let read = read_stream(&*store, &raced).await;
     assert_eq!(recorded_ids(&read), winner_ids);
     assert_eq!(head(&*store).await, Position(2));
+}
+
+/// Command ids that no store could keep alike (empty, longer than [`MAX_COMMAND_ID_LEN`] bytes,
+/// with a control character) cannot be made, so they never reach a store.
+pub async fn command_ids_are_validated<S: EventStore>(store: S) {
+    assert_eq!(CommandId::new(""), Err(InvalidCommandId::Empty));
+    assert_eq!(
+        CommandId::new("x".repeat(MAX_COMMAND_ID_LEN + 1)),
+        Err(InvalidCommandId::TooLong {
+            len: MAX_COMMAND_ID_LEN + 1,
+            max: MAX_COMMAND_ID_LEN,
+        })
+    );
+    // The limit is in bytes: 128 two-byte characters and one more byte are 257.
+    assert_eq!(
+        CommandId::new(format!("{}x", "é".repeat(MAX_COMMAND_ID_LEN / 2))),
+        Err(InvalidCommandId::TooLong {
+            len: MAX_COMMAND_ID_LEN + 1,
+            max: MAX_COMMAND_ID_LEN,
+        })
+    );
+    for (id, character, index) in [
+        ("request\0", '\0', 7),
+        ("\0", '\0', 0),
+        ("request\n42", '\n', 7),
+        ("tab\there", '\t', 3),
+        ("é\u{7f}", '\u{7f}', 2),
+    ] {
+        assert_eq!(
+            CommandId::new(id),
+            Err(InvalidCommandId::ControlCharacter { character, index }),
+            "{id:?}"
+        );
+        assert_eq!(
+            CommandId::try_from(id.to_owned()),
+            Err(InvalidCommandId::ControlCharacter { character, index }),
+            "{id:?}"
+        );
+    }
+
+    // A valid id with a space and characters from any script is kept as it is.
+    let commanded = stream("command-valid");
+    append(
+        &store,
+        &commanded,
+        ExpectedVersion::NoStream,
+        with_command(events(1, 0), "request 42 für 🎭"),
+    )
+    .await;
+    let read = read_stream(&store, &commanded).await;
+    assert_eq!(
+        read[0].metadata.command_id,
+        Some(command("request 42 für 🎭"))
+    );
+}
+
+/// A command id of exactly [`MAX_COMMAND_ID_LEN`] bytes, with multi-byte characters and a space,
+/// is stored, read back, recorded and found, and deduplicates its retry.
+pub async fn longest_command_id_round_trips<S: EventStore>(store: S) {
+    // 5 + 250 + 1 bytes.
+    let longest = format!("🎭 {}x", "é".repeat(125));
+    assert_eq!(longest.len(), MAX_COMMAND_ID_LEN);
+    let longest = command(&longest);
+    let commanded = stream("command-longest");
+    let written = with_command(events(2, 0), longest.as_str());
+    let written_ids = ids(&written);
+    let receipt = append(&store, &commanded, ExpectedVersion::NoStream, written).await;
+
+    let read = read_stream(&store, &commanded).await;
+    assert_eq!(recorded_ids(&read), written_ids);
+    for event in read.iter().chain(&read_all(&store).await) {
+        assert_eq!(
+            event.metadata.command_id.as_ref(),
+            Some(&longest),
+            "the command id comes back byte for byte"
+        );
+    }
+    let earlier = CommandRecord {
+        command_id: longest.clone(),
+        stream: commanded.clone(),
+        first_version: Version(1),
+        version: Version(2),
+        position: receipt.position.expect("a written append has a position"),
+    };
+    let found = store
+        .command_record(&commanded, &longest)
+        .await
+        .unwrap_or_else(|error| panic!("command_record of `{commanded}` failed: {error}"));
+    assert_eq!(found, Some(earlier.clone()));
+
+    let before = contents(&store).await;
+    let retry = store
+        .append(
+            &commanded,
+            ExpectedVersion::Any,
+            with_command(events(1, 2), longest.as_str()),
+        )
+        .await;
+    assert_duplicate(retry, &earlier);
+    assert_eq!(contents(&store).await, before, "a duplicate wrote nothing");
 }
 
 // ---------------------------------------------------------------------------------------------
