@@ -359,23 +359,95 @@ impl fmt::Display for EventId {
     }
 }
 
+/// The longest command id a store accepts, in bytes.
+///
+/// Every store records command ids next to the stream and indexes them (PostgreSQL's
+/// `cqrs_commands` has the primary key (stream, command id)); a request id, a UUID or a saga's
+/// derived id is far shorter, and a longer one is refused with [`InvalidCommandId::TooLong`]
+/// before it reaches any store.
+pub const MAX_COMMAND_ID_LEN: usize = 256;
+
+/// Why a string was refused as a [`CommandId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidCommandId {
+    /// The id was the empty string.
+    #[error("command id is empty")]
+    Empty,
+    /// The id was longer than [`MAX_COMMAND_ID_LEN`] bytes.
+    #[error("command id is {len} bytes long, the limit is {max}")]
+    TooLong {
+        /// The length of the refused id, in bytes.
+        len: usize,
+        /// The limit, [`MAX_COMMAND_ID_LEN`].
+        max: usize,
+    },
+    /// The id contained a control character (a newline, a NUL, ...).
+    #[error("command id contains the control character {character:?} at byte {index}")]
+    ControlCharacter {
+        /// The offending character.
+        character: char,
+        /// Its byte offset in the id.
+        index: usize,
+    },
+}
+
 /// The id of one command, used for idempotency: a command id already applied to a stream is not
 /// applied again.
 ///
-/// Any string the caller finds unique will do (a request id, `"{saga}/{event id}"`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Any string the caller finds unique will do (a request id, `"{saga}/{event id}"`, ...), within
+/// one rule that every store accepts alike: 1 to [`MAX_COMMAND_ID_LEN`] bytes, no control
+/// characters ([`char::is_control`]). The rule is checked when the id is made, so an id that a
+/// store would refuse cannot be built; an id that comes from outside (a request header, a stored
+/// row) is checked where it comes in. Cloning is cheap.
+///
+/// ```
+/// use cqrs_core::{CommandId, InvalidCommandId};
+///
+/// let request = CommandId::new("request-42")?;
+/// assert_eq!(request.as_str(), "request-42");
+/// assert_eq!(CommandId::new(""), Err(InvalidCommandId::Empty));
+/// assert!(CommandId::try_from("line\nbreak").is_err());
+/// # Ok::<(), InvalidCommandId>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct CommandId(Arc<str>);
 
 impl CommandId {
-    /// Wraps `id`.
-    pub fn new(id: impl Into<Arc<str>>) -> Self {
-        CommandId(id.into())
+    /// Validates `id` and wraps it.
+    pub fn new(id: impl AsRef<str>) -> Result<Self, InvalidCommandId> {
+        let id = id.as_ref();
+        Self::validate(id)?;
+        Ok(CommandId(Arc::from(id)))
     }
 
-    /// A fresh random id.
+    /// A fresh random id (a UUID, 36 bytes).
     pub fn random() -> Self {
         CommandId(Arc::from(crate::id::random_uuid().to_string()))
+    }
+
+    /// Wraps an id built to follow the rule, such as one made of hexadecimal digits.
+    pub(crate) fn from_validated(id: String) -> Self {
+        debug_assert_eq!(Self::validate(&id), Ok(()), "{id:?}");
+        CommandId(Arc::from(id))
+    }
+
+    // The same rule as `StreamId::validate`, with this type's own error.
+    fn validate(id: &str) -> Result<(), InvalidCommandId> {
+        if id.is_empty() {
+            return Err(InvalidCommandId::Empty);
+        }
+        if id.len() > MAX_COMMAND_ID_LEN {
+            return Err(InvalidCommandId::TooLong {
+                len: id.len(),
+                max: MAX_COMMAND_ID_LEN,
+            });
+        }
+        if let Some((index, character)) = id.char_indices().find(|(_, c)| c.is_control()) {
+            return Err(InvalidCommandId::ControlCharacter { character, index });
+        }
+        Ok(())
     }
 
     /// The id as a string slice.
@@ -390,15 +462,27 @@ impl fmt::Display for CommandId {
     }
 }
 
-impl From<&str> for CommandId {
-    fn from(id: &str) -> Self {
-        CommandId(Arc::from(id))
+impl TryFrom<&str> for CommandId {
+    type Error = InvalidCommandId;
+
+    fn try_from(id: &str) -> Result<Self, Self::Error> {
+        Self::new(id)
     }
 }
 
-impl From<String> for CommandId {
-    fn from(id: String) -> Self {
-        CommandId(Arc::from(id))
+impl TryFrom<String> for CommandId {
+    type Error = InvalidCommandId;
+
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::validate(&id)?;
+        Ok(CommandId(Arc::from(id)))
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let id = String::deserialize(deserializer)?;
+        Self::try_from(id).map_err(serde::de::Error::custom)
     }
 }
 
@@ -768,11 +852,96 @@ mod tests {
     }
 
     #[test]
+    fn command_ids_are_validated() {
+        assert_eq!(CommandId::new(""), Err(InvalidCommandId::Empty));
+        assert_eq!(
+            CommandId::new("x".repeat(MAX_COMMAND_ID_LEN + 1)),
+            Err(InvalidCommandId::TooLong {
+                len: MAX_COMMAND_ID_LEN + 1,
+                max: MAX_COMMAND_ID_LEN
+            })
+        );
+        for (id, character, index) in [
+            ("request\0", '\0', 7),
+            ("a\nb", '\n', 1),
+            ("é\u{7f}", '\u{7f}', 2),
+            ("\u{9c}x", '\u{9c}', 0),
+        ] {
+            assert_eq!(
+                CommandId::new(id),
+                Err(InvalidCommandId::ControlCharacter { character, index }),
+                "{id:?}"
+            );
+        }
+
+        // The limit counts bytes: 128 two-byte characters fit, and one more byte does not.
+        let longest = "é".repeat(MAX_COMMAND_ID_LEN / 2);
+        assert_eq!(
+            CommandId::new(&longest).map(|id| id.as_str().len()),
+            Ok(MAX_COMMAND_ID_LEN)
+        );
+        assert_eq!(
+            CommandId::new(format!("{longest}x")),
+            Err(InvalidCommandId::TooLong {
+                len: MAX_COMMAND_ID_LEN + 1,
+                max: MAX_COMMAND_ID_LEN
+            })
+        );
+        assert_eq!(
+            CommandId::try_from("checkout/1/a b/0").map(|id| id.to_string()),
+            Ok("checkout/1/a b/0".to_owned())
+        );
+        assert_eq!(
+            CommandId::try_from(String::from("\t")),
+            Err(InvalidCommandId::ControlCharacter {
+                character: '\t',
+                index: 0
+            })
+        );
+        assert_eq!(CommandId::random().as_str().len(), 36);
+    }
+
+    #[test]
+    fn invalid_command_ids_say_what_is_wrong() {
+        assert_eq!(InvalidCommandId::Empty.to_string(), "command id is empty");
+        assert_eq!(
+            InvalidCommandId::TooLong { len: 300, max: 256 }.to_string(),
+            "command id is 300 bytes long, the limit is 256"
+        );
+        assert_eq!(
+            InvalidCommandId::ControlCharacter {
+                character: '\0',
+                index: 3
+            }
+            .to_string(),
+            "command id contains the control character '\\0' at byte 3"
+        );
+    }
+
+    #[test]
+    fn command_ids_are_validated_when_deserialized() {
+        let ok: CommandId = serde_json::from_str("\"request-1\"").expect("valid");
+        assert_eq!(ok.as_str(), "request-1");
+        assert_eq!(
+            serde_json::to_string(&ok).expect("encodes"),
+            "\"request-1\""
+        );
+        for refused in ["\"\"", "\"a\\u0000b\"", &format!("\"{}\"", "x".repeat(257))] {
+            let error = serde_json::from_str::<CommandId>(refused).expect_err(refused);
+            assert!(error.to_string().starts_with("command id "), "{error}");
+        }
+        let metadata = r#"{"correlation_id":null,"causation_id":null,"command_id":"",
+            "timestamp":{"secs_since_epoch":0,"nanos_since_epoch":0},"headers":{}}"#;
+        let error = serde_json::from_str::<Metadata>(metadata).expect_err("empty command id");
+        assert!(error.to_string().contains("command id is empty"), "{error}");
+    }
+
+    #[test]
     fn metadata_round_trips_through_json() {
         let mut metadata = Metadata {
             correlation_id: Some(Uuid::from_u128(1)),
             causation_id: Some(Uuid::from_u128(2)),
-            command_id: Some(CommandId::from("cmd")),
+            command_id: Some(CommandId::new("cmd").expect("valid command id")),
             ..Metadata::default()
         };
         metadata.headers.insert("tenant".into(), "acme".into());

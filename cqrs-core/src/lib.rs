@@ -88,8 +88,8 @@ pub mod __private;
 pub use crate::aggregate::{Aggregate, CommandHandler};
 pub use crate::event::{
     CommandId, DecodeError, DomainEvent, EncodeError, EventId, EventTypeInfo, InvalidAggregateName,
-    InvalidStreamId, MAX_AGGREGATE_NAME_LEN, MAX_STREAM_ID_LEN, Metadata, NewEvent, Payload,
-    Position, RecordedEvent, StreamId, Version,
+    InvalidCommandId, InvalidStreamId, MAX_AGGREGATE_NAME_LEN, MAX_COMMAND_ID_LEN,
+    MAX_STREAM_ID_LEN, Metadata, NewEvent, Payload, Position, RecordedEvent, StreamId, Version,
 };
 pub use crate::repository::{
     CommandMetadata, ExecuteError, ExecuteOutcome, LoadError, Loaded, Repository, RepositoryBuilder,

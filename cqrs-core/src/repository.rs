@@ -53,10 +53,11 @@ pub struct CommandMetadata {
 }
 
 impl CommandMetadata {
-    /// Metadata with only a command id.
-    pub fn with_command_id(command_id: impl Into<CommandId>) -> Self {
+    /// Metadata with only a command id, made and checked with [`CommandId::new`] where the id
+    /// comes in: `CommandMetadata::with_command_id(CommandId::new(request_id)?)`.
+    pub fn with_command_id(command_id: CommandId) -> Self {
         CommandMetadata {
-            command_id: Some(command_id.into()),
+            command_id: Some(command_id),
             ..Self::default()
         }
     }
@@ -718,7 +719,8 @@ where
                             if turn.is_none() && conflicts > 1 {
                                 let mut delay = policy.delay_after(conflicts - 1);
                                 if let Some(end) = deadline {
-                                    delay = delay.min(end.saturating_duration_since(Instant::now()));
+                                    delay =
+                                        delay.min(end.saturating_duration_since(Instant::now()));
                                 }
                                 tokio::time::sleep(delay).await;
                             } else if turn.is_none() {
@@ -728,7 +730,12 @@ where
                             match slot.as_mut() {
                                 Some(hydrated) => {
                                     let read = self
-                                        .read_into(stream, turn.as_mut(), &mut hydrated.loaded, None)
+                                        .read_into(
+                                            stream,
+                                            turn.as_mut(),
+                                            &mut hydrated.loaded,
+                                            None,
+                                        )
                                         .await;
                                     if let Err(error) = read {
                                         *slot = None;

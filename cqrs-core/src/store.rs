@@ -134,7 +134,9 @@ pub enum StoreError {
     },
     /// A stream's stored versions are not contiguous: a row is missing (deleted by hand, a
     /// restore gone wrong). Loading it would silently skip events, so it is refused.
-    #[error("stream `{stream}` is missing version {missing}: the next stored event is version {found}")]
+    #[error(
+        "stream `{stream}` is missing version {missing}: the next stored event is version {found}"
+    )]
     MissingVersion {
         /// The stream read.
         stream: StreamId,
@@ -278,7 +280,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// instead of backing off again (see the guide's repository chapter). `None` (the default)
     /// says the store has no turns; the repository then keeps retrying with backoff. Dropping
     /// the turn ends it.
-    async fn take_turn(&self, stream: &StreamId) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+    async fn take_turn(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
         let _ = stream;
         Ok(None)
     }

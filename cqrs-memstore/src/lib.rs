@@ -49,6 +49,16 @@
 //! streams do not wait for each other except for the short step that assigns global positions.
 //! No lock is ever held across an `.await`.
 //!
+//! # Yielding
+//!
+//! A store made with [`MemStore::new`] never yields to the scheduler: each call runs to its end
+//! in one go, in microseconds, so concurrent tasks rarely overlap between reading a stream and
+//! appending to it, and the conflicts that a store over a network shows all the time hardly ever
+//! happen in a test. A store made with [`MemStore::yielding`] yields before and after every call,
+//! so that one task's read, decision and append interleave with other tasks', on a multi-threaded
+//! runtime as on a single-threaded one. Use it in concurrency tests, yours and the
+//! conformance suite's, to exercise conflict and retry paths on every run.
+//!
 //! # Fault injection
 //!
 //! [`MemStore::fail_next_appends`] and [`MemStore::fail_next_appends_after_writing`] make the next
@@ -63,12 +73,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use cqrs_core::store::StreamTurn;
 use cqrs_core::store::command_id_of;
 use cqrs_core::{
     AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
     RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
-use cqrs_core::store::StreamTurn;
 use tokio::sync::watch;
 
 use crate::fault::Faults;
@@ -92,6 +102,9 @@ struct Inner {
     /// The head position, published after each append so that waiters wake without polling.
     head: watch::Sender<Position>,
     faults: Faults,
+    /// Whether every call yields to the scheduler before and after its work (see
+    /// [`MemStore::yielding`]).
+    yielding: bool,
 }
 
 impl Default for Inner {
@@ -101,6 +114,7 @@ impl Default for Inner {
             log: RwLock::default(),
             head: watch::Sender::new(Position::START),
             faults: Faults::default(),
+            yielding: false,
         }
     }
 }
@@ -173,6 +187,77 @@ impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose every call yields to the scheduler before taking its locks and again
+    /// after releasing them, as a store that waits for a database would; clones share the mode.
+    ///
+    /// It keeps every guarantee of a store made with [`MemStore::new`] and changes no result,
+    /// only the timing: tasks that read a stream, decide and append at the version they read
+    /// interleave with each other, so their appends conflict as they would in production, and
+    /// the conflict and retry paths of the code under test run on every test run instead of once
+    /// in a while. Each call costs two trips through the scheduler more.
+    ///
+    /// ```
+    /// use cqrs_core::{EventId, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId, Version};
+    /// use cqrs_memstore::MemStore;
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemStore::yielding();
+    /// let counter = StreamId::new("counter-1")?;
+    /// let event = || NewEvent {
+    ///     event_id: EventId::new(),
+    ///     event_type: "Incremented".into(),
+    ///     schema_version: 1,
+    ///     payload: "{}".into(),
+    ///     metadata: Default::default(),
+    /// };
+    ///
+    /// // Eight writers read the counter's version and append at it, retrying on a conflict.
+    /// let writers: Vec<_> = (0..8)
+    ///     .map(|_| {
+    ///         let (store, counter) = (store.clone(), counter.clone());
+    ///         tokio::spawn(async move {
+    ///             let mut conflicts = 0;
+    ///             loop {
+    ///                 let read = store.read_stream(&counter, Version(1), usize::MAX).await?;
+    ///                 let expected = ExpectedVersion::Exact(Version(read.len() as u64));
+    ///                 match store.append(&counter, expected, vec![event()]).await {
+    ///                     Ok(_) => return Ok::<u32, StoreError>(conflicts),
+    ///                     Err(StoreError::Conflict { .. }) => conflicts += 1,
+    ///                     Err(error) => return Err(error),
+    ///                 }
+    ///             }
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let mut conflicts = 0;
+    /// for writer in writers {
+    ///     conflicts += writer.await??;
+    /// }
+    /// // Each writer read, then yielded before appending: most of them lost a race at least once
+    /// // (with `MemStore::new()`, almost none would), and every increment was still written once.
+    /// println!("{conflicts} conflicts");
+    /// let read = store.read_stream(&counter, Version(1), usize::MAX).await?;
+    /// assert_eq!(read.len(), 8);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn yielding() -> Self {
+        MemStore {
+            inner: Arc::new(Inner {
+                yielding: true,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Lets other tasks run, in a store made with [`MemStore::yielding`]; nothing otherwise.
+    async fn pause(&self) {
+        if self.inner.yielding {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Makes the next `count` appends fail with [`StoreError::Backend`] (its source is
@@ -442,6 +527,65 @@ impl StreamTurn for MemTurn {
     }
 }
 
+// The work of each call, without an `.await`: the `EventStore` methods below run it between two
+// pauses of a yielding store.
+impl MemStore {
+    fn read_stream_now(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Vec<RecordedEvent> {
+        let Some(state) = self.find_stream(stream) else {
+            return Vec::new();
+        };
+        let state = lock(&state);
+        let start = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
+        let positions = state.positions.get(start..).unwrap_or_default();
+        let positions = &positions[..positions.len().min(limit)];
+        let log = read(&self.inner.log);
+        let mut events = Vec::with_capacity(positions.len());
+        events.extend(
+            positions
+                .iter()
+                .filter_map(|position| log.get(*position).cloned()),
+        );
+        events
+    }
+
+    fn save_snapshot_now(&self, stream: &StreamId, snapshot: Snapshot) {
+        let state = self.find_or_create_stream(stream);
+        let mut state = lock(&state);
+        // A slow snapshotter must not replace a newer snapshot of the same schema with an older one.
+        let keep_earlier = state.snapshot.as_ref().is_some_and(|earlier| {
+            earlier.schema_version == snapshot.schema_version && earlier.version > snapshot.version
+        });
+        if !keep_earlier {
+            state.snapshot = Some(snapshot);
+        }
+    }
+
+    fn load_snapshot_now(&self, stream: &StreamId, schema_version: u32) -> Option<Snapshot> {
+        let state = self.find_stream(stream)?;
+        let state = lock(&state);
+        state
+            .snapshot
+            .as_ref()
+            .filter(|snapshot| snapshot.schema_version == schema_version)
+            .cloned()
+    }
+
+    fn command_record_now(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Option<CommandRecord> {
+        let state = self.find_stream(stream)?;
+        let state = lock(&state);
+        state.commands.get(command_id).cloned()
+    }
+}
+
 #[async_trait::async_trait]
 impl EventStore for MemStore {
     async fn append(
@@ -450,11 +594,19 @@ impl EventStore for MemStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        self.append_waiting_for_turns(stream, expected, events, false)
-            .await
+        self.pause().await;
+        let result = self
+            .append_waiting_for_turns(stream, expected, events, false)
+            .await;
+        self.pause().await;
+        result
     }
 
-    async fn take_turn(&self, stream: &StreamId) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+    async fn take_turn(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+        self.pause().await;
         let state = self.find_or_create_stream(stream);
         let turns = {
             let mut state = lock(&state);
@@ -484,20 +636,9 @@ impl EventStore for MemStore {
         from: Version,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let Some(state) = self.find_stream(stream) else {
-            return Ok(Vec::new());
-        };
-        let state = lock(&state);
-        let start = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
-        let positions = state.positions.get(start..).unwrap_or_default();
-        let positions = &positions[..positions.len().min(limit)];
-        let log = read(&self.inner.log);
-        let mut events = Vec::with_capacity(positions.len());
-        events.extend(
-            positions
-                .iter()
-                .filter_map(|position| log.get(*position).cloned()),
-        );
+        self.pause().await;
+        let events = self.read_stream_now(stream, from, limit);
+        self.pause().await;
         Ok(events)
     }
 
@@ -511,7 +652,9 @@ impl EventStore for MemStore {
         // Lends the stored events instead of copying them. The caller's code runs under the log's
         // read lock, so the events go in small chunks: a writer waits for one chunk at most.
         const CHUNK: usize = 256;
+        self.pause().await;
         let Some(state) = self.find_stream(stream) else {
+            self.pause().await;
             return Ok(0);
         };
         let mut next = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -527,13 +670,20 @@ impl EventStore for MemStore {
             if positions.is_empty() {
                 break;
             }
-            let log = read(&self.inner.log);
-            for event in positions.iter().filter_map(|position| log.get(*position)) {
-                visit(event)?;
-                visited += 1;
+            {
+                let log = read(&self.inner.log);
+                for event in positions.iter().filter_map(|position| log.get(*position)) {
+                    visit(event)?;
+                    visited += 1;
+                }
             }
             next += positions.len();
+            if visited < limit {
+                // No lock is held between two chunks: writers get their turn here too.
+                self.pause().await;
+            }
         }
+        self.pause().await;
         Ok(visited)
     }
 
@@ -542,37 +692,39 @@ impl EventStore for MemStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        Ok(read(&self.inner.log).read_after(after, limit))
+        self.pause().await;
+        let events = read(&self.inner.log).read_after(after, limit);
+        self.pause().await;
+        Ok(events)
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
-        Ok(read(&self.inner.log).head())
+        self.pause().await;
+        let head = read(&self.inner.log).head();
+        self.pause().await;
+        Ok(head)
     }
 
     async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
-        let head = read(&self.inner.log).head();
-        if head > after {
-            return Ok(head);
+        self.pause().await;
+        let mut head = read(&self.inner.log).head();
+        if head <= after {
+            let mut receiver = self.inner.head.subscribe();
+            // The sender lives as long as the store, which `&self` keeps alive, so it never closes.
+            receiver
+                .wait_for(|head| *head > after)
+                .await
+                .map_err(StoreError::backend)?;
+            head = read(&self.inner.log).head();
         }
-        let mut receiver = self.inner.head.subscribe();
-        // The sender lives as long as the store, which `&self` keeps alive, so it never closes.
-        receiver
-            .wait_for(|head| *head > after)
-            .await
-            .map_err(StoreError::backend)?;
-        Ok(read(&self.inner.log).head())
+        self.pause().await;
+        Ok(head)
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
-        let state = self.find_or_create_stream(stream);
-        let mut state = lock(&state);
-        // A slow snapshotter must not replace a newer snapshot of the same schema with an older one.
-        let keep_earlier = state.snapshot.as_ref().is_some_and(|earlier| {
-            earlier.schema_version == snapshot.schema_version && earlier.version > snapshot.version
-        });
-        if !keep_earlier {
-            state.snapshot = Some(snapshot);
-        }
+        self.pause().await;
+        self.save_snapshot_now(stream, snapshot);
+        self.pause().await;
         Ok(())
     }
 
@@ -581,15 +733,10 @@ impl EventStore for MemStore {
         stream: &StreamId,
         schema_version: u32,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let Some(state) = self.find_stream(stream) else {
-            return Ok(None);
-        };
-        let state = lock(&state);
-        Ok(state
-            .snapshot
-            .as_ref()
-            .filter(|snapshot| snapshot.schema_version == schema_version)
-            .cloned())
+        self.pause().await;
+        let snapshot = self.load_snapshot_now(stream, schema_version);
+        self.pause().await;
+        Ok(snapshot)
     }
 
     async fn command_record(
@@ -597,11 +744,10 @@ impl EventStore for MemStore {
         stream: &StreamId,
         command_id: &CommandId,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let Some(state) = self.find_stream(stream) else {
-            return Ok(None);
-        };
-        let state = lock(&state);
-        Ok(state.commands.get(command_id).cloned())
+        self.pause().await;
+        let record = self.command_record_now(stream, command_id);
+        self.pause().await;
+        Ok(record)
     }
 }
 
@@ -614,6 +760,10 @@ mod tests {
         StreamId::new(name).expect("valid stream id")
     }
 
+    fn command(id: &str) -> CommandId {
+        CommandId::new(id).expect("valid command id")
+    }
+
     fn event(command_id: Option<&str>) -> NewEvent {
         NewEvent {
             event_id: EventId::new(),
@@ -621,7 +771,7 @@ mod tests {
             schema_version: 1,
             payload: "{}".into(),
             metadata: Metadata {
-                command_id: command_id.map(CommandId::from),
+                command_id: command_id.map(command),
                 ..Metadata::default()
             },
         }
@@ -659,7 +809,7 @@ mod tests {
         assert_eq!(store.head().await.expect("head"), Position(1));
         assert_eq!(
             store
-                .command_record(&stream, &CommandId::from("c"))
+                .command_record(&stream, &command("c"))
                 .await
                 .expect("command record"),
             None

@@ -57,6 +57,13 @@ pub(crate) fn head(value: i64) -> Result<Position, StoreError> {
         .map_err(|_| corrupt("", format!("negative head position {value}")))
 }
 
+/// A stored command id, which this crate only ever writes valid: one that breaks the rule was
+/// written by something else.
+fn command_id(stored: &str, stream: &StreamId) -> Result<CommandId, StoreError> {
+    CommandId::new(stored)
+        .map_err(|error| corrupt(stream.as_str(), format!("command id {stored:?}: {error}")))
+}
+
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
     index: usize,
@@ -76,7 +83,9 @@ pub(crate) const STREAM_EVENT_COLUMNS: &str = "NULL::text, version, position, ev
 pub(crate) fn recorded_event(row: &Row) -> Result<Option<RecordedEvent>, StoreError> {
     let stored: &str = get(row, 0, "")?;
     let stream = StreamId::new(stored).map_err(|error| corrupt(stored, error.to_string()))?;
-    Ok(Fields::read(row, &stream)?.map(|fields| fields.into_event(stream)))
+    Fields::read(row, &stream)?
+        .map(|fields| fields.into_event(stream))
+        .transpose()
 }
 
 /// Reads a row selected with [`STREAM_EVENT_COLUMNS`] for `stream` into `event`, reusing what it
@@ -92,7 +101,7 @@ pub(crate) fn read_stream_event(
         return Ok(Some(get(row, 1, stream.as_str())?));
     };
     let Some(event) = event else {
-        *event = Some(fields.into_event(stream.clone()));
+        *event = Some(fields.into_event(stream.clone())?);
         return Ok(None);
     };
     event.version = fields.version;
@@ -111,7 +120,10 @@ pub(crate) fn read_stream_event(
     metadata.correlation_id = fields.correlation_id;
     metadata.causation_id = fields.causation_id;
     if metadata.command_id.as_ref().map(CommandId::as_str) != fields.command_id {
-        metadata.command_id = fields.command_id.map(CommandId::from);
+        metadata.command_id = fields
+            .command_id
+            .map(|id| command_id(id, stream))
+            .transpose()?;
     }
     metadata.timestamp = fields.timestamp;
     metadata.headers = fields.headers;
@@ -166,8 +178,12 @@ impl<'row> Fields<'row> {
         }))
     }
 
-    fn into_event(self, stream: StreamId) -> RecordedEvent {
-        RecordedEvent {
+    fn into_event(self, stream: StreamId) -> Result<RecordedEvent, StoreError> {
+        let command_id = self
+            .command_id
+            .map(|id| command_id(id, &stream))
+            .transpose()?;
+        Ok(RecordedEvent {
             stream,
             version: self.version,
             position: self.position,
@@ -178,11 +194,11 @@ impl<'row> Fields<'row> {
             metadata: Metadata {
                 correlation_id: self.correlation_id,
                 causation_id: self.causation_id,
-                command_id: self.command_id.map(CommandId::from),
+                command_id,
                 timestamp: self.timestamp,
                 headers: self.headers,
             },
-        }
+        })
     }
 }
 

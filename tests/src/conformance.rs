@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventId, EventStore, ExpectedVersion, InvalidStreamId,
-    MAX_STREAM_ID_LEN, Metadata, NewEvent, Position, RecordedEvent, Snapshot, StoreError, StreamId,
-    Version,
+    AppendReceipt, CommandId, CommandRecord, EventId, EventStore, ExpectedVersion,
+    InvalidCommandId, InvalidStreamId, MAX_COMMAND_ID_LEN, MAX_STREAM_ID_LEN, Metadata, NewEvent,
+    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -90,6 +90,8 @@ macro_rules! __conformance_checks {
             command_ids_are_per_stream,
             mixed_command_ids_are_rejected,
             concurrent_appends_with_one_command_id_write_once,
+            command_ids_are_validated,
+            longest_command_id_round_trips,
             stream_ids_are_validated,
             concurrent_writers_on_shared_streams,
             concurrent_appends_to_different_streams,
@@ -141,9 +143,14 @@ fn events(count: u64, first: u64) -> Vec<NewEvent> {
         .collect()
 }
 
+fn command(id: &str) -> CommandId {
+    CommandId::new(id).expect("the suite's command ids are valid")
+}
+
 fn with_command(mut events: Vec<NewEvent>, command_id: &str) -> Vec<NewEvent> {
+    let command_id = command(command_id);
     for event in &mut events {
-        event.metadata.command_id = Some(CommandId::from(command_id));
+        event.metadata.command_id = Some(command_id.clone());
     }
     events
 }
@@ -522,7 +529,7 @@ pub async fn events_round_trip_exactly<S: EventStore>(store: S) {
     let full_metadata = Metadata {
         correlation_id: Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
         causation_id: Some(Uuid::from_u128(0xfedc_ba98_7654_3210_fedc_ba98_7654_3210)),
-        command_id: Some(CommandId::from("command/round-trip")),
+        command_id: Some(command("command/round-trip")),
         timestamp,
         headers: BTreeMap::from([
             ("tenant".to_owned(), "t-1".to_owned()),
@@ -974,7 +981,7 @@ async fn record<S: EventStore + ?Sized>(
     command_id: &str,
 ) -> Option<CommandRecord> {
     store
-        .command_record(stream, &CommandId::from(command_id))
+        .command_record(stream, &command(command_id))
         .await
         .unwrap_or_else(|error| panic!("command_record of `{stream}` failed: {error}"))
 }
@@ -998,7 +1005,7 @@ pub async fn duplicate_command_writes_nothing<S: EventStore>(store: S) {
     )
     .await;
     let earlier = CommandRecord {
-        command_id: CommandId::from("command-1"),
+        command_id: command("command-1"),
         stream: commanded.clone(),
         first_version: Version(1),
         version: Version(2),
@@ -1040,7 +1047,7 @@ pub async fn duplicate_command_writes_nothing<S: EventStore>(store: S) {
     assert_eq!(
         record(&store, &commanded, "command-2").await,
         Some(CommandRecord {
-            command_id: CommandId::from("command-2"),
+            command_id: command("command-2"),
             stream: commanded.clone(),
             first_version: Version(3),
             version: Version(3),
@@ -1086,7 +1093,7 @@ pub async fn command_ids_are_per_stream<S: EventStore>(store: S) {
     assert_eq!(
         record(&store, &first, "shared").await,
         Some(CommandRecord {
-            command_id: CommandId::from("shared"),
+            command_id: command("shared"),
             stream: first.clone(),
             first_version: Version(1),
             version: Version(2),
@@ -1096,7 +1103,7 @@ pub async fn command_ids_are_per_stream<S: EventStore>(store: S) {
     assert_eq!(
         record(&store, &second, "shared").await,
         Some(CommandRecord {
-            command_id: CommandId::from("shared"),
+            command_id: command("shared"),
             stream: second.clone(),
             first_version: Version(1),
             version: Version(1),
@@ -1110,7 +1117,7 @@ pub async fn mixed_command_ids_are_rejected<S: EventStore>(store: S) {
     let mixed = stream("command-mixed");
     let with = |command_id: Option<&str>| {
         let mut event = event("Mixed", 0);
-        event.metadata.command_id = command_id.map(CommandId::from);
+        event.metadata.command_id = command_id.map(command);
         event
     };
     let cases = [(Some("a"), Some("b")), (None, Some("a")), (Some("a"), None)];
@@ -1127,8 +1134,8 @@ pub async fn mixed_command_ids_are_rejected<S: EventStore>(store: S) {
                 first: reported_first,
                 other: reported_other,
             }) => {
-                assert_eq!(reported_first, first.map(CommandId::from));
-                assert_eq!(reported_other, other.map(CommandId::from));
+                assert_eq!(reported_first, first.map(command));
+                assert_eq!(reported_other, other.map(command));
             }
             other_result => {
                 panic!("command ids {first:?} and {other:?} in one append gave {other_result:?}")
@@ -1184,7 +1191,7 @@ pub async fn concurrent_appends_with_one_command_id_write_once<S: EventStore>(st
     assert_eq!(duplicates.len(), TASKS - 1);
     let (winner_ids, receipt) = winners.remove(0);
     let earlier = CommandRecord {
-        command_id: CommandId::from("raced"),
+        command_id: command("raced"),
         stream: raced.clone(),
         first_version: Version(1),
         version: Version(2),
@@ -1194,6 +1201,106 @@ pub async fn concurrent_appends_with_one_command_id_write_once<S: EventStore>(st
     let read = read_stream(&*store, &raced).await;
     assert_eq!(recorded_ids(&read), winner_ids);
     assert_eq!(head(&*store).await, Position(2));
+}
+
+/// Command ids that no store could keep alike (empty, longer than [`MAX_COMMAND_ID_LEN`] bytes,
+/// with a control character) cannot be made, so they never reach a store.
+pub async fn command_ids_are_validated<S: EventStore>(store: S) {
+    assert_eq!(CommandId::new(""), Err(InvalidCommandId::Empty));
+    assert_eq!(
+        CommandId::new("x".repeat(MAX_COMMAND_ID_LEN + 1)),
+        Err(InvalidCommandId::TooLong {
+            len: MAX_COMMAND_ID_LEN + 1,
+            max: MAX_COMMAND_ID_LEN,
+        })
+    );
+    // The limit is in bytes: 128 two-byte characters and one more byte are 257.
+    assert_eq!(
+        CommandId::new(format!("{}x", "é".repeat(MAX_COMMAND_ID_LEN / 2))),
+        Err(InvalidCommandId::TooLong {
+            len: MAX_COMMAND_ID_LEN + 1,
+            max: MAX_COMMAND_ID_LEN,
+        })
+    );
+    for (id, character, index) in [
+        ("request\0", '\0', 7),
+        ("\0", '\0', 0),
+        ("request\n42", '\n', 7),
+        ("tab\there", '\t', 3),
+        ("é\u{7f}", '\u{7f}', 2),
+    ] {
+        assert_eq!(
+            CommandId::new(id),
+            Err(InvalidCommandId::ControlCharacter { character, index }),
+            "{id:?}"
+        );
+        assert_eq!(
+            CommandId::try_from(id.to_owned()),
+            Err(InvalidCommandId::ControlCharacter { character, index }),
+            "{id:?}"
+        );
+    }
+
+    // A valid id with a space and characters from any script is kept as it is.
+    let commanded = stream("command-valid");
+    append(
+        &store,
+        &commanded,
+        ExpectedVersion::NoStream,
+        with_command(events(1, 0), "request 42 für 🎭"),
+    )
+    .await;
+    let read = read_stream(&store, &commanded).await;
+    assert_eq!(
+        read[0].metadata.command_id,
+        Some(command("request 42 für 🎭"))
+    );
+}
+
+/// A command id of exactly [`MAX_COMMAND_ID_LEN`] bytes, with multi-byte characters and a space,
+/// is stored, read back, recorded and found, and deduplicates its retry.
+pub async fn longest_command_id_round_trips<S: EventStore>(store: S) {
+    // 5 + 250 + 1 bytes.
+    let longest = format!("🎭 {}x", "é".repeat(125));
+    assert_eq!(longest.len(), MAX_COMMAND_ID_LEN);
+    let longest = command(&longest);
+    let commanded = stream("command-longest");
+    let written = with_command(events(2, 0), longest.as_str());
+    let written_ids = ids(&written);
+    let receipt = append(&store, &commanded, ExpectedVersion::NoStream, written).await;
+
+    let read = read_stream(&store, &commanded).await;
+    assert_eq!(recorded_ids(&read), written_ids);
+    for event in read.iter().chain(&read_all(&store).await) {
+        assert_eq!(
+            event.metadata.command_id.as_ref(),
+            Some(&longest),
+            "the command id comes back byte for byte"
+        );
+    }
+    let earlier = CommandRecord {
+        command_id: longest.clone(),
+        stream: commanded.clone(),
+        first_version: Version(1),
+        version: Version(2),
+        position: receipt.position.expect("a written append has a position"),
+    };
+    let found = store
+        .command_record(&commanded, &longest)
+        .await
+        .unwrap_or_else(|error| panic!("command_record of `{commanded}` failed: {error}"));
+    assert_eq!(found, Some(earlier.clone()));
+
+    let before = contents(&store).await;
+    let retry = store
+        .append(
+            &commanded,
+            ExpectedVersion::Any,
+            with_command(events(1, 2), longest.as_str()),
+        )
+        .await;
+    assert_duplicate(retry, &earlier);
+    assert_eq!(contents(&store).await, before, "a duplicate wrote nothing");
 }
 
 // ---------------------------------------------------------------------------------------------

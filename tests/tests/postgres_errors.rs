@@ -1,13 +1,14 @@
 //! Typed errors of [`PostgresStore`]: conflicts say what they found, hostile stream ids and
-//! headers are data and never SQL, a corrupt stored payload is a decode error, and a backend
-//! failure is [`StoreError::Backend`] with nothing half-written.
+//! headers are data and never SQL, a corrupt stored payload is a decode error, a stored command
+//! id that breaks the rule is a [`CorruptRow`](cqrs_postgres::CorruptRow), and a backend failure
+//! is [`StoreError::Backend`] with nothing half-written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cqrs_core::{
-    EventId, EventStore, ExecuteError, ExpectedVersion, LoadError, Metadata, NewEvent, Position,
-    Repository, StoreError, StreamId, Version,
+    CommandId, EventId, EventStore, ExecuteError, ExpectedVersion, LoadError, Metadata, NewEvent,
+    Position, Repository, StoreError, StreamId, Version,
 };
 use cqrs_examples::show::{BookingId, Show, ShowCommand};
 use cqrs_postgres::PostgresStore;
@@ -106,6 +107,65 @@ async fn hostile_stream_ids_and_headers_are_data_not_sql() {
     assert_eq!(read[0].metadata.headers, written.metadata.headers);
     // Control characters never make a stream id, so they cannot reach the server at all.
     assert!(StreamId::new("show-\0").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_command_id_that_breaks_the_rule_is_a_corrupt_row() {
+    let (store, url) = fresh_store().await;
+    let stream = StreamId::new("corrupt-command").expect("valid stream id");
+    let command_id = CommandId::new("request-1").expect("valid command id");
+    let events = (0..2)
+        .map(|n| {
+            let mut event = event(n);
+            event.metadata.command_id = Some(command_id.clone());
+            event
+        })
+        .collect();
+    store
+        .append(&stream, ExpectedVersion::NoStream, events)
+        .await
+        .expect("append");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let too_long = "x".repeat(300);
+    for stored in ["line\nbreak", "", too_long.as_str()] {
+        client
+            .execute(
+                "UPDATE cqrs_events SET command_id = $1 WHERE stream = $2 AND version = 2",
+                &[&stored, &stream.as_str()],
+            )
+            .await
+            .expect("corrupt the command id");
+        let corrupt = |result: Result<usize, StoreError>| match result {
+            Err(StoreError::Backend(source)) => {
+                let row = source
+                    .downcast_ref::<cqrs_postgres::CorruptRow>()
+                    .unwrap_or_else(|| panic!("expected a corrupt row, got {source}"));
+                assert_eq!(row.stream, "corrupt-command");
+                assert!(row.reason.contains("command id"), "{}", row.reason);
+            }
+            other => panic!("{stored:?} read back as {other:?}"),
+        };
+        corrupt(
+            store
+                .read_stream(&stream, Version(1), 10)
+                .await
+                .map(|events| events.len()),
+        );
+        corrupt(
+            store
+                .read_all(Position::START, 10)
+                .await
+                .map(|events| events.len()),
+        );
+        corrupt(
+            store
+                .visit_stream(&stream, Version(1), 10, &mut |_| Ok(()))
+                .await,
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -33,10 +33,14 @@ fn stream(id: &str) -> StreamId {
     StreamId::for_aggregate("show", id).expect("valid stream id")
 }
 
+fn command(id: &str) -> CommandId {
+    CommandId::new(id).expect("valid command id")
+}
+
 /// Another writer's reservation, with an optional command id.
 fn competing(booking: u64, seats: u32, command_id: Option<&str>) -> Option<NewEvent> {
     let metadata = Metadata {
-        command_id: command_id.map(CommandId::from),
+        command_id: command_id.map(command),
         ..Metadata::default()
     };
     let event = ShowEvent::SeatsReserved {
@@ -313,7 +317,7 @@ async fn a_command_id_is_applied_once() {
         .execute_with(
             "a",
             reserve(1, 2),
-            CommandMetadata::with_command_id("request-1"),
+            CommandMetadata::with_command_id(command("request-1")),
         )
         .await
         .expect("reserves");
@@ -322,7 +326,7 @@ async fn a_command_id_is_applied_once() {
         .execute_with(
             "a",
             reserve(2, 5),
-            CommandMetadata::with_command_id("request-1"),
+            CommandMetadata::with_command_id(command("request-1")),
         )
         .await
         .expect("deduplicated");
@@ -339,7 +343,7 @@ async fn a_command_id_is_applied_once() {
         .execute_with(
             "b",
             reserve(1, 2),
-            CommandMetadata::with_command_id("request-1"),
+            CommandMetadata::with_command_id(command("request-1")),
         )
         .await
         .expect("reserves");
@@ -358,7 +362,7 @@ async fn a_command_id_is_applied_once_under_concurrency() {
             .map(|task| {
                 let shows = shows.clone();
                 tokio::spawn(async move {
-                    let metadata = CommandMetadata::with_command_id("same-request");
+                    let metadata = CommandMetadata::with_command_id(command("same-request"));
                     shows.execute_with("a", reserve(task, 1), metadata).await
                 })
             })
@@ -399,7 +403,7 @@ async fn a_duplicate_found_at_append_or_after_a_retry_returns_the_earlier_outcom
         .execute_with(
             "a",
             reserve(1, 2),
-            CommandMetadata::with_command_id("request-1"),
+            CommandMetadata::with_command_id(command("request-1")),
         )
         .await
         .expect("deduplicated");
@@ -428,7 +432,7 @@ async fn a_duplicate_found_at_append_or_after_a_retry_returns_the_earlier_outcom
         .execute_with(
             "a",
             reserve(1, 2),
-            CommandMetadata::with_command_id("request-1"),
+            CommandMetadata::with_command_id(command("request-1")),
         )
         .await
         .expect("deduplicated");
@@ -444,7 +448,7 @@ async fn events_carry_the_command_metadata() {
     let shows = Repository::<Show, _>::new(store.clone());
     let correlation = uuid::Uuid::from_u128(42);
     let causation = uuid::Uuid::from_u128(43);
-    let mut metadata = CommandMetadata::with_command_id("cmd-1");
+    let mut metadata = CommandMetadata::with_command_id(command("cmd-1"));
     metadata.correlation_id = Some(correlation);
     metadata.causation_id = Some(causation);
     metadata.headers.insert("user".into(), "alice".into());
@@ -459,7 +463,7 @@ async fn events_carry_the_command_metadata() {
     let first = &events[0].metadata;
     assert_eq!(first.correlation_id, Some(correlation));
     assert_eq!(first.causation_id, Some(causation));
-    assert_eq!(first.command_id, Some(CommandId::from("cmd-1")));
+    assert_eq!(first.command_id, Some(command("cmd-1")));
     assert_eq!(first.headers.get("user").map(String::as_str), Some("alice"));
     assert_eq!(events[0].event_type, "Scheduled");
     // Without a correlation id, a fresh one is made.

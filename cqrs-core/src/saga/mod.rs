@@ -89,6 +89,7 @@
 
 mod bus;
 mod clock;
+mod command_id;
 mod context;
 mod correlation;
 mod policy;

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::event::{CommandId, Position, RecordedEvent};
+use crate::event::{Position, RecordedEvent};
 use crate::repository::CommandMetadata;
 use crate::saga::bus::CommandBus;
 use crate::saga::clock::{Clock, SystemClock};
+use crate::saga::command_id::saga_command_id;
 use crate::saga::context::{DeadlineChange, DispatchFailure, HandlerError, Rejection, SagaContext};
 use crate::saga::policy::{AfterRetries, FailurePolicy};
 use crate::saga::store::{Deadline, FailureRecord, InstanceRecord, SagaCommit, SagaStore};
@@ -121,10 +122,11 @@ struct Origin {
 /// handle the event, dispatches its commands in order, and then commits the instance's state, its
 /// deadlines and the saga's checkpoint in one [`SagaStore::commit`]. Each command carries the
 /// command id `"{saga}/{instance}/{event id}/{n}"` (`"{saga}/{instance}/deadline:{deadline
-/// id}/{n}"` for a deadline), the triggering event's id as causation id and its correlation id. A
-/// crash between dispatch and commit makes the next run handle the event again from the stored
-/// state, sending the same commands with the same ids, which their repositories do not apply
-/// twice.
+/// id}/{n}"` for a deadline, and `"{saga}/sha256:{digest of that}"` when that is not a valid
+/// [`CommandId`](crate::CommandId), as for an instance id of 300 bytes), the triggering event's id
+/// as causation id and its correlation id. A crash between dispatch and commit makes the next run
+/// handle the event again from the stored state, sending the same commands with the same ids,
+/// which their repositories do not apply twice.
 ///
 /// Handlers must decide only from the state, the event and [`SagaContext::now`] for this to hold.
 /// A domain refusal is the one input that can change between two runs (a seat freed meanwhile), so
@@ -546,10 +548,10 @@ where
                 )
                 .into());
             }
-            let command_id = format!("{}/{instance}/{}/{sequence}", G::NAME, origin.trigger);
+            let command_id = saga_command_id(G::NAME, instance, &origin.trigger, sequence);
             sequence += 1;
             let metadata = CommandMetadata {
-                command_id: Some(CommandId::from(command_id)),
+                command_id: Some(command_id),
                 correlation_id: origin.correlation_id,
                 causation_id: origin.causation_id,
                 headers: BTreeMap::from([
