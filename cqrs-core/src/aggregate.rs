@@ -30,6 +30,17 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 
     /// Folds one event into the state.
     fn apply(&mut self, event: Self::Event);
+
+    /// A copy of the state, when the aggregate can make one: `#[derive(Aggregate)]` returns a
+    /// clone for an aggregate that implements `Clone`, and `None` for one that does not.
+    ///
+    /// The repository applies a decision's events before it appends them (so that an `apply`
+    /// that panics writes nothing). On a stream that meets conflicts it keeps a copy of the state
+    /// from before, so that after a conflict it only reads the events it missed; without a copy
+    /// it loads the aggregate again.
+    fn fork(&self) -> Option<Self> {
+        None
+    }
 }
 
 /// The decision side of an aggregate: turns a command into events, or refuses it with a domain

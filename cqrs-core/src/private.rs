@@ -225,6 +225,37 @@ impl<A: Aggregate> MissingApply<A> {
 )]
 pub trait HasNoApplyMethod {}
 
+/// How the generated `Aggregate::fork` copies a state: `(&ForkProbe(state)).fork()` resolves to
+/// [`ForkByClone`] (by value) when the aggregate implements `Clone`, and to [`ForkNone`] (one
+/// autoref further) when it does not.
+pub struct ForkProbe<'a, A>(pub &'a A);
+
+/// Picked when the aggregate implements `Clone` (see [`ForkProbe`]).
+pub trait ForkByClone<A> {
+    /// A clone of the state.
+    fn fork(&self) -> Option<A>;
+}
+
+impl<A: Clone> ForkByClone<A> for ForkProbe<'_, A> {
+    #[inline]
+    fn fork(&self) -> Option<A> {
+        Some(self.0.clone())
+    }
+}
+
+/// Picked when the aggregate does not implement `Clone` (see [`ForkProbe`]).
+pub trait ForkNone<A> {
+    /// No copy.
+    fn fork(&self) -> Option<A>;
+}
+
+impl<A> ForkNone<A> for &ForkProbe<'_, A> {
+    #[inline]
+    fn fork(&self) -> Option<A> {
+        None
+    }
+}
+
 /// What every aggregate must be; checked at the user's type so a generic aggregate without the
 /// bounds gets one error on its own generics.
 #[diagnostic::on_unimplemented(

@@ -30,7 +30,14 @@ pub struct Loaded<A> {
 struct Hydrated<A> {
     loaded: Loaded<A>,
     snapshot_version: Version,
+    /// How many more commands keep a copy of the state while they append (see
+    /// [`Aggregate::fork`]): set after a conflict, so that a contended stream catches up instead
+    /// of loading again.
+    contended: u32,
 }
+
+/// For how many commands after a conflict the repository keeps a copy of the state.
+const CONTENDED_COMMANDS: u32 = 16;
 
 /// How many events the repository reads from a stream in one call.
 const READ_BATCH: usize = 4096;
@@ -485,6 +492,7 @@ where
                 version: Version::INITIAL,
             },
             snapshot_version: Version::INITIAL,
+            contended: 0,
         };
         let Some(policy) = &self.inner.snapshots else {
             return Ok(initial);
@@ -507,6 +515,7 @@ where
                 version: snapshot.version,
             },
             snapshot_version: snapshot.version,
+            contended: 0,
         }))
     }
 
@@ -679,6 +688,12 @@ where
                 .map(|event| NewEvent::encode(event, event_metadata.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
             let expected_version = loaded.version;
+            // On a contended stream, the state before the decision, to go back to on a conflict.
+            let before = if conflicts > 0 || hydrated.contended > 0 {
+                loaded.state.fork()
+            } else {
+                None
+            };
             if let Err(panicked) = Self::apply_decided(stream, loaded, &events, &new_events) {
                 *slot = None;
                 return Err(ExecuteError::Apply(panicked));
@@ -691,8 +706,15 @@ where
             let receipt = match appended {
                 Ok(receipt) => receipt,
                 Err(error) => {
-                    // The state holds events the store did not take.
-                    *slot = None;
+                    // The state holds events the store did not take: back to the copy, or
+                    // thrown away.
+                    match before {
+                        Some(state) => {
+                            loaded.state = state;
+                            hydrated.contended = CONTENDED_COMMANDS;
+                        }
+                        None => *slot = None,
+                    }
                     match error {
                         StoreError::Conflict { actual, .. } => {
                             conflicts += 1;
@@ -706,11 +728,16 @@ where
                                     elapsed: started.elapsed(),
                                 });
                             }
+                            let reloaded = slot.is_none();
+                            if reloaded {
+                                // Loaded before a turn is waited for, so that the turn only
+                                // catches up on what was written meanwhile.
+                                let mut hydrated = self.hydrate(stream).await?;
+                                hydrated.contended = CONTENDED_COMMANDS;
+                                *slot = Some(hydrated);
+                            }
                             let wants_turn = turn_after.is_some_and(|after| conflicts >= after);
                             if wants_turn && store_has_turns {
-                                // Reloaded before the turn, so that the turn only catches up on
-                                // what was written while it was waited for.
-                                *slot = Some(self.hydrate(stream).await?);
                                 match self.take_turn(stream, deadline).await? {
                                     Some(taken) => turn = Some(taken),
                                     None => store_has_turns = false,
@@ -727,22 +754,17 @@ where
                                 // The first conflict is retried at once.
                                 tokio::task::yield_now().await;
                             }
-                            match slot.as_mut() {
-                                Some(hydrated) => {
-                                    let read = self
-                                        .read_into(
-                                            stream,
-                                            turn.as_mut(),
-                                            &mut hydrated.loaded,
-                                            None,
-                                        )
-                                        .await;
-                                    if let Err(error) = read {
-                                        *slot = None;
-                                        return Err(error.into());
-                                    }
+                            // What was written since the copy, or since the load when a turn
+                            // or a backoff came in between.
+                            let waited = turn.is_some() || conflicts > 1;
+                            if let Some(hydrated) = slot.as_mut().filter(|_| !reloaded || waited) {
+                                let read = self
+                                    .read_into(stream, turn.as_mut(), &mut hydrated.loaded, None)
+                                    .await;
+                                if let Err(error) = read {
+                                    *slot = None;
+                                    return Err(error.into());
                                 }
-                                None => *slot = Some(self.hydrate(stream).await?),
                             }
                             fresh = true;
                             continue;
@@ -754,6 +776,7 @@ where
                     }
                 }
             };
+            hydrated.contended = hydrated.contended.saturating_sub(1);
             loaded.version = receipt.version;
             let snapshot_error = self.snapshot_if_due(stream, hydrated).await;
             return Ok(ExecuteOutcome {

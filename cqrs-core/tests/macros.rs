@@ -469,3 +469,51 @@ fn command_variants_carry_the_handlers_doc_comments() {
     // rustdoc renders them; here it is enough that the enum has the documented variants.
     let _: ShowCommand = ShowCommand::Schedule { capacity: 1 };
 }
+
+mod fork {
+    use cqrs_core::prelude::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+    pub enum TallyEvent {
+        Counted,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub struct Never;
+
+    #[derive(Debug, Default, Clone, PartialEq, Aggregate)]
+    #[aggregate(name = "cloned", event = TallyEvent, error = Never)]
+    pub struct Cloned {
+        count: u32,
+    }
+
+    impl Cloned {
+        fn apply(&mut self, _: TallyEvent) {
+            self.count += 1;
+        }
+    }
+
+    #[derive(Debug, Default, Aggregate)]
+    #[aggregate(name = "unique", event = TallyEvent, error = Never)]
+    pub struct NotCloned {
+        count: u32,
+    }
+
+    impl NotCloned {
+        fn apply(&mut self, _: TallyEvent) {
+            self.count += 1;
+        }
+    }
+
+    #[test]
+    fn an_aggregate_that_derives_clone_forks_and_one_that_does_not_says_so() {
+        let mut cloned = Cloned::default();
+        Aggregate::apply(&mut cloned, TallyEvent::Counted);
+        assert_eq!(cloned.fork(), Some(Cloned { count: 1 }));
+        let mut unique = NotCloned::default();
+        Aggregate::apply(&mut unique, TallyEvent::Counted);
+        assert_eq!(unique.count, 1);
+        assert!(unique.fork().is_none());
+    }
+}

@@ -258,6 +258,31 @@ async fn a_retry_decides_on_a_freshly_loaded_state() {
     assert_eq!(shows.load("a").await.expect("loads").state.reserved(), 3);
 }
 
+/// Once a cached stream met a conflict, the repository keeps a copy of the state while it appends
+/// (the aggregate derives `Clone`), so the next conflict only reads the events it missed.
+#[tokio::test]
+async fn a_contended_cached_stream_catches_up_instead_of_loading_again() {
+    let store = Interposed::new(|call| match call {
+        3 => competing(98, 1, None),
+        5 => competing(99, 1, None),
+        _ => None,
+    });
+    let shows = Repository::<Show, _>::new(store.clone());
+    schedule(&shows, "a", 10).await;
+    shows.execute("a", reserve(1, 1)).await.expect("reserves");
+    store.reads_from.lock().expect("not poisoned").clear();
+
+    let first = shows.execute("a", reserve(2, 1)).await.expect("reserves");
+    let second = shows.execute("a", reserve(3, 1)).await.expect("reserves");
+    assert_eq!((first.attempts, second.attempts), (2, 2));
+    assert_eq!(second.version, Version(6));
+    // The first conflict threw the cached state away and loaded the stream from the start; the
+    // second went back to the copy and read only version 5, the other writer's.
+    assert_eq!(store.reads_from(), vec![Version(1), Version(5)]);
+    let loaded = shows.load("a").await.expect("loads");
+    assert_eq!(loaded.state.reserved(), 5);
+}
+
 #[tokio::test]
 async fn retries_are_bounded_and_the_conflict_names_the_attempts() {
     let store = Interposed::new(|call| {

@@ -40,6 +40,17 @@ pub(super) fn aggregate_impl(aggregate: &Aggregate<'_>) -> TokenStream {
         }
     };
 
+    // A clone when the aggregate implements `Clone`, `None` otherwise: `ForkProbe` picks one of
+    // the two at compile time, so deriving `Clone` is all it takes.
+    let fork_fn = quote! {
+        #[inline]
+        fn fork(&self) -> ::core::option::Option<Self> {
+            #[allow(unused_imports)]
+            use ::cqrs_core::__private::{ForkByClone as _, ForkNone as _};
+            (&::cqrs_core::__private::ForkProbe(self)).fork()
+        }
+    };
+
     let bounds_check = bounds_check(input);
     quote! {
         #[automatically_derived]
@@ -49,6 +60,7 @@ pub(super) fn aggregate_impl(aggregate: &Aggregate<'_>) -> TokenStream {
             type Event = #event;
             type Error = #error;
             #apply_fn
+            #fork_fn
         }
         #bounds_check
     }
