@@ -126,7 +126,9 @@ use syn::{DeriveInput, parse_macro_input};
 ///
 /// # `#[aggregate(...)]`
 ///
-/// - `name = "show"` (required): the aggregate's name, the prefix of its stream ids.
+/// - `name = "show"` (required): the aggregate's name, the prefix of its stream ids
+///   (`show-42`): 1 to 64 bytes of ASCII letters, digits, `_` and `.`. A `-` would be taken for
+///   the separator between name and id, so `order-line` is refused in favour of `order_line`.
 /// - `event = ShowEvent` (required): its `#[derive(DomainEvent)]` enum.
 /// - `error = ShowError` (required): the domain error its command handlers return.
 /// - `snapshot_version = 2` (optional, default 1): the schema version of its snapshots; raise
