@@ -254,10 +254,7 @@ fn described(characters: &[char]) -> String {
             other => format!("`{}`", other.escape_debug()),
         })
         .collect();
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-        _ => names.concat(),
-    }
+    attr::listed(&names, "and")
 }
 
 /// The name to suggest for a struct that has none: its own name in lower case, reduced to what
