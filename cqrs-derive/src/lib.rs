@@ -277,7 +277,9 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 /// enum is not generic: arguments cannot use the impl's type parameters.
 ///
 /// The rules for which methods are handlers, their receiver, arguments and return types are in
-/// the [crate docs](crate). Put `#[command_handler]` on one impl block per aggregate.
+/// the [crate docs](crate). Put `#[command_handler]` on one impl block per aggregate: a second
+/// block for the same type in the same module is refused, with an error that names the methods
+/// to move into the first one.
 #[proc_macro_attribute]
 pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     let expansion = command_handler::attribute(args.into(), input.into());
