@@ -83,11 +83,19 @@ pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
 
 /// "`a`", "`a` or `b`", "`a`, `b` or `c`".
 pub(crate) fn one_of(keys: &[&str]) -> String {
+    if keys.is_empty() {
+        return String::from("nothing");
+    }
     let quoted: Vec<String> = keys.iter().map(|key| format!("`{key}`")).collect();
-    match quoted.split_last() {
-        None => String::from("nothing"),
+    listed(&quoted, "or")
+}
+
+/// "a", "a and b", "a, b and c" (with `conjunction` "and").
+pub(crate) fn listed(words: &[String], conjunction: &str) -> String {
+    match words.split_last() {
+        None => String::new(),
         Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        Some((last, rest)) => format!("{} {conjunction} {last}", rest.join(", ")),
     }
 }
 
@@ -129,6 +137,9 @@ mod tests {
         assert_eq!(one_of(&["skip"]), "`skip`");
         assert_eq!(one_of(&["name", "version"]), "`name` or `version`");
         assert_eq!(one_of(&["a", "b", "c"]), "`a`, `b` or `c`");
+        let words = |list: &[&str]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(listed(&words(&["a"]), "and"), "a");
+        assert_eq!(listed(&words(&["a", "b", "c"]), "and"), "a, b and c");
     }
 
     #[test]

@@ -126,7 +126,9 @@ use syn::{DeriveInput, parse_macro_input};
 ///
 /// # `#[aggregate(...)]`
 ///
-/// - `name = "show"` (required): the aggregate's name, the prefix of its stream ids.
+/// - `name = "show"` (required): the aggregate's name, the prefix of its stream ids
+///   (`show-42`): 1 to 64 bytes of ASCII letters, digits, `_` and `.`. A `-` would be taken for
+///   the separator between name and id, so `order-line` is refused in favour of `order_line`.
 /// - `event = ShowEvent` (required): its `#[derive(DomainEvent)]` enum.
 /// - `error = ShowError` (required): the domain error its command handlers return.
 /// - `snapshot_version = 2` (optional, default 1): the schema version of its snapshots; raise
@@ -275,7 +277,9 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 /// enum is not generic: arguments cannot use the impl's type parameters.
 ///
 /// The rules for which methods are handlers, their receiver, arguments and return types are in
-/// the [crate docs](crate). Put `#[command_handler]` on one impl block per aggregate.
+/// the [crate docs](crate). Put `#[command_handler]` on one impl block per aggregate: a second
+/// block for the same type in the same module is refused, with an error that names the methods
+/// to move into the first one.
 #[proc_macro_attribute]
 pub fn command_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     let expansion = command_handler::attribute(args.into(), input.into());

@@ -23,10 +23,22 @@ pub(super) fn aggregate_impl(aggregate: &Aggregate<'_>) -> TokenStream {
     // win over trait methods), and to this very trait method when there is none. `ApplyProbe`
     // tells the two apart at compile time: the first is called, the second is a compile error
     // that says to write the method, never a recursion that overflows the stack at run time.
+    // For a concrete type, the method assumes `Self: Aggregate` in full, so that naming the trait
+    // method does not report a missing supertrait (`Default`, `Send`, ...) a second time. The
+    // binder keeps the bound from being a trivially false one. What rustc still says about the
+    // bound is spanned where the impl's own error is, so the two are one message. A generic type
+    // has its bounds in the impl's where clause already (and the assumption would shadow the
+    // impl there, leaving `Self::Event` unnormalized).
     let apply = &aggregate.apply;
+    let assumed = input.generics.params.is_empty().then(|| {
+        quote_spanned! {ident.span()=>
+            where
+                for<'__cqrs_assumed> Self: ::cqrs_core::Aggregate,
+        }
+    });
     let apply_fn = quote_spanned! {apply.span()=>
         #[inline]
-        fn apply(&mut self, event: <Self as ::cqrs_core::Aggregate>::Event) {
+        fn apply(&mut self, event: <Self as ::cqrs_core::Aggregate>::Event) #assumed {
             #[allow(unused_imports)]
             use ::cqrs_core::Aggregate as _;
             #[allow(unused_imports)]

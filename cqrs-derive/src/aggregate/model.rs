@@ -1,5 +1,6 @@
 //! `#[derive(Aggregate)]` read into a model, validated in one pass that collects every error.
 
+use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Ident, Lit, LitStr, Type};
 
 use crate::attr::{self, Setting};
@@ -121,7 +122,7 @@ pub(super) fn read(input: &DeriveInput) -> Result<Aggregate<'_>, Box<(syn::Error
                 &input.ident,
                 format!(
                     "`#[derive(Aggregate)]` needs its settings: add `#[aggregate(name = \"{}\", event = ..., error = ...)]` to `{}`",
-                    input.ident.to_string().to_lowercase(),
+                    suggested_name(&input.ident),
                     input.ident
                 ),
             ),
@@ -131,7 +132,7 @@ pub(super) fn read(input: &DeriveInput) -> Result<Aggregate<'_>, Box<(syn::Error
                         attribute,
                         format!(
                             "`#[aggregate(...)]` is missing the aggregate's name: add `name = \"{}\"` (the prefix of its stream ids)",
-                            input.ident.to_string().to_lowercase()
+                            suggested_name(&input.ident)
                         ),
                     );
                 }
@@ -182,7 +183,14 @@ pub(super) fn read(input: &DeriveInput) -> Result<Aggregate<'_>, Box<(syn::Error
     }
 }
 
-/// Aggregate names become stream id prefixes: non-empty, without control characters.
+/// The longest aggregate name, in bytes.
+const MAX_NAME_LEN: usize = 64;
+
+/// Aggregate names are the first part of stream ids, `{name}-{id}`, and a stream's category is
+/// everything before its first `-`: a name is 1 to [`MAX_NAME_LEN`] bytes of ASCII letters,
+/// digits, `_` and `.`. This is the rule cqrs-core checks at run time (the crates cannot share
+/// the code: cqrs-core depends on this one); checking it here refuses a bad name where it is
+/// written instead of at the first append.
 fn validate_name(ctxt: &Ctxt, literal: &LitStr) {
     let value = literal.value();
     if value.is_empty() {
@@ -190,10 +198,156 @@ fn validate_name(ctxt: &Ctxt, literal: &LitStr) {
             literal,
             "the aggregate's name is empty: write a name such as `name = \"show\"`",
         );
-    } else if value.chars().any(char::is_control) {
-        ctxt.error_spanned_by(
-            literal,
-            "the aggregate's name is part of every stream id and cannot hold control characters: remove them",
+        return;
+    }
+    let mut refused: Vec<char> = Vec::new();
+    for character in value.chars().filter(|c| !allowed_in_name(*c)) {
+        if !refused.contains(&character) {
+            refused.push(character);
+        }
+    }
+    if refused.is_empty() {
+        if value.len() > MAX_NAME_LEN {
+            ctxt.error_spanned_by(
+                literal,
+                format!(
+                    "the aggregate's name is {} bytes long, and stream ids allow at most {MAX_NAME_LEN} for it: write a shorter name",
+                    value.len()
+                ),
+            );
+        }
+        return;
+    }
+    let shown = value.escape_debug();
+    let fixed: String = value
+        .chars()
+        .map(|c| if allowed_in_name(c) { c } else { '_' })
+        .collect();
+    let mut fix = format!("write `name = \"{fixed}\"`");
+    if fixed.len() > MAX_NAME_LEN {
+        fix.push_str(&format!(", shortened to {MAX_NAME_LEN} bytes at most"));
+    }
+    let message = if refused == ['-'] {
+        format!(
+            "the aggregate's name `{shown}` contains `-`, which separates the name from the id in stream ids: {fix}"
+        )
+    } else {
+        format!(
+            "the aggregate's name `{shown}` contains {}, which stream ids do not allow in a name: a name holds only ASCII letters, digits, `_` and `.`; {fix}",
+            described(&refused)
+        )
+    };
+    ctxt.error_spanned_by(literal, message);
+}
+
+/// Whether `character` may appear in an aggregate name.
+fn allowed_in_name(character: char) -> bool {
+    character.is_ascii_alphanumeric() || character == '_' || character == '.'
+}
+
+/// "`/`", "a space and `/`", "`é`, `\t` and `/`": the refused characters, readable.
+fn described(characters: &[char]) -> String {
+    let names: Vec<String> = characters
+        .iter()
+        .map(|&character| match character {
+            ' ' => String::from("a space"),
+            other => format!("`{}`", other.escape_debug()),
+        })
+        .collect();
+    attr::listed(&names, "and")
+}
+
+/// The name to suggest for a struct that has none: its own name in lower case, reduced to what
+/// a name may hold.
+fn suggested_name(ident: &Ident) -> String {
+    let mut name: String = ident
+        .unraw()
+        .to_string()
+        .to_lowercase()
+        .chars()
+        .map(|c| if allowed_in_name(c) { c } else { '_' })
+        .collect();
+    name.truncate(MAX_NAME_LEN);
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message `validate_name` gives for `name`, or `None` when it accepts it.
+    fn refusal(name: &str) -> Option<String> {
+        let ctxt = Ctxt::new();
+        validate_name(&ctxt, &LitStr::new(name, proc_macro2::Span::call_site()));
+        ctxt.check().err().map(|error| error.to_string())
+    }
+
+    #[test]
+    fn names_of_letters_digits_underscores_and_dots_are_accepted() {
+        for name in [
+            "show",
+            "Show",
+            "order_line",
+            "shop.v2",
+            "a",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(refusal(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_dash_is_refused_with_the_name_to_write_instead() {
+        assert_eq!(
+            refusal("order-line").as_deref(),
+            Some(
+                "the aggregate's name `order-line` contains `-`, which separates the name from the id in stream ids: write `name = \"order_line\"`"
+            )
         );
+    }
+
+    #[test]
+    fn other_characters_are_named_and_replaced() {
+        assert_eq!(
+            refusal("order line").as_deref(),
+            Some(
+                "the aggregate's name `order line` contains a space, which stream ids do not allow in a name: a name holds only ASCII letters, digits, `_` and `.`; write `name = \"order_line\"`"
+            )
+        );
+        let message = refusal("shop/order-line größe").unwrap_or_default();
+        assert!(
+            message.contains("contains `/`, `-`, a space, `ö` and `ß`,"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("write `name = \"shop_order_line_gr__e\"`"),
+            "{message}"
+        );
+        let message = refusal("tab\there").unwrap_or_default();
+        assert!(message.contains("`tab\\there` contains `\\t`"), "{message}");
+    }
+
+    #[test]
+    fn long_and_empty_names_are_refused() {
+        assert_eq!(
+            refusal(&"x".repeat(65)).as_deref(),
+            Some(
+                "the aggregate's name is 65 bytes long, and stream ids allow at most 64 for it: write a shorter name"
+            )
+        );
+        let message = refusal(&format!("{}-", "x".repeat(64))).unwrap_or_default();
+        assert!(
+            message.ends_with("_\"`, shortened to 64 bytes at most"),
+            "{message}"
+        );
+        assert!(refusal("").is_some());
+    }
+
+    #[test]
+    fn suggested_names_follow_the_rule() {
+        let suggest = |ident: Ident| suggested_name(&ident);
+        assert_eq!(suggest(syn::parse_quote!(OrderLine)), "orderline");
+        assert_eq!(suggest(syn::parse_quote!(r#Type)), "type");
+        assert_eq!(suggest(syn::parse_quote!(Größe)), "gr__e");
     }
 }

@@ -3,7 +3,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Ident, ItemImpl};
+use syn::{Ident, ItemImpl, WhereClause, parse_quote};
 
 use super::model::{Argument, Handler, HandlerImpl, Output, Shape};
 
@@ -84,7 +84,7 @@ fn command_enum(handlers: &HandlerImpl<'_>) -> TokenStream {
 /// `impl CommandHandler`: `handle` matches the command and calls the handler method.
 fn handler_impl(handlers: &HandlerImpl<'_>) -> TokenStream {
     let item = handlers.original;
-    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let (impl_generics, _, _) = item.generics.split_for_impl();
     let self_ty = &item.self_ty;
     let command = &handlers.command;
     let services_type = handlers
@@ -102,7 +102,10 @@ fn handler_impl(handlers: &HandlerImpl<'_>) -> TokenStream {
     let error = quote!(<Self as ::cqrs_core::Aggregate>::Error);
     let self_ty_span = self_ty.span();
     let impl_for = quote_spanned!(self_ty_span=> ::cqrs_core::CommandHandler for #self_ty);
+    let (where_clause, aggregate_check) = assume_aggregate(item);
     quote! {
+        #aggregate_check
+
         #[automatically_derived]
         impl #impl_generics #impl_for #where_clause {
             type Command = #command;
@@ -124,6 +127,43 @@ fn handler_impl(handlers: &HandlerImpl<'_>) -> TokenStream {
             }
         }
     }
+}
+
+/// The where clause of the `CommandHandler` impl, and the check that the type is an aggregate.
+///
+/// For a concrete type the impl assumes `Self: Aggregate` in full, so that an aggregate missing
+/// one of `Aggregate`'s supertraits (`Default`, `Send`, ...) is reported once, on the derive's
+/// impl, and not again on this impl and on every `<Self as Aggregate>::Event` in it. The binder
+/// keeps the bound from being a trivially false one, which rustc refuses, and callers still
+/// only need `Self: Aggregate`, which the derive's impl gives whatever its own errors. Since the
+/// impl then no longer checks that the type is an aggregate at all, a signature does, once, on
+/// the user's type (signatures are checked before bodies, so this error comes first).
+///
+/// A generic type keeps the plain where clause: there the assumption would shadow the derive's
+/// impl and leave `<Self as Aggregate>::Event` unnormalized, and the derive reports missing
+/// bounds of a generic aggregate once already.
+fn assume_aggregate(item: &ItemImpl) -> (Option<WhereClause>, TokenStream) {
+    let where_clause = item.generics.where_clause.clone();
+    if !item.generics.params.is_empty() {
+        return (where_clause, TokenStream::new());
+    }
+    let self_ty = &item.self_ty;
+    let mut assumed = where_clause.clone().unwrap_or_else(|| parse_quote!(where));
+    assumed
+        .predicates
+        .push(parse_quote!(for<'__cqrs_assumed> #self_ty: ::cqrs_core::Aggregate));
+    let is_aggregate = quote_spanned! {self_ty.span()=>
+        ::core::marker::PhantomData<IsAggregate<#self_ty>>
+    };
+    let check = quote! {
+        const _: () = {
+            #[allow(dead_code)]
+            struct IsAggregate<A: ::cqrs_core::Aggregate>(::core::marker::PhantomData<A>);
+            #[allow(dead_code)]
+            fn check_aggregate(_: #is_aggregate) #where_clause {}
+        };
+    };
+    (Some(assumed), check)
 }
 
 /// `ShowCommand::ReserveSeats { booking, seats } => { call; convert }`.

@@ -4,6 +4,7 @@
 mod expand;
 mod model;
 mod naming;
+mod second_block;
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
@@ -19,6 +20,12 @@ pub(crate) fn attribute(args: TokenStream, input: TokenStream) -> TokenStream {
         Err(tokens) => return tokens,
     };
     let stripped = model::strip_helper_attributes(&item_impl);
+    // Only the first block for an aggregate expands; a second one would define everything again.
+    if let Some(error) = second_block::refusal(&item_impl, &model::handler_names(&item_impl)) {
+        let mut tokens = error.into_compile_error();
+        stripped.to_tokens(&mut tokens);
+        return tokens;
+    }
     match model::read(args, &item_impl) {
         Ok(handlers) => expand::command_handler(&handlers, &stripped),
         Err(error) => {

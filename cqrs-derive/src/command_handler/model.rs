@@ -262,6 +262,23 @@ pub(super) fn read(args: TokenStream, item: &ItemImpl) -> syn::Result<HandlerImp
     })
 }
 
+/// The names of the methods that would be command handlers (by visibility and
+/// `#[command(skip)]`, the first rule `read` applies), for messages about the whole block.
+pub(super) fn handler_names(item: &ItemImpl) -> Vec<String> {
+    item.items
+        .iter()
+        .filter_map(|impl_item| match impl_item {
+            ImplItem::Fn(method) => Some(method),
+            _ => None,
+        })
+        .filter(|method| {
+            let skip = read_command_attributes(&Ctxt::new(), method);
+            !matches!(method.vis, Visibility::Inherited) && skip.is_none()
+        })
+        .map(|method| method.sig.ident.to_string())
+        .collect()
+}
+
 /// `#[command(...)]` on a method; returns the `skip` key when present.
 fn read_command_attributes(ctxt: &Ctxt, method: &ImplItemFn) -> Option<syn::Path> {
     let mut skip = Setting::new(ctxt, COMMAND, SKIP);
@@ -627,7 +644,7 @@ fn ungroup(mut ty: &Type) -> &Type {
 }
 
 /// A type as the user wrote it, for messages.
-fn type_text(ty: &Type) -> String {
+pub(super) fn type_text(ty: &Type) -> String {
     ty.to_token_stream()
         .to_string()
         .replace(" < ", "<")

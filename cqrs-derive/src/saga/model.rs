@@ -127,7 +127,10 @@ pub(super) fn read(args: TokenStream, item: &ItemImpl) -> (SagaImpl<'_>, syn::Re
             continue;
         };
         let ident = method.sig.ident.to_string();
-        has_route |= ident == ROUTE;
+        if ident == ROUTE {
+            has_route = true;
+            validate_route(&ctxt, method, input.as_ref());
+        }
         has_on_deadline |= ident == ON_DEADLINE;
         has_on_rejected |= ident == ON_REJECTED;
         if let Some(handler) = read_handler(&ctxt, method) {
@@ -200,6 +203,20 @@ fn validate_name(ctxt: &Ctxt, name: Option<&LitStr>) {
         ctxt.error_spanned_by(
             name,
             "the saga name is part of command ids, separated by `/`: write it without `/`",
+        );
+    }
+}
+
+/// `route` decides which instance an event goes to, before any instance is loaded: it is an
+/// associated function, `fn route(input: &Input) -> Route`.
+fn validate_route(ctxt: &Ctxt, method: &ImplItemFn, input: Option<&Ident>) {
+    if let Some(FnArg::Receiver(receiver)) = method.sig.inputs.first() {
+        let input_name = input.map_or_else(|| String::from("Input"), ToString::to_string);
+        ctxt.error_spanned_by(
+            receiver,
+            format!(
+                "`route` picks the instance an event goes to before any instance is loaded, so it takes no `self`: write `fn route(input: &{input_name}) -> Route`"
+            ),
         );
     }
 }
