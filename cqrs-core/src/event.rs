@@ -825,8 +825,8 @@ mod tests {
         }
         assert_eq!(
             StreamId::for_aggregate("order-line", 5)
-                .map_err(|error| error.to_string())
-                .unwrap_err(),
+                .expect_err("refused")
+                .to_string(),
             "the aggregate name `order-line` contains '-': only ASCII letters, digits, `_` and \
              `.` are allowed, since `-` separates the name from the id in stream ids"
         );

@@ -474,17 +474,17 @@ mod fork {
     use cqrs_core::prelude::*;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
-    pub enum TallyEvent {
+    pub(crate) enum TallyEvent {
         Counted,
     }
 
     #[derive(Debug, thiserror::Error)]
     #[error("never")]
-    pub struct Never;
+    pub(crate) struct Never;
 
     #[derive(Debug, Default, Clone, PartialEq, Aggregate)]
     #[aggregate(name = "cloned", event = TallyEvent, error = Never)]
-    pub struct Cloned {
+    pub(crate) struct Cloned {
         count: u32,
     }
 
@@ -496,7 +496,7 @@ mod fork {
 
     #[derive(Debug, Default, Aggregate)]
     #[aggregate(name = "unique", event = TallyEvent, error = Never)]
-    pub struct NotCloned {
+    pub(crate) struct NotCloned {
         count: u32,
     }
 

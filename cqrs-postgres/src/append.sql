@@ -4,8 +4,10 @@
 -- version, $4 command id, $5 number of events; per event, every append's events one after the
 -- other: $6 event id ... $14 headers.
 -- One row per append, in order: outcome (0 written, 1 version conflict, 2 command already
--- applied), actual version, first and last version, first and last position (NULL when the
--- events were written unnumbered: the caller settles them after the commit).
+-- applied, 4 another writer holds a turn on the stream: nothing written, the caller waits for the
+-- turn and sends the append again), actual version, first and last version, first and last
+-- position (NULL when the events were written unnumbered: the caller settles them after the
+-- commit). Each append tries its stream's turn lock in shared mode first (see 0004_turns.sql).
 --
 -- The same steps as cqrs_append_batch, without PL/pgSQL: command record and stream version read,
 -- expectation checked, then, when something is written and nothing committed is waiting for a
@@ -19,6 +21,7 @@
 -- that met it.
 WITH appends AS MATERIALIZED (
     SELECT a.k, a.stream, a.kind, a.expected, a.command_id, a.count,
+           pg_try_advisory_xact_lock_shared(1668444787, hashtext(a.stream)) AS free,
            coalesce(v.version, 0) AS actual,
            c.first_version AS earlier_first, c.version AS earlier_last,
            sum(a.count) OVER (ORDER BY a.k) - a.count AS event_offset
@@ -30,6 +33,7 @@ WITH appends AS MATERIALIZED (
 ), checked AS MATERIALIZED (
     SELECT a.*,
            CASE WHEN a.earlier_first IS NOT NULL THEN 2
+                WHEN NOT a.free THEN 4
                 WHEN a.kind = 0 OR (a.kind = 1 AND a.actual = 0) OR (a.kind = 2 AND a.actual > 0)
                      OR (a.kind = 3 AND a.actual = a.expected) THEN 0
                 ELSE 1 END AS outcome
@@ -78,7 +82,7 @@ WITH appends AS MATERIALIZED (
       FROM sequencer s WHERE s.head IS NOT NULL
 )
 SELECT d.outcome::smallint,
-       CASE WHEN d.outcome <> 2 THEN d.actual END,
+       CASE WHEN d.outcome IN (0, 1) THEN d.actual END,
        CASE d.outcome WHEN 0 THEN d.actual + 1 WHEN 2 THEN d.earlier_first END,
        CASE d.outcome WHEN 0 THEN d.actual + d.count WHEN 2 THEN d.earlier_last END,
        CASE WHEN d.outcome = 0 AND d.count > 0 THEN s.head + d.position_offset + 1 END,

@@ -40,7 +40,7 @@ pub(crate) const APPEND_ONE: &str = include_str!("append_one.sql");
 /// The same batch after `APPEND` met a unique violation: a function that reads with a fresh
 /// snapshot after the sequencer lock and writes each append in a subtransaction of its own, so
 /// that only the append that met the violation fails.
-const APPEND_ISOLATED: &str = "SELECT outcome, actual_version, first_version, last_version, \
+pub(crate) const APPEND_ISOLATED: &str = "SELECT outcome, actual_version, first_version, last_version, \
      first_position, last_position FROM cqrs_append_batch($1::text[], $2::smallint[], \
      $3::bigint[], $4::text[], $5::integer[], $6::uuid[], $7::text[], $8::bigint[], \
      $9::bytea[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], $14::text[])";
@@ -56,6 +56,26 @@ pub(crate) struct Request {
     pub(crate) command_id: Option<CommandId>,
     pub(crate) columns: Arc<Columns>,
     pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+impl Request {
+    fn parts(&self) -> AppendParts<'_> {
+        AppendParts {
+            stream: &self.stream,
+            expected: self.expected,
+            command_id: self.command_id.as_ref(),
+            columns: &self.columns,
+        }
+    }
+}
+
+/// What the append statements take of one append.
+#[derive(Clone, Copy)]
+pub(crate) struct AppendParts<'a> {
+    pub(crate) stream: &'a StreamId,
+    pub(crate) expected: ExpectedArgument,
+    pub(crate) command_id: Option<&'a CommandId>,
+    pub(crate) columns: &'a Columns,
 }
 
 /// A store's queue of appends.
@@ -197,11 +217,34 @@ fn take_batch(waiting: &mut VecDeque<Request>) -> Vec<Request> {
     batch
 }
 
+/// How many times a batch is sent again after the server rolled it back as a deadlock victim or
+/// for a serialization failure, before its appends get the error.
+const TRANSIENT_RETRIES: u32 = 8;
+
+/// The jittered pause before each of those: under 1 ms doubling to at most 50 ms.
+const TRANSIENT_BACKOFF: cqrs_core::RetryPolicy = cqrs_core::RetryPolicy {
+    base_delay: std::time::Duration::from_millis(1),
+    max_delay: std::time::Duration::from_millis(50),
+    ..cqrs_core::RetryPolicy::NEVER
+};
+
 async fn run_batch(store: &PostgresStore, mut batch: Vec<Request>) {
     // Every batch inserts in stream order: two batches that wait for each other's rows (two
     // nodes writing the same streams) then wait in the same order, never in a cycle.
     batch.sort_by(|a, b| a.stream.as_str().cmp(b.stream.as_str()));
-    match send(store, &batch).await {
+    let mut result = send(store, &batch).await;
+    let mut retries = 0;
+    // The statements are written so that appends never wait for each other in a cycle (see
+    // `0004_turns.sql`), but a deadlock or serialization failure rolls the whole statement back
+    // and writes nothing, so it is never an answer for the caller: the batch goes again.
+    while retries < TRANSIENT_RETRIES
+        && matches!(&result, Err(BatchError::Postgres(error)) if crate::error::is_transient(error))
+    {
+        retries += 1;
+        tokio::time::sleep(TRANSIENT_BACKOFF.delay_after(retries)).await;
+        result = send(store, &batch).await;
+    }
+    match result {
         Err(BatchError::Postgres(error)) if batch.len() > 1 && refused_data(&error) => {
             // The server refused one append's data (a NUL in a text, a key too long for its
             // index) and the whole batch rolled back: each append goes again on its own, so that
@@ -232,14 +275,28 @@ fn reply(batch: Vec<Request>, result: Result<Vec<Reply>, BatchError>) {
                 let _ = request.reply.send(answer);
             }
         }
-        Err(BatchError::Postgres(error)) if batch.len() == 1 => {
-            // Alone, the append gets the driver's error itself.
+        Err(error) if batch.len() == 1 => {
+            // Alone, the append gets the error itself.
             if let Some(request) = batch.into_iter().next() {
-                let _ = request.reply.send(Err(StoreError::backend(error)));
+                let _ = request.reply.send(Err(match error {
+                    BatchError::Postgres(error) => crate::error::backend(error),
+                    BatchError::Store(error) => error,
+                }));
+            }
+        }
+        Err(BatchError::Store(StoreError::Timeout { what, waited })) => {
+            for request in batch {
+                let what = what.clone();
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Timeout { what, waited }));
             }
         }
         Err(error) => {
-            let error = Arc::new(error);
+            let error: Arc<dyn std::error::Error + Send + Sync> = match error {
+                BatchError::Postgres(error) => Arc::new(crate::DatabaseError::from(error)),
+                BatchError::Store(error) => Arc::new(error),
+            };
             for request in batch {
                 let _ = request
                     .reply
@@ -283,7 +340,8 @@ async fn send(store: &PostgresStore, batch: &[Request]) -> Result<Vec<Reply>, Ba
                 .map(|rows| lone_answer(&rows, request))
         }
         _ => {
-            let arguments = Arguments::new(batch);
+            let parts: Vec<_> = batch.iter().map(Request::parts).collect();
+            let arguments = Arguments::new(&parts);
             execute(&mut client, APPEND, &arguments.params(), &before_commit)
                 .await
                 .map(|rows| Some(answers(rows, batch)))
@@ -304,8 +362,11 @@ async fn send(store: &PostgresStore, batch: &[Request]) -> Result<Vec<Reply>, Ba
         Ok(answers) => answers,
         Err(error) => {
             // The connection may be broken (killed, server restarting) without the pool knowing
-            // yet: it is not handed to the next caller.
-            drop(deadpool_postgres::Object::take(client));
+            // yet: it is not handed to the next caller. A statement the server refused for its
+            // data, or rolled back as a deadlock victim, leaves it sound.
+            if !(crate::error::is_transient(&error) || refused_data(&error)) {
+                drop(deadpool_postgres::Object::take(client));
+            }
             Err(BatchError::Postgres(error))
         }
     }
@@ -317,7 +378,8 @@ async fn isolated(
     batch: &[Request],
     before_commit: &[String],
 ) -> Result<Result<Vec<Reply>, BatchError>, tokio_postgres::Error> {
-    let arguments = Arguments::new(batch);
+    let parts: Vec<_> = batch.iter().map(Request::parts).collect();
+    let arguments = Arguments::new(&parts);
     let rows = execute(client, APPEND_ISOLATED, &arguments.params(), before_commit).await?;
     Ok(answers(rows, batch))
 }
@@ -339,8 +401,8 @@ fn lone_answer(
     let row = rows.first()?;
     let stream = &request.stream;
     let answer = (|| {
-        let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
-        let position: Option<i64> = row.try_get(1).map_err(StoreError::backend)?;
+        let version: i64 = row.try_get(0).map_err(crate::error::backend)?;
+        let position: Option<i64> = row.try_get(1).map_err(crate::error::backend)?;
         let version = crate::rows::version(version, stream)?;
         let position = match position {
             Some(position) => Some(crate::rows::position(position, stream)?),
@@ -415,7 +477,7 @@ enum BatchError {
 
 /// The parameters of `APPEND` and `APPEND_ISOLATED` for a batch: one array per append column and
 /// one per event column (every append's events one after the other), borrowing from the requests.
-struct Arguments<'a> {
+pub(crate) struct Arguments<'a> {
     streams: Vec<&'a str>,
     kinds: Vec<i16>,
     expected: Vec<i64>,
@@ -433,7 +495,7 @@ struct Arguments<'a> {
 }
 
 impl<'a> Arguments<'a> {
-    fn new(batch: &'a [Request]) -> Self {
+    pub(crate) fn new(batch: &[AppendParts<'a>]) -> Self {
         let events: usize = batch
             .iter()
             .map(|request| request.columns.event_ids.len())
@@ -455,13 +517,13 @@ impl<'a> Arguments<'a> {
             headers: Vec::with_capacity(events),
         };
         for request in batch {
-            let columns = &*request.columns;
+            let columns = request.columns;
             arguments.streams.push(request.stream.as_str());
             arguments.kinds.push(request.expected.kind);
             arguments.expected.push(request.expected.version);
             arguments
                 .command_ids
-                .push(request.command_id.as_ref().map(CommandId::as_str));
+                .push(request.command_id.map(CommandId::as_str));
             arguments
                 .counts
                 .push(i32::try_from(columns.event_ids.len()).unwrap_or(i32::MAX));
@@ -494,7 +556,7 @@ impl<'a> Arguments<'a> {
         arguments
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 14] {
         [
             &self.streams,
             &self.kinds,

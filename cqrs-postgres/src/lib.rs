@@ -51,9 +51,7 @@
 //! expected version is not the stream's, nothing was written and the store sends the batch again
 //! through `cqrs_append_batch`, which inserts each append in a subtransaction of its own, so that
 //! one append's failure leaves the others alone; after the server refused one append's data the
-//! store sends each append again on its own. A batch inserts its appends in stream order, so two
-//! batches of two nodes that wait for each other's rows wait in the same order and never
-//! deadlock. Two writers racing for the same version meet on the primary key; the loser's unique
+//! store sends each append again on its own. Two writers racing for the same version meet on the primary key; the loser's unique
 //! violation is mapped to [`StoreError::DuplicateCommand`] when the winner applied the same
 //! command id, to [`StoreError::Conflict`] with the version found otherwise, and retried when the
 //! expectation (`Any`, `StreamExists`) still holds.
@@ -109,6 +107,43 @@
 //! events unnumbered (invisible to `read_all`) until the next append or the next fallback check of
 //! a waiting reader numbers them.
 //!
+//! # No deadlocks
+//!
+//! Appends wait for each other in three ways only: an insert waits for another transaction's
+//! uncommitted row of the same (stream, version) or command id; an insert of a stale version
+//! waits for a transaction that is numbering that row (`cqrs_settle`); and numbering waits for
+//! the sequencer lock. The first kind cannot form a cycle, since every batch inserts its appends
+//! in stream order (events first, then command records). The second cannot either, since the
+//! transactions that number pending rows insert nothing and wait for the sequencer lock before
+//! they touch any row. Until version 4 of the schema, a batch that fell back to
+//! `cqrs_append_batch` numbered other appends' pending rows and then inserted its own, which let
+//! it and another node's stale writer each wait for the other ("deadlock detected", ShareLock on
+//! transaction); it now numbers only its own events, and only when nothing is pending. Should
+//! the server still roll a batch back as a deadlock victim or for a serialization failure
+//! (SQLSTATE 40P01, 40001), nothing was written and the store sends it again, so neither reaches
+//! a caller.
+//!
+//! # Turns on hot streams
+//!
+//! [`take_turn`](EventStore::take_turn) opens a transaction on a pooled connection and waits for
+//! the stream's turn lock (a transaction-scoped advisory lock keyed by the stream) in exclusive
+//! mode; the turn's reads and its one append run in that transaction, which commits with the
+//! append. Every append statement first *tries* the same lock in shared mode: when a turn holds
+//! it, the append writes nothing and waits until the turn is over, then is sent again (it then
+//! usually meets a conflict and decides again). So nothing gets between a turn's read and its
+//! append. A turn waits for its lock before it reads or writes anything, and the shared tries
+//! never wait, so turns add no cycle. Each store lets at most one turn per stream (per group of
+//! streams, by hash) wait on the server, so waiting turns hold few connections, and a turn needs
+//! no connection but its own. The repository takes turns after repeated conflicts (see
+//! [`RetryPolicy`](cqrs_core::RetryPolicy)).
+//!
+//! # Connections
+//!
+//! A call waits at most [`PoolOptions::wait_timeout`] for a pooled connection and at most
+//! [`PoolOptions::connect_timeout`] for a new one, then fails with [`StoreError::Timeout`].
+//! Every other failure is [`StoreError::Backend`] around a [`DatabaseError`], whose message is
+//! the server's SQLSTATE, message, detail and hint, or the driver's cause.
+//!
 //! # Waiting for events
 //!
 //! Every numbering transaction sends `NOTIFY cqrs_events` with the new head. Each store opens one
@@ -129,6 +164,7 @@
 #![doc(html_root_url = "https://docs.rs/cqrs-postgres/0.1.0")]
 
 mod batch;
+mod error;
 mod listener;
 pub mod migrate;
 pub mod projection;
@@ -136,12 +172,13 @@ mod rows;
 pub mod saga;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod turn;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use cqrs_core::store::command_id_of;
+use cqrs_core::store::{StreamTurn, command_id_of};
 use cqrs_core::{
     AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
     RecordedEvent, Snapshot, StoreError, StreamId, Version,
@@ -152,6 +189,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+pub use crate::error::DatabaseError;
 use crate::listener::Listener;
 pub use crate::migrate::MigrationError;
 pub use crate::projection::{
@@ -178,6 +216,42 @@ pub const FALLBACK_CHECK: Duration = Duration::from_secs(2);
 
 /// The default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long a call waits for a pooled connection by default before it fails with
+/// [`StoreError::Timeout`].
+pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long opening a new connection may take by default before it fails with
+/// [`StoreError::Timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection pool's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// The most connections the pool opens (at least 1).
+    pub size: usize,
+    /// How long a call waits for a connection when all of them are busy, before it fails with
+    /// [`StoreError::Timeout`] (nothing written). `None` waits for ever: a pool held by stuck
+    /// callers then hangs every other caller.
+    pub wait_timeout: Option<Duration>,
+    /// How long opening a new connection may take (a server that accepts the TCP connection and
+    /// never answers). `None`: no limit.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Default for PoolOptions {
+    /// [`DEFAULT_POOL_SIZE`] connections, [`DEFAULT_POOL_WAIT`], [`DEFAULT_CONNECT_TIMEOUT`].
+    fn default() -> Self {
+        PoolOptions {
+            size: DEFAULT_POOL_SIZE,
+            wait_timeout: Some(DEFAULT_POOL_WAIT),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+        }
+    }
+}
+
+/// How many turn gates a store has (see `Inner::turn_gates`).
+const TURN_GATES: usize = 64;
 
 const SETTLE: &str =
     "SELECT first_position, last_position FROM cqrs_settle($1::text, $2::bigint, $3::bigint)";
@@ -214,6 +288,10 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    pool_options: PoolOptions,
+    /// One gate per group of streams (by hash), so that a store has at most one turn per stream
+    /// waiting on the server: a turn holds a connection while it waits.
+    turn_gates: Vec<Arc<tokio::sync::Mutex<()>>>,
     config: tokio_postgres::Config,
     listener: Listener,
     before_commit: RwLock<Option<BeforeCommit>>,
@@ -246,10 +324,25 @@ impl PostgresStore {
         Self::from_config(config, pool_size)
     }
 
-    /// A store on the database `config` describes, with at most `pool_size` pooled connections.
+    /// A store on the database `config` describes, with at most `pool_size` pooled connections
+    /// and the other [`PoolOptions`] at their defaults.
     pub fn from_config(
         config: tokio_postgres::Config,
         pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        Self::with_options(
+            config,
+            PoolOptions {
+                size: pool_size,
+                ..PoolOptions::default()
+            },
+        )
+    }
+
+    /// A store on the database `config` describes, with the pool `options`.
+    pub fn with_options(
+        config: tokio_postgres::Config,
+        options: PoolOptions,
     ) -> Result<Self, StoreError> {
         let manager = Manager::from_config(
             config.clone(),
@@ -258,19 +351,35 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let options = PoolOptions {
+            size: options.size.max(1),
+            ..options
+        };
         let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
+            .max_size(options.size)
+            .wait_timeout(options.wait_timeout)
+            .create_timeout(options.connect_timeout)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|error| StoreError::backend(PostgresError::Pool(error.to_string())))?;
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
+                pool_options: options,
+                turn_gates: (0..TURN_GATES)
+                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                    .collect(),
                 config: config.clone(),
                 listener: Listener::new(config),
                 before_commit: RwLock::new(None),
                 queue: batch::Queue::default(),
             }),
         })
+    }
+
+    /// The pool's settings.
+    pub fn pool_options(&self) -> PoolOptions {
+        self.inner.pool_options
     }
 
     /// Applies the schema migrations this crate ships that the database lacks, and returns the
@@ -313,12 +422,27 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         loop {
-            let client = self.inner.pool.get().await.map_err(StoreError::backend)?;
+            let client = self
+                .inner
+                .pool
+                .get()
+                .await
+                .map_err(|error| self.pool_error(error))?;
             if !client.is_closed() {
                 return Ok(client);
             }
             drop(deadpool_postgres::Object::take(client));
         }
+    }
+
+    fn pool_error(&self, error: deadpool_postgres::PoolError) -> StoreError {
+        let options = &self.inner.pool_options;
+        crate::error::pool(
+            error,
+            options.size,
+            options.wait_timeout,
+            options.connect_timeout,
+        )
     }
 
     /// The stream's current version, read on its own (after a failed append).
@@ -327,12 +451,12 @@ impl PostgresStore {
         let statement = client
             .prepare_cached("SELECT coalesce(max(version), 0) FROM cqrs_events WHERE stream = $1")
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let row = client
             .query_one(&statement, &[&stream.as_str()])
             .await
-            .map_err(StoreError::backend)?;
-        rows::version(row.try_get(0).map_err(StoreError::backend)?, stream)
+            .map_err(crate::error::backend)?;
+        rows::version(row.try_get(0).map_err(crate::error::backend)?, stream)
     }
 
     /// The positions of `stream`'s committed events `first..=last`, numbering them first if they
@@ -344,29 +468,7 @@ impl PostgresStore {
         last: Version,
     ) -> Result<(Position, Position), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(SETTLE)
-            .await
-            .map_err(StoreError::backend)?;
-        let (first_version, last_version) = (rows::to_i64(first.0), rows::to_i64(last.0));
-        let row = client
-            .query_one(
-                &statement,
-                &[&stream.as_str(), &first_version, &last_version],
-            )
-            .await
-            .map_err(StoreError::backend)?;
-        let first: Option<i64> = row.try_get(0).map_err(StoreError::backend)?;
-        let last: Option<i64> = row.try_get(1).map_err(StoreError::backend)?;
-        match (first, last) {
-            (Some(first), Some(last)) => Ok((
-                rows::position(first, stream)?,
-                rows::position(last, stream)?,
-            )),
-            _ => Err(StoreError::backend(PostgresError::UnexpectedAnswer(
-                format!("no positions for versions {first_version}..={last_version} of `{stream}`"),
-            ))),
-        }
+        settle_on(&client, stream, first, last).await
     }
 
     /// The command record of `command_id` on `stream` without settling positions.
@@ -382,17 +484,17 @@ impl PostgresStore {
                  WHERE stream = $1 AND command_id = $2",
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let Some(row) = client
             .query_opt(&statement, &[&stream.as_str(), &command_id.as_str()])
             .await
-            .map_err(StoreError::backend)?
+            .map_err(crate::error::backend)?
         else {
             return Ok(None);
         };
         Ok(Some((
-            rows::version(row.try_get(0).map_err(StoreError::backend)?, stream)?,
-            rows::version(row.try_get(1).map_err(StoreError::backend)?, stream)?,
+            rows::version(row.try_get(0).map_err(crate::error::backend)?, stream)?,
+            rows::version(row.try_get(1).map_err(crate::error::backend)?, stream)?,
         )))
     }
 
@@ -413,43 +515,104 @@ impl PostgresStore {
         })
     }
 
-    /// Hands the events of `stream` from version `from` on to `visit` until the first unnumbered
-    /// one, whose version it returns.
-    async fn visit_numbered(
+    /// What a unique violation met by an append means: the command was applied already, or the
+    /// expected version no longer holds (`None`: it still holds, send the append again).
+    async fn refusal_after_unique_violation(
         &self,
         stream: &StreamId,
-        from: i64,
-        limit: i64,
-        visited: &mut i64,
-        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
-    ) -> Result<Option<i64>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {} FROM cqrs_events WHERE stream = $1 AND version >= $2 \
-                 ORDER BY version LIMIT $3",
-                rows::STREAM_EVENT_COLUMNS
-            ))
-            .await
-            .map_err(StoreError::backend)?;
-        let params: [&(dyn ToSql + Sync); 3] = [&stream.as_str(), &from, &limit];
-        let rows = client
-            .query_raw(&statement, params)
-            .await
-            .map_err(StoreError::backend)?;
-        pin_mut!(rows);
-        // One event, refilled from each row: the visitor only borrows it.
-        let mut event = None;
-        while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
-            if let Some(pending) = rows::read_stream_event(&row, stream, &mut event)? {
-                return Ok(Some(pending));
-            }
-            if let Some(event) = &event {
-                visit(event)?;
-                *visited += 1;
+        expected: ExpectedVersion,
+        command_id: Option<&CommandId>,
+    ) -> Result<Option<StoreError>, StoreError> {
+        if let Some(command_id) = command_id {
+            if let Some((first, last)) = self.command_versions(stream, command_id).await? {
+                let earlier = self.record(stream, command_id, first, last).await?;
+                return Ok(Some(StoreError::DuplicateCommand { earlier }));
             }
         }
-        Ok(None)
+        let actual = self.stream_version(stream).await?;
+        Ok((!expected.matches(actual)).then(|| StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        }))
+    }
+
+    /// The receipt of an append the server answered (outcome 0), or the error its answer says,
+    /// settling its positions when it was written unnumbered.
+    async fn receipt(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        command_id: Option<&CommandId>,
+        answer: rows::AppendAnswer,
+        empty: bool,
+    ) -> Result<AppendReceipt, StoreError> {
+        match answer.outcome {
+            0 => {}
+            1 => {
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: answer.actual_version,
+                });
+            }
+            2 => {
+                let Some(command_id) = command_id else {
+                    return Err(StoreError::backend(PostgresError::UnexpectedAnswer(
+                        "duplicate command without a command id".into(),
+                    )));
+                };
+                let earlier = self
+                    .record(
+                        stream,
+                        command_id,
+                        answer.first_version,
+                        answer.last_version,
+                    )
+                    .await?;
+                return Err(StoreError::DuplicateCommand { earlier });
+            }
+            other => {
+                return Err(StoreError::backend(PostgresError::UnexpectedAnswer(
+                    format!("outcome {other}"),
+                )));
+            }
+        }
+        if empty {
+            return Ok(AppendReceipt {
+                first_version: answer.first_version,
+                version: answer.last_version,
+                first_position: None,
+                position: None,
+            });
+        }
+        let (first_position, position) = match answer.positions {
+            Some(positions) => positions,
+            None => {
+                self.settle(stream, answer.first_version, answer.last_version)
+                    .await?
+            }
+        };
+        Ok(AppendReceipt {
+            first_version: answer.first_version,
+            version: answer.last_version,
+            first_position: Some(first_position),
+            position: Some(position),
+        })
+    }
+
+    /// Waits until no writer holds a turn on `stream` (its turn lock is free in shared mode).
+    async fn wait_for_turn(&self, stream: &StreamId) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(turn::WAIT_FOR_TURN)
+            .await
+            .map_err(crate::error::backend)?;
+        client
+            .execute(&statement, &[&stream.as_str()])
+            .await
+            .map_err(crate::error::backend)?;
+        Ok(())
     }
 
     /// Runs one attempt of an append, in the store's next batch. `Ok(None)` means a unique
@@ -472,6 +635,80 @@ impl PostgresStore {
         batch::submit(self, request, answer).await
     }
 }
+
+/// The positions of `stream`'s committed events `first..=last`, numbering them first if they
+/// are still pending, on `client` (outside any transaction).
+async fn settle_on(
+    client: &deadpool_postgres::ClientWrapper,
+    stream: &StreamId,
+    first: Version,
+    last: Version,
+) -> Result<(Position, Position), StoreError> {
+    let statement = client
+        .prepare_cached(SETTLE)
+        .await
+        .map_err(crate::error::backend)?;
+    let (first_version, last_version) = (rows::to_i64(first.0), rows::to_i64(last.0));
+    let row = client
+        .query_one(
+            &statement,
+            &[&stream.as_str(), &first_version, &last_version],
+        )
+        .await
+        .map_err(crate::error::backend)?;
+    let first: Option<i64> = row.try_get(0).map_err(crate::error::backend)?;
+    let last: Option<i64> = row.try_get(1).map_err(crate::error::backend)?;
+    match (first, last) {
+        (Some(first), Some(last)) => Ok((
+            rows::position(first, stream)?,
+            rows::position(last, stream)?,
+        )),
+        _ => Err(StoreError::backend(PostgresError::UnexpectedAnswer(
+            format!("no positions for versions {first_version}..={last_version} of `{stream}`"),
+        ))),
+    }
+}
+
+/// Hands the events of `stream` from version `from` on to `visit` until the first unnumbered
+/// one, whose version it returns. Used by the store and by turns, each on its own connection.
+async fn visit_numbered(
+    client: &deadpool_postgres::ClientWrapper,
+    stream: &StreamId,
+    from: i64,
+    limit: i64,
+    visited: &mut i64,
+    visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+) -> Result<Option<i64>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {} FROM cqrs_events WHERE stream = $1 AND version >= $2 \
+             ORDER BY version LIMIT $3",
+            rows::STREAM_EVENT_COLUMNS
+        ))
+        .await
+        .map_err(crate::error::backend)?;
+    let params: [&(dyn ToSql + Sync); 3] = [&stream.as_str(), &from, &limit];
+    let rows = client
+        .query_raw(&statement, params)
+        .await
+        .map_err(crate::error::backend)?;
+    pin_mut!(rows);
+    // One event, refilled from each row: the visitor only borrows it.
+    let mut event = None;
+    while let Some(row) = rows.try_next().await.map_err(crate::error::backend)? {
+        if let Some(pending) = rows::read_stream_event(&row, stream, &mut event)? {
+            return Ok(Some(pending));
+        }
+        if let Some(event) = &event {
+            visit(event)?;
+            *visited += 1;
+        }
+    }
+    Ok(None)
+}
+
+/// The outcome of an append that found another writer's turn on its stream: nothing written.
+const OUTCOME_IN_TURN: i16 = 4;
 
 /// The expected version kinds of the append statements.
 const KIND_ANY: i16 = 0;
@@ -569,85 +806,49 @@ impl EventStore for PostgresStore {
         let command_id = command_id_of(&events)?.cloned();
         let columns = Arc::new(Columns::new(&events)?);
         let argument = ExpectedArgument::from(expected);
-        let answer = loop {
-            if let Some(answer) = self
-                .try_append(stream, argument, command_id.as_ref(), &columns)
-                .await?
-            {
-                break answer;
-            }
-            // Another writer committed the same version (or command id) first.
-            if let Some(command_id) = &command_id {
-                if let Some((first, last)) = self.command_versions(stream, command_id).await? {
-                    let earlier = self.record(stream, command_id, first, last).await?;
-                    return Err(StoreError::DuplicateCommand { earlier });
-                }
-            }
-            let actual = self.stream_version(stream).await?;
-            if !expected.matches(actual) {
-                return Err(StoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual,
-                });
-            }
-            // The expectation still holds (`Any`, `StreamExists`, or the winner rolled back):
-            // try again on top of the new version.
-            tokio::task::yield_now().await;
-        };
-
-        match answer.outcome {
-            0 => {}
-            1 => {
-                return Err(StoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual: answer.actual_version,
-                });
-            }
-            2 => {
-                let Some(command_id) = &command_id else {
-                    return Err(StoreError::backend(PostgresError::UnexpectedAnswer(
-                        "duplicate command without a command id".into(),
-                    )));
-                };
-                let earlier = self
-                    .record(
-                        stream,
-                        command_id,
-                        answer.first_version,
-                        answer.last_version,
-                    )
-                    .await?;
-                return Err(StoreError::DuplicateCommand { earlier });
-            }
-            other => {
-                return Err(StoreError::backend(PostgresError::UnexpectedAnswer(
-                    format!("outcome {other}"),
-                )));
-            }
-        }
-        if events.is_empty() {
-            return Ok(AppendReceipt {
-                first_version: answer.first_version,
-                version: answer.last_version,
-                first_position: None,
-                position: None,
-            });
-        }
-        let (first_position, position) = match answer.positions {
-            Some(positions) => positions,
-            None => {
-                self.settle(stream, answer.first_version, answer.last_version)
+        loop {
+            let answer = loop {
+                if let Some(answer) = self
+                    .try_append(stream, argument, command_id.as_ref(), &columns)
                     .await?
+                {
+                    break answer;
+                }
+                // Another writer committed the same version (or command id) first.
+                if let Some(refused) = self
+                    .refusal_after_unique_violation(stream, expected, command_id.as_ref())
+                    .await?
+                {
+                    return Err(refused);
+                }
+                // The expectation still holds (`Any`, `StreamExists`, or the winner rolled back):
+                // try again on top of the new version.
+                tokio::task::yield_now().await;
+            };
+            if answer.outcome == OUTCOME_IN_TURN {
+                // Nothing was written: another writer holds a turn on the stream.
+                self.wait_for_turn(stream).await?;
+                continue;
             }
-        };
-        Ok(AppendReceipt {
-            first_version: answer.first_version,
-            version: answer.last_version,
-            first_position: Some(first_position),
-            position: Some(position),
-        })
+            return self
+                .receipt(
+                    stream,
+                    expected,
+                    command_id.as_ref(),
+                    answer,
+                    events.is_empty(),
+                )
+                .await;
+        }
+    }
+
+    async fn take_turn(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+        Ok(Some(Box::new(
+            turn::PostgresTurn::take(self, stream).await?,
+        )))
     }
 
     async fn read_stream(
@@ -682,17 +883,16 @@ impl EventStore for PostgresStore {
         // ones: the reader numbers them itself and goes on from there, so that it never misses a
         // committed event nor hands one over without its position.
         while visited < limit {
-            let pending = self
-                .visit_numbered(stream, from, limit - visited, &mut visited, visit)
-                .await?;
+            let client = self.client().await?;
+            let pending =
+                visit_numbered(&client, stream, from, limit - visited, &mut visited, visit).await?;
             let Some(pending) = pending else {
                 return Ok(usize::try_from(visited).unwrap_or(usize::MAX));
             };
-            let client = self.client().await?;
             client
                 .execute("SELECT cqrs_sequence_pending()", &[])
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::error::backend)?;
             from = pending;
         }
         Ok(usize::try_from(visited).unwrap_or(usize::MAX))
@@ -717,11 +917,11 @@ impl EventStore for PostgresStore {
                 rows::EVENT_COLUMNS
             ))
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let rows = client
             .query(&statement, &[&after, &limit])
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             // `position > $1` never matches an unnumbered event.
@@ -739,12 +939,12 @@ impl EventStore for PostgresStore {
                 "SELECT coalesce(max(position), 0) FROM cqrs_events WHERE position IS NOT NULL",
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let row = client
             .query_one(&statement, &[])
             .await
-            .map_err(StoreError::backend)?;
-        rows::head(row.try_get(0).map_err(StoreError::backend)?)
+            .map_err(crate::error::backend)?;
+        rows::head(row.try_get(0).map_err(crate::error::backend)?)
     }
 
     async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
@@ -773,7 +973,7 @@ impl EventStore for PostgresStore {
                     client
                         .execute("SELECT cqrs_sequence_pending()", &[])
                         .await
-                        .map_err(StoreError::backend)?;
+                        .map_err(crate::error::backend)?;
                 }
             }
             let head = self.head().await?;
@@ -797,7 +997,7 @@ impl EventStore for PostgresStore {
                             AND s.version > excluded.version)",
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let version = rows::to_i64(snapshot.version.0);
         let schema_version = i64::from(snapshot.schema_version);
         client
@@ -811,7 +1011,7 @@ impl EventStore for PostgresStore {
                 ],
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         Ok(())
     }
 
@@ -827,18 +1027,18 @@ impl EventStore for PostgresStore {
                  WHERE stream = $1 AND schema_version = $2",
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let Some(row) = client
             .query_opt(&statement, &[&stream.as_str(), &i64::from(schema_version)])
             .await
-            .map_err(StoreError::backend)?
+            .map_err(crate::error::backend)?
         else {
             return Ok(None);
         };
         Ok(Some(Snapshot {
-            version: rows::version(row.try_get(0).map_err(StoreError::backend)?, stream)?,
+            version: rows::version(row.try_get(0).map_err(crate::error::backend)?, stream)?,
             schema_version,
-            payload: row.try_get(1).map_err(StoreError::backend)?,
+            payload: row.try_get(1).map_err(crate::error::backend)?,
         }))
     }
 

@@ -40,7 +40,7 @@ impl Listener {
                 return Ok(receiver.clone());
             }
         }
-        let (client, messages) = open(&self.config).await.map_err(StoreError::backend)?;
+        let (client, messages) = open(&self.config).await.map_err(crate::error::backend)?;
         let (sender, receiver) = watch::channel(Position::START);
         tokio::spawn(run(self.config.clone(), client, messages, sender));
         *slot = Some(receiver.clone());

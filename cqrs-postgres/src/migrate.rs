@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "append_batch",
         sql: include_str!("../migrations/0003_append_batch.sql"),
     },
+    Migration {
+        version: 4,
+        name: "turns",
+        sql: include_str!("../migrations/0004_turns.sql"),
+    },
 ];
 
 /// The advisory lock that serializes concurrent `migrate` calls (from several nodes starting at
@@ -56,14 +61,17 @@ pub struct MigrationError {
 /// Applies the migrations of `MIGRATIONS` that the database has not recorded yet, each in its own
 /// transaction together with its record.
 pub(crate) async fn run(pool: &Pool) -> Result<Vec<i32>, StoreError> {
-    let mut client = pool.get().await.map_err(StoreError::backend)?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|error| crate::error::pool(error, pool.status().max_size, None, None))?;
     // One transaction for everything: DDL is transactional in PostgreSQL, so a failed migration
     // leaves no trace, and the lock taken first makes concurrent callers run one after another.
-    let transaction = client.transaction().await.map_err(StoreError::backend)?;
+    let transaction = client.transaction().await.map_err(crate::error::backend)?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
-        .map_err(StoreError::backend)?;
+        .map_err(crate::error::backend)?;
     transaction
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS cqrs_schema_migrations (
@@ -73,7 +81,7 @@ pub(crate) async fn run(pool: &Pool) -> Result<Vec<i32>, StoreError> {
              )",
         )
         .await
-        .map_err(StoreError::backend)?;
+        .map_err(crate::error::backend)?;
     let mut applied = Vec::new();
     for migration in MIGRATIONS {
         let wrap = |source| {
@@ -107,6 +115,6 @@ pub(crate) async fn run(pool: &Pool) -> Result<Vec<i32>, StoreError> {
             .map_err(wrap)?;
         applied.push(migration.version);
     }
-    transaction.commit().await.map_err(StoreError::backend)?;
+    transaction.commit().await.map_err(crate::error::backend)?;
     Ok(applied)
 }

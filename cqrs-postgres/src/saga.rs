@@ -52,17 +52,17 @@ impl PostgresSagaStore {
                 &[&saga],
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         rows.iter().map(instance_record).collect()
     }
 }
 
 fn instance_record(row: &tokio_postgres::Row) -> Result<InstanceRecord, StoreError> {
-    let instance: String = row.try_get(0).map_err(StoreError::backend)?;
-    let state: String = row.try_get(1).map_err(StoreError::backend)?;
-    let position: i64 = row.try_get(2).map_err(StoreError::backend)?;
-    let finished: bool = row.try_get(3).map_err(StoreError::backend)?;
-    let deadlines: String = row.try_get(4).map_err(StoreError::backend)?;
+    let instance: String = row.try_get(0).map_err(crate::error::backend)?;
+    let state: String = row.try_get(1).map_err(crate::error::backend)?;
+    let position: i64 = row.try_get(2).map_err(crate::error::backend)?;
+    let finished: bool = row.try_get(3).map_err(crate::error::backend)?;
+    let deadlines: String = row.try_get(4).map_err(crate::error::backend)?;
     Ok(InstanceRecord {
         state: serde_json::from_str(&state).map_err(StoreError::backend)?,
         position: position_of(position, &instance)?,
@@ -96,13 +96,13 @@ impl SagaStore for PostgresSagaStore {
         let statement = client
             .prepare_cached("SELECT position FROM cqrs_saga_checkpoints WHERE saga = $1")
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let row = client
             .query_opt(&statement, &[&saga])
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         match row {
-            Some(row) => position_of(row.try_get(0).map_err(StoreError::backend)?, saga),
+            Some(row) => position_of(row.try_get(0).map_err(crate::error::backend)?, saga),
             None => Ok(Position::START),
         }
     }
@@ -117,7 +117,7 @@ impl SagaStore for PostgresSagaStore {
                 &[&saga, &position],
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         Ok(())
     }
 
@@ -133,17 +133,17 @@ impl SagaStore for PostgresSagaStore {
                  FROM cqrs_saga_instances WHERE saga = $1 AND instance = $2",
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let row = client
             .query_opt(&statement, &[&saga, &instance])
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         row.as_ref().map(instance_record).transpose()
     }
 
     async fn commit(&self, saga: &str, commit: SagaCommit) -> Result<(), StoreError> {
         let mut client = self.store.client().await?;
-        let transaction = client.transaction().await.map_err(StoreError::backend)?;
+        let transaction = client.transaction().await.map_err(crate::error::backend)?;
         if let Some(position) = commit.position {
             let position = crate::rows::to_i64(position.0);
             let statement = transaction
@@ -152,11 +152,11 @@ impl SagaStore for PostgresSagaStore {
                      ON CONFLICT (saga) DO UPDATE SET position = excluded.position",
                 )
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::error::backend)?;
             transaction
                 .execute(&statement, &[&saga, &position])
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::error::backend)?;
         }
         if let Some(record) = &commit.instance {
             let state = serde_json::to_string(&record.state).map_err(StoreError::backend)?;
@@ -173,7 +173,7 @@ impl SagaStore for PostgresSagaStore {
                      deadlines = excluded.deadlines, next_due = excluded.next_due",
                 )
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::error::backend)?;
             transaction
                 .execute(
                     &statement,
@@ -188,7 +188,7 @@ impl SagaStore for PostgresSagaStore {
                     ],
                 )
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::error::backend)?;
         }
         if let Some(failure) = &commit.failure {
             let failure = serde_json::to_string(failure).map_err(StoreError::backend)?;
@@ -198,9 +198,9 @@ impl SagaStore for PostgresSagaStore {
                     &[&saga, &failure],
                 )
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(crate::error::backend)?;
         }
-        transaction.commit().await.map_err(StoreError::backend)
+        transaction.commit().await.map_err(crate::error::backend)
     }
 
     async fn due_deadlines(
@@ -218,7 +218,7 @@ impl SagaStore for PostgresSagaStore {
                 &[&saga, &now],
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let mut due = Vec::new();
         for row in &rows {
             let record = instance_record(row)?;
@@ -245,10 +245,10 @@ impl SagaStore for PostgresSagaStore {
                 &[&saga],
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         let mut earliest: Option<SystemTime> = None;
         for row in &rows {
-            let deadlines: String = row.try_get(0).map_err(StoreError::backend)?;
+            let deadlines: String = row.try_get(0).map_err(crate::error::backend)?;
             let deadlines: Vec<Deadline> =
                 serde_json::from_str(&deadlines).map_err(StoreError::backend)?;
             for deadline in deadlines {
@@ -266,10 +266,10 @@ impl SagaStore for PostgresSagaStore {
                 &[&saga],
             )
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(crate::error::backend)?;
         rows.iter()
             .map(|row| {
-                let record: String = row.try_get(0).map_err(StoreError::backend)?;
+                let record: String = row.try_get(0).map_err(crate::error::backend)?;
                 serde_json::from_str(&record).map_err(StoreError::backend)
             })
             .collect()

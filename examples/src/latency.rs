@@ -110,7 +110,10 @@ impl<S: EventStore> EventStore for RoundTrip<S> {
         self.store.command_record(stream, command_id).await
     }
 
-    async fn take_turn(&self, stream: &StreamId) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+    async fn take_turn(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
         self.wait().await;
         self.store.take_turn(stream).await
     }

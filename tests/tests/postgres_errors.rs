@@ -411,3 +411,119 @@ async fn appends_queued_behind_a_caller_that_gives_up_are_still_sent() {
     assert_eq!(positions, (1..=log.len() as u64).collect::<Vec<_>>());
     assert!(log.len() >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exhausted_pool_ends_in_a_typed_timeout_not_a_hang() {
+    let (_, url) = fresh_store().await;
+    let config: tokio_postgres::Config = url.parse().expect("url");
+    let wait = std::time::Duration::from_millis(300);
+    let store = PostgresStore::with_options(
+        config,
+        cqrs_postgres::PoolOptions {
+            size: 2,
+            wait_timeout: Some(wait),
+            ..cqrs_postgres::PoolOptions::default()
+        },
+    )
+    .expect("store");
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .build();
+    shows
+        .execute("pool", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedule");
+    // Every pooled connection held by someone else (a stuck caller, a long report).
+    let held = [
+        store.pool().get().await.expect("first"),
+        store.pool().get().await.expect("second"),
+    ];
+    let started = std::time::Instant::now();
+    let reserve = ShowCommand::ReserveSeats {
+        booking: BookingId(1),
+        seats: 1,
+    };
+    let executed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        shows.execute("pool", reserve.clone()),
+    )
+    .await
+    .expect("execute must not hang");
+    let loaded = tokio::time::timeout(std::time::Duration::from_secs(10), shows.load("pool"))
+        .await
+        .expect("load must not hang");
+    println!(
+        "with the pool exhausted, after {:?}: {executed:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            &executed,
+            Err(ExecuteError::Store(StoreError::Timeout { waited, .. })) if *waited == wait
+        ),
+        "{executed:?}"
+    );
+    let message = executed.map(|_| ()).expect_err("timed out").to_string();
+    assert!(message.contains("all 2 stayed busy"), "{message}");
+    assert!(
+        matches!(loaded, Err(LoadError::Store(StoreError::Timeout { .. }))),
+        "{loaded:?}"
+    );
+    drop(held);
+    // Nothing was written; with the connections back, the same command goes through.
+    let outcome = shows.execute("pool", reserve).await.expect("reserve");
+    assert_eq!(outcome.version, Version(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backend_errors_say_what_the_server_said() {
+    let (store, url) = fresh_store().await;
+    // A wrong password: the server's SQLSTATE and message, never the password.
+    let wrong = PostgresStore::new(&format!("{url} password='not-the-password'")).expect("store");
+    let error = wrong
+        .append(
+            &StreamId::new("auth-1").expect("valid"),
+            ExpectedVersion::Any,
+            vec![event(1)],
+        )
+        .await
+        .expect_err("refused");
+    let message = error.to_string();
+    println!("wrong password: {message}");
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+    assert!(message.contains("28P01"), "{message}");
+    assert!(
+        message.contains("password authentication failed"),
+        "{message}"
+    );
+    assert!(!message.contains("not-the-password"), "{message}");
+    let source = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<cqrs_postgres::DatabaseError>())
+        .expect("the driver's error is in the chain");
+    assert_eq!(source.code().map(|code| code.code()), Some("28P01"));
+
+    // Data the server refuses (a NUL byte in a text column): its SQLSTATE and message.
+    let mut bad = event(2);
+    bad.event_type = "Bad\u{0}Type".into();
+    let error = store
+        .append(
+            &StreamId::new("nul-1").expect("valid"),
+            ExpectedVersion::Any,
+            vec![bad],
+        )
+        .await
+        .expect_err("refused");
+    let message = error.to_string();
+    println!("NUL byte: {message}");
+    assert!(message.contains("22021"), "{message}");
+    assert!(message.contains("invalid byte sequence"), "{message}");
+
+    // No server at all: the driver's cause, down to the operating system's.
+    let nowhere =
+        PostgresStore::new("host=/nonexistent-cqrs-socket-dir user=app dbname=app").expect("store");
+    let error = nowhere.head().await.expect_err("no server");
+    let message = error.to_string();
+    println!("no server: {message}");
+    assert!(message.contains("error connecting to server"), "{message}");
+    assert!(message.contains("No such file or directory"), "{message}");
+}

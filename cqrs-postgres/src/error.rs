@@ -1,0 +1,118 @@
+//! What the driver and the server said, carried inside [`StoreError::Backend`] so that its
+//! message is never an opaque "db error".
+
+use std::fmt;
+use std::time::Duration;
+
+use cqrs_core::StoreError;
+use tokio_postgres::error::SqlState;
+
+/// An error of the PostgreSQL driver, or of the server it talked to, shown with the server's
+/// SQLSTATE, message, detail and hint (`ERROR 40P01: deadlock detected; DETAIL: ...`), or with
+/// the driver's own cause (`error connecting to server: Connection refused (os error 111)`).
+///
+/// The driver's error is its [`source`](std::error::Error::source); [`code`](Self::code) gives
+/// the SQLSTATE to match on.
+#[derive(Debug)]
+pub struct DatabaseError {
+    error: tokio_postgres::Error,
+}
+
+impl DatabaseError {
+    /// The SQLSTATE the server answered with, when the server answered.
+    pub fn code(&self) -> Option<&SqlState> {
+        self.error.code()
+    }
+
+    /// The driver's error.
+    pub fn driver(&self) -> &tokio_postgres::Error {
+        &self.error
+    }
+}
+
+impl From<tokio_postgres::Error> for DatabaseError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        DatabaseError { error }
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(db) = self.error.as_db_error() {
+            write!(
+                f,
+                "the server said {} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            )?;
+            if let Some(detail) = db.detail() {
+                write!(f, "; DETAIL: {}", one_line(detail))?;
+            }
+            if let Some(hint) = db.hint() {
+                write!(f, "; HINT: {}", one_line(hint))?;
+            }
+            return Ok(());
+        }
+        // The driver's kind ("error connecting to server"), then every cause below it.
+        write!(f, "{}", self.error)?;
+        let mut cause = std::error::Error::source(&self.error);
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace('\n', " ")
+}
+
+/// A driver or server error as a store error that says what the server said.
+pub(crate) fn backend(error: tokio_postgres::Error) -> StoreError {
+    StoreError::backend(DatabaseError::from(error))
+}
+
+/// A failure to get a pooled connection: a typed timeout when every connection stayed busy (or
+/// connecting took too long), the server's answer when connecting failed.
+pub(crate) fn pool(
+    error: deadpool_postgres::PoolError,
+    size: usize,
+    wait: Option<Duration>,
+    connect: Option<Duration>,
+) -> StoreError {
+    use deadpool_postgres::{PoolError, TimeoutType};
+    match error {
+        PoolError::Timeout(TimeoutType::Wait) => StoreError::Timeout {
+            what: format!("a pooled connection: all {size} stayed busy"),
+            waited: wait.unwrap_or_default(),
+        },
+        PoolError::Timeout(TimeoutType::Create) => StoreError::Timeout {
+            what: "a new connection to the server".to_owned(),
+            waited: connect.unwrap_or_default(),
+        },
+        PoolError::Timeout(TimeoutType::Recycle) => StoreError::Timeout {
+            what: "a pooled connection to be checked".to_owned(),
+            waited: wait.unwrap_or_default(),
+        },
+        PoolError::Backend(error) => backend(error),
+        other => StoreError::backend(crate::PostgresError::Pool(other.to_string())),
+    }
+}
+
+/// Whether the server rolled the statement's transaction back for a reason that a new attempt
+/// does not meet again (a deadlock victim, a serialization failure): nothing was written, and
+/// the append can be sent again.
+pub(crate) fn is_transient(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}
