@@ -1,5 +1,5 @@
 //! The PostgreSQL benchmarks: `pg_exec_distinct` (1 and 8 tasks), `pg_exec_same` (8 tasks on one
-//! show), `pg_rehydrate` (a 100,000-event stream) and `pg_projection_catchup` (a projection into
+//! show), `pg_exec_same_uncached` (32 tasks on one show, caches off), `pg_rehydrate` (a 100,000-event stream) and `pg_projection_catchup` (a projection into
 //! a PostgreSQL table catching up on 200,000 events), against the server `CQRS_BENCH_PG_URL`
 //! names. `scripts/bench-postgres` starts a throwaway server, runs `pgbench` as the physical
 //! reference and then these.
@@ -43,6 +43,7 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
         "pg_exec_distinct_1",
         "pg_exec_distinct_8",
         "pg_exec_same",
+        "pg_exec_same_uncached",
         "pg_rehydrate",
         "pg_projection_catchup",
     ];
@@ -63,6 +64,9 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
     }
     if wanted("pg_exec_same") {
         pg_exec_same().await?;
+    }
+    if wanted("pg_exec_same_uncached") {
+        pg_exec_same_uncached().await?;
     }
     if wanted("pg_rehydrate") {
         pg_rehydrate().await?;
@@ -186,6 +190,107 @@ async fn pg_exec_same() -> BenchResult {
         "pg_exec_same_success_rate",
         100.0 * successes as f64 / (TASKS * PER_TASK) as f64,
         "%",
+    );
+    Ok(())
+}
+
+/// `pg_exec_same_uncached`: 32 tasks reserving one seat each time on one show, through a repository
+/// with its cache off (every command loads the show, as independent nodes do), with the default
+/// retry policy; the show has room for every command. Successes per second, conflicts that reached
+/// a caller (must be 0), attempts, and fairness: the fewest and most commands a task got through
+/// in the first half of the run (when all 32 still compete).
+async fn pg_exec_same_uncached() -> BenchResult {
+    const TASKS: u64 = 32;
+    const PER_TASK: u64 = 100;
+    let Some(store) = store(16).await? else {
+        return Ok(());
+    };
+    let show = format!("uncached{}", run_id());
+    let shows: Shows = Repository::builder(store).cache(0).build();
+    shows
+        .execute(
+            &show,
+            ShowCommand::Schedule {
+                capacity: (TASKS * PER_TASK) as u32,
+            },
+        )
+        .await?;
+    let show = Arc::new(show);
+    let started = Instant::now();
+    let halfway = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let shows = shows.clone();
+        let show = Arc::clone(&show);
+        let halfway = Arc::clone(&halfway);
+        handles.push(tokio::spawn(async move {
+            let (mut attempts, mut max_attempts, mut conflicts, mut early) = (0_u64, 0_u32, 0, 0);
+            for n in 0..PER_TASK {
+                let command = ShowCommand::ReserveSeats {
+                    booking: BookingId(task * PER_TASK + n),
+                    seats: 1,
+                };
+                match shows.execute(show.as_str(), command).await {
+                    Ok(outcome) => {
+                        attempts += u64::from(outcome.attempts);
+                        max_attempts = max_attempts.max(outcome.attempts);
+                        let done = halfway.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if done < TASKS * PER_TASK / 2 {
+                            early += 1;
+                        }
+                    }
+                    Err(ExecuteError::Conflict { .. }) => conflicts += 1,
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok::<_, ExecuteError<cqrs_examples::show::ShowError>>((
+                attempts,
+                max_attempts,
+                conflicts,
+                early,
+            ))
+        }));
+    }
+    let (mut attempts, mut max_attempts, mut conflicts) = (0, 0, 0);
+    let mut early = Vec::new();
+    for handle in handles {
+        let (a, m, c, e) = handle.await??;
+        attempts += a;
+        max_attempts = max_attempts.max(m);
+        conflicts += c;
+        early.push(e);
+    }
+    let elapsed = started.elapsed();
+    let successes = TASKS * PER_TASK - conflicts;
+    report(
+        "pg_exec_same_uncached",
+        per_second(successes, elapsed),
+        "successes/s",
+    );
+    report(
+        "pg_exec_same_uncached_conflicts",
+        conflicts as f64,
+        "conflicts",
+    );
+    report(
+        "pg_exec_same_uncached_attempts",
+        attempts as f64 / successes.max(1) as f64,
+        "attempts/command (mean)",
+    );
+    report(
+        "pg_exec_same_uncached_attempts_max",
+        f64::from(max_attempts),
+        "attempts",
+    );
+    report(
+        "pg_exec_same_uncached_fairness_min",
+        early.iter().copied().min().unwrap_or(0) as f64,
+        "commands of the first half, fewest per task",
+    );
+    report(
+        "pg_exec_same_uncached_fairness_max",
+        early.iter().copied().max().unwrap_or(0) as f64,
+        "commands of the first half, most per task",
     );
     Ok(())
 }
