@@ -125,6 +125,14 @@ async fn pg_exec_distinct(tasks: u64, per_task: u64) -> BenchResult {
     Ok(())
 }
 
+/// Schedules the show `id` with `capacity` seats, for the tasks that then race on it.
+async fn scheduled(shows: &Shows, id: String, capacity: u32) -> Result<Arc<String>, BoxError> {
+    shows
+        .execute(&id, ShowCommand::Schedule { capacity })
+        .await?;
+    Ok(Arc::new(id))
+}
+
 /// `pg_exec_same`: 8 tasks reserving one seat each time on one show with room for all of them.
 async fn pg_exec_same() -> BenchResult {
     const TASKS: u64 = 8;
@@ -139,15 +147,7 @@ async fn pg_exec_same() -> BenchResult {
             ..RetryPolicy::default()
         })
         .build();
-    shows
-        .execute(
-            &show,
-            ShowCommand::Schedule {
-                capacity: (TASKS * PER_TASK) as u32,
-            },
-        )
-        .await?;
-    let show = Arc::new(show);
+    let show = scheduled(&shows, show, (TASKS * PER_TASK) as u32).await?;
     let started = Instant::now();
     let mut handles = Vec::new();
     for task in 0..TASKS {
@@ -207,15 +207,7 @@ async fn pg_exec_same_uncached() -> BenchResult {
     };
     let show = format!("uncached{}", run_id());
     let shows: Shows = Repository::builder(store).cache(0).build();
-    shows
-        .execute(
-            &show,
-            ShowCommand::Schedule {
-                capacity: (TASKS * PER_TASK) as u32,
-            },
-        )
-        .await?;
-    let show = Arc::new(show);
+    let show = scheduled(&shows, show, (TASKS * PER_TASK) as u32).await?;
     let started = Instant::now();
     let halfway = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut handles = Vec::new();

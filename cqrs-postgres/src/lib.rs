@@ -669,6 +669,40 @@ async fn settle_on(
     }
 }
 
+/// Hands up to `limit` events of `stream`, from version `from` on, to `visit`, on `client`: the
+/// store's [`visit_stream`](EventStore::visit_stream), and a turn's within its transaction.
+///
+/// Events are read in one query and handed over as they arrive. A stream's unnumbered events
+/// (committed, their appender not yet through `cqrs_settle`) can only be its last ones: the
+/// reader numbers them itself and goes on from there, so that it never misses a committed event
+/// nor hands one over without its position.
+async fn visit_stream_on(
+    client: &deadpool_postgres::ClientWrapper,
+    stream: &StreamId,
+    from: Version,
+    limit: usize,
+    visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+) -> Result<usize, StoreError> {
+    let Ok(mut from) = i64::try_from(from.0) else {
+        return Ok(0);
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut visited: i64 = 0;
+    while visited < limit {
+        let pending =
+            visit_numbered(client, stream, from, limit - visited, &mut visited, visit).await?;
+        let Some(pending) = pending else {
+            break;
+        };
+        client
+            .execute("SELECT cqrs_sequence_pending()", &[])
+            .await
+            .map_err(crate::error::backend)?;
+        from = pending;
+    }
+    Ok(usize::try_from(visited).unwrap_or(usize::MAX))
+}
+
 /// Hands the events of `stream` from version `from` on to `visit` until the first unnumbered
 /// one, whose version it returns. Used by the store and by turns, each on its own connection.
 async fn visit_numbered(
@@ -873,29 +907,8 @@ impl EventStore for PostgresStore {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
-        let Ok(mut from) = i64::try_from(from.0) else {
-            return Ok(0);
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut visited: i64 = 0;
-        // Events are read in one query and handed over as they arrive. A stream's unnumbered
-        // events (committed, their appender not yet through `cqrs_settle`) can only be its last
-        // ones: the reader numbers them itself and goes on from there, so that it never misses a
-        // committed event nor hands one over without its position.
-        while visited < limit {
-            let client = self.client().await?;
-            let pending =
-                visit_numbered(&client, stream, from, limit - visited, &mut visited, visit).await?;
-            let Some(pending) = pending else {
-                return Ok(usize::try_from(visited).unwrap_or(usize::MAX));
-            };
-            client
-                .execute("SELECT cqrs_sequence_pending()", &[])
-                .await
-                .map_err(crate::error::backend)?;
-            from = pending;
-        }
-        Ok(usize::try_from(visited).unwrap_or(usize::MAX))
+        let client = self.client().await?;
+        visit_stream_on(&client, stream, from, limit, visit).await
     }
 
     async fn read_all(

@@ -20,7 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::batch::{APPEND_ISOLATED, AppendParts, Arguments};
 use crate::error::backend;
 use crate::rows::AppendAnswer;
-use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES, settle_on, visit_numbered};
+use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES, settle_on, visit_stream_on};
 
 /// Waits for the turn lock in exclusive mode, for the rest of the transaction, and marks the
 /// transaction as the stream's turn (`cqrs.turn`, which `cqrs_turn_free` reads). A turn lock is
@@ -136,35 +136,10 @@ impl StreamTurn for PostgresTurn {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
-        let Ok(mut from) = i64::try_from(from.0) else {
-            return Ok(0);
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut visited: i64 = 0;
-        let client = self.client()?;
-        while visited < limit {
-            let pending = visit_numbered(
-                client,
-                &self.stream,
-                from,
-                limit - visited,
-                &mut visited,
-                visit,
-            )
-            .await?;
-            let Some(pending) = pending else {
-                break;
-            };
-            // Numbered inside the turn's transaction, which then holds the sequencer lock until
-            // it ends: a turn never needs a second connection, so turns waiting on the server
-            // can never take the connection the holder needs.
-            client
-                .execute("SELECT cqrs_sequence_pending()", &[])
-                .await
-                .map_err(backend)?;
-            from = pending;
-        }
-        Ok(usize::try_from(visited).unwrap_or(usize::MAX))
+        // A pending event is numbered inside the turn's transaction, which then holds the
+        // sequencer lock until it ends: a turn never needs a second connection, so turns waiting
+        // on the server can never take the connection the holder needs.
+        visit_stream_on(self.client()?, &self.stream, from, limit, visit).await
     }
 
     async fn append(
