@@ -31,8 +31,8 @@ struct Hydrated<A> {
     loaded: Loaded<A>,
     snapshot_version: Version,
     /// How many more commands keep a copy of the state while they append (see
-    /// [`Aggregate::fork`]): set after a conflict, so that a contended stream catches up instead
-    /// of loading again.
+    /// [`Aggregate::fork`](crate::Aggregate::fork)): set after a conflict, so that a contended
+    /// stream catches up instead of loading again.
     contended: u32,
 }
 
@@ -308,9 +308,10 @@ impl<A: CommandHandler, S: EventStore> RepositoryBuilder<A, S> {
 /// Loads aggregates, decides commands and appends their events with an expected version.
 ///
 /// [`execute`](Repository::execute) loads the aggregate (latest snapshot, then only the later
-/// events), decides, and appends with `Exact(version)`. When another writer got there first, it
-/// reads only the events it missed, decides again on the fresh state and retries, with jittered
-/// backoff, up to [`RetryPolicy::max_attempts`]. Domain errors return at once. Two writers can
+/// events), decides, applies the decision to the state, and appends with `Exact(version)`. When
+/// another writer got there first, it decides again on the fresh state: at once after the first
+/// conflict, in an exclusive turn on the stream after the next ones (see [`RetryPolicy`]), until
+/// the policy's attempts or time budget run out. Domain errors return at once. Two writers can
 /// never both win: the store refuses the second append.
 ///
 /// Cloning is cheap; clones share the store, the cache and the services.
@@ -619,8 +620,9 @@ where
     ///
     /// The decided events are applied to the state before they are appended, so an `apply` that
     /// panics on them writes nothing. A state that holds events the store did not take (the
-    /// append failed) or that a panic left half-changed is thrown away: `slot` is left empty, or
-    /// reloaded before the next attempt.
+    /// append failed) goes back to the copy kept on a contended stream
+    /// ([`Aggregate::fork`](crate::Aggregate::fork)), or is thrown away like one a panic left
+    /// half-changed: `slot` is then left empty, or loaded again before the next attempt.
     async fn decide_and_append(
         &self,
         stream: &StreamId,

@@ -1,4 +1,4 @@
-//! How the repository retries after a concurrency conflict: bounded attempts, jittered backoff.
+//! How the repository retries after a concurrency conflict: at once, then in turns, within a budget.
 
 use std::time::Duration;
 
