@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cqrs_core::{EventStore, ExecuteError, Position, Repository, StreamId, Version};
-use cqrs_examples::latency::RoundTrip;
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowError, ShowEvent};
 use cqrs_memstore::MemStore;
 use cqrs_postgres::PostgresStore;
@@ -132,7 +131,7 @@ fn check_hot_run(run: &HotRun) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hot_show_in_memory_with_caches_off_never_surfaces_a_conflict() {
     // A store that yields inside every call, so that the writers really interleave.
-    let store = RoundTrip::new(MemStore::new(), Duration::ZERO);
+    let store = MemStore::yielding();
     for run in 1..=HOT_RUNS {
         let result = hot_show_run(store.clone(), &format!("hot{run}")).await;
         result.report("memory", run);

@@ -527,3 +527,77 @@ async fn backend_errors_say_what_the_server_said() {
     assert!(message.contains("error connecting to server"), "{message}");
     assert!(message.contains("No such file or directory"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_with_a_deleted_row_does_not_load() {
+    let (store, url) = fresh_store().await;
+    let shows = Repository::<Show, _>::builder(store.clone())
+        .cache(0)
+        .build();
+    shows
+        .execute("holed", ShowCommand::Schedule { capacity: 10 })
+        .await
+        .expect("schedule");
+    for booking in 1..=4 {
+        shows
+            .execute(
+                "holed",
+                ShowCommand::ReserveSeats {
+                    booking: BookingId(booking),
+                    seats: 1,
+                },
+            )
+            .await
+            .expect("reserve");
+    }
+    // Someone deletes version 3 by hand.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let deleted = client
+        .execute(
+            "DELETE FROM cqrs_events WHERE stream = 'show-holed' AND version = 3",
+            &[],
+        )
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 1);
+
+    let loaded = shows.load("holed").await;
+    println!("load of a stream with a hole: {loaded:?}");
+    assert!(
+        matches!(
+            &loaded,
+            Err(LoadError::Store(StoreError::MissingVersion { stream, missing, found }))
+                if stream.as_str() == "show-holed" && *missing == Version(3) && *found == Version(4)
+        ),
+        "{loaded:?}"
+    );
+    let executed = shows
+        .execute(
+            "holed",
+            ShowCommand::ReserveSeats {
+                booking: BookingId(9),
+                seats: 1,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            executed,
+            Err(ExecuteError::Store(StoreError::MissingVersion { .. }))
+        ),
+        "{executed:?}"
+    );
+    // Nothing was written on top of the hole.
+    let stream = StreamId::new("show-holed").expect("valid");
+    let versions: Vec<u64> = store
+        .read_stream(&stream, Version(1), 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|event| event.version.0)
+        .collect();
+    assert_eq!(versions, vec![1, 2, 4, 5]);
+}

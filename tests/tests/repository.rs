@@ -760,3 +760,114 @@ async fn a_bad_aggregate_id_is_a_typed_error() {
         .expect_err("refused");
     assert!(matches!(error, ExecuteError::InvalidStream(_)), "{error:?}");
 }
+
+mod fragile {
+    //! An aggregate whose `apply` panics on one event: what a bug in `apply` costs.
+
+    use cqrs_core::prelude::*;
+    use cqrs_core::{
+        EventId, EventStore, ExecuteError, ExpectedVersion, LoadError, Metadata, NewEvent, Position,
+    };
+    use cqrs_memstore::MemStore;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+    pub(crate) enum FragileEvent {
+        Fine,
+        Poison,
+    }
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    #[error("never")]
+    pub(crate) struct Never;
+
+    #[derive(Debug, Default, Clone, Aggregate)]
+    #[aggregate(name = "fragile", event = FragileEvent, error = Never)]
+    pub(crate) struct Fragile {
+        fine: u32,
+    }
+
+    #[command_handler]
+    impl Fragile {
+        pub(crate) fn touch(&self, poison: bool) -> FragileEvent {
+            if poison {
+                FragileEvent::Poison
+            } else {
+                FragileEvent::Fine
+            }
+        }
+    }
+
+    impl Fragile {
+        fn apply(&mut self, event: FragileEvent) {
+            match event {
+                FragileEvent::Fine => self.fine += 1,
+                FragileEvent::Poison => panic!("a bug in apply"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decision_whose_apply_panics_writes_nothing() {
+        let store = MemStore::new();
+        let fragile = Repository::<Fragile, _>::new(store.clone());
+        fragile
+            .execute("a", FragileCommand::Touch { poison: false })
+            .await
+            .expect("fine");
+        let error = fragile
+            .execute("a", FragileCommand::Touch { poison: true })
+            .await
+            .expect_err("apply panics");
+        match &error {
+            ExecuteError::Apply(panicked) => {
+                assert_eq!(panicked.stream.as_str(), "fragile-a");
+                assert_eq!(panicked.version, Version(2));
+                assert_eq!(panicked.event_type, "Poison");
+                assert!(!panicked.stored);
+                assert_eq!(panicked.message, "a bug in apply");
+            }
+            other => panic!("expected an apply error, got {other:?}"),
+        }
+        let message = error.to_string();
+        assert!(message.contains("nothing written"), "{message}");
+        // Nothing was written, and the aggregate still loads and takes commands (the cached
+        // state the panic left half-changed was thrown away).
+        assert_eq!(store.head().await.expect("head"), Position(1));
+        assert_eq!(fragile.load("a").await.expect("loads").state.fine, 1);
+        let outcome = fragile
+            .execute("a", FragileCommand::Touch { poison: false })
+            .await
+            .expect("fine again");
+        assert_eq!(outcome.version, Version(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_event_whose_apply_panics_is_a_typed_load_error() {
+        let store = MemStore::new();
+        let stream = StreamId::for_aggregate("fragile", "b").expect("valid");
+        let poison = NewEvent::encode(&FragileEvent::Poison, Metadata::default()).expect("encode");
+        let fine = NewEvent {
+            event_id: EventId::new(),
+            ..NewEvent::encode(&FragileEvent::Fine, Metadata::default()).expect("encode")
+        };
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![fine, poison])
+            .await
+            .expect("written by someone else");
+        let fragile = Repository::<Fragile, _>::new(store.clone());
+        match fragile.load("b").await {
+            Err(LoadError::Apply(panicked)) => {
+                assert_eq!((panicked.version, panicked.stored), (Version(2), true));
+            }
+            other => panic!("expected an apply error, got {other:?}"),
+        }
+        let executed = fragile
+            .execute("b", FragileCommand::Touch { poison: false })
+            .await;
+        assert!(
+            matches!(executed, Err(ExecuteError::Apply(_))),
+            "{executed:?}"
+        );
+        assert_eq!(store.head().await.expect("head"), Position(2));
+    }
+}
