@@ -95,7 +95,9 @@ macro_rules! __conformance_checks {
             stream_ids_are_validated,
             concurrent_writers_on_shared_streams,
             concurrent_appends_to_different_streams,
-            reader_follows_concurrent_writers
+            reader_follows_concurrent_writers,
+            a_turn_keeps_other_writers_out,
+            turns_are_taken_one_at_a_time
         );
     };
 }
@@ -1449,6 +1451,115 @@ async fn check_history<S: EventStore + ?Sized>(store: &S, written: &[Written]) {
             "the global log holds `{stream}` in version order"
         );
     }
+}
+
+/// While a turn on a stream is held ([`EventStore::take_turn`]), another writer's append to it
+/// waits, then goes on (and meets the turn's write); other streams are not held up; the turn reads
+/// and appends, and a dropped turn ends. A store without turns (`None`) passes.
+pub async fn a_turn_keeps_other_writers_out<S: EventStore>(store: S) {
+    let hot = stream("turn-1");
+    let other = stream("turn-2");
+    append(&store, &hot, ExpectedVersion::NoStream, events(2, 0)).await;
+    let Some(mut turn) = store.take_turn(&hot).await.expect("take_turn") else {
+        return;
+    };
+    assert_eq!(turn.stream(), &hot);
+    let store = Arc::new(store);
+    let blocked = {
+        let (store, hot) = (Arc::clone(&store), hot.clone());
+        tokio::spawn(async move {
+            store
+                .append(&hot, ExpectedVersion::Exact(Version(2)), events(1, 10))
+                .await
+        })
+    };
+    tokio::time::sleep(QUIET).await;
+    assert!(
+        !blocked.is_finished(),
+        "an append got into a stream while a turn held it"
+    );
+    // Another stream is not held up by the turn.
+    tokio::time::timeout(
+        PATIENCE,
+        append(&*store, &other, ExpectedVersion::NoStream, events(1, 20)),
+    )
+    .await
+    .expect("an append to another stream waited for the turn");
+
+    let mut seen = Vec::new();
+    let visited = turn
+        .visit_stream(Version(1), 100, &mut |event| {
+            seen.push(event.version.0);
+            Ok(())
+        })
+        .await
+        .expect("the turn reads");
+    assert_eq!((visited, seen), (2, vec![1, 2]));
+    let receipt = turn
+        .append(ExpectedVersion::Exact(Version(2)), events(1, 30))
+        .await
+        .expect("the turn's append cannot lose");
+    assert_eq!(receipt.version, Version(3));
+
+    let waited = tokio::time::timeout(PATIENCE, blocked)
+        .await
+        .expect("the waiting append went on once the turn ended")
+        .expect("task");
+    assert_conflict(waited, &hot, ExpectedVersion::Exact(Version(2)), Version(3));
+    assert_eq!(versions(&read_stream(&*store, &hot).await), vec![1, 2, 3]);
+
+    // A turn dropped without an append ends too.
+    let dropped = store.take_turn(&hot).await.expect("take_turn");
+    drop(dropped);
+    tokio::time::timeout(
+        PATIENCE,
+        append(
+            &*store,
+            &hot,
+            ExpectedVersion::Exact(Version(3)),
+            events(1, 40),
+        ),
+    )
+    .await
+    .expect("an append waited for a turn that was dropped");
+}
+
+/// Turns on one stream are held one at a time, in the order they were asked for; a writer that
+/// holds one never loses its append.
+pub async fn turns_are_taken_one_at_a_time<S: EventStore>(store: S) {
+    const WRITERS: u64 = 8;
+    let hot = stream("turns-1");
+    let store = Arc::new(store);
+    if store.take_turn(&hot).await.expect("take_turn").is_none() {
+        return;
+    }
+    let mut tasks = JoinSet::new();
+    for writer in 0..WRITERS {
+        let (store, hot) = (Arc::clone(&store), hot.clone());
+        tasks.spawn(async move {
+            let mut turn = store.take_turn(&hot).await.expect("take_turn")?;
+            let mut version = Version::INITIAL;
+            turn.visit_stream(Version(1), 1_000, &mut |event| {
+                version = event.version;
+                Ok(())
+            })
+            .await
+            .expect("the turn reads");
+            tokio::task::yield_now().await;
+            let receipt = turn
+                .append(ExpectedVersion::Exact(version), events(1, writer))
+                .await
+                .expect("a turn's append cannot lose");
+            Some(receipt.version)
+        });
+    }
+    let mut written: Vec<u64> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|version| version.expect("turns").0)
+        .collect();
+    written.sort_unstable();
+    assert_eq!(written, (1..=WRITERS).collect::<Vec<_>>());
 }
 
 /// Many tasks append to a few shared streams with `Exact` versions, retrying on conflict:
