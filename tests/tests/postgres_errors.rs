@@ -601,3 +601,32 @@ async fn a_stream_with_a_deleted_row_does_not_load() {
         .collect();
     assert_eq!(versions, vec![1, 2, 4, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadlock_victim_or_serialization_failure_is_sent_again_not_returned() {
+    let (store, _) = fresh_store().await;
+    for (code, name) in [("40P01", "victim-1"), ("40001", "serialization-1")] {
+        // The first two tries of the append are rolled back by the server with `code`, as a
+        // deadlock victim or a serialization failure is.
+        let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&failures);
+        store.set_sql_before_commit(Some(Arc::new(move |_: &StreamId| {
+            (counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2).then(|| {
+                format!("DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{code}'; END $$")
+            })
+        })));
+        let stream = StreamId::new(name).expect("valid");
+        let receipt = store
+            .append(&stream, ExpectedVersion::NoStream, vec![event(1)])
+            .await
+            .unwrap_or_else(|error| panic!("{code} reached the caller: {error}"));
+        store.set_sql_before_commit(None);
+        assert_eq!(receipt.version, Version(1));
+        assert!(failures.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+        let stored = store
+            .read_stream(&stream, Version(1), 10)
+            .await
+            .expect("read");
+        assert_eq!(stored.len(), 1, "{code}: written once");
+    }
+}
