@@ -1,5 +1,6 @@
 //! The PostgreSQL benchmarks: `pg_exec_distinct` (1 and 8 tasks), `pg_exec_same` (8 tasks on one
-//! show), `pg_exec_same_uncached` (32 tasks on one show, caches off), `pg_rehydrate` (a 100,000-event stream) and `pg_projection_catchup` (a projection into
+//! show), `pg_exec_same_uncached` (32 tasks on one show, caches off), `pg_exec_uncached_8_64` and
+//! `_256` (64 and 256 tasks over 8 shows, caches off), `pg_rehydrate` (a 100,000-event stream) and `pg_projection_catchup` (a projection into
 //! a PostgreSQL table catching up on 200,000 events), against the server `CQRS_BENCH_PG_URL`
 //! names. `scripts/bench-postgres` starts a throwaway server, runs `pgbench` as the physical
 //! reference and then these.
@@ -44,6 +45,8 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
         "pg_exec_distinct_8",
         "pg_exec_same",
         "pg_exec_same_uncached",
+        "pg_exec_uncached_8_64",
+        "pg_exec_uncached_8_256",
         "pg_rehydrate",
         "pg_projection_catchup",
     ];
@@ -67,6 +70,11 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
     }
     if wanted("pg_exec_same_uncached") {
         pg_exec_same_uncached().await?;
+    }
+    for tasks in [64, 256] {
+        if wanted(&format!("pg_exec_uncached_8_{tasks}")) {
+            pg_exec_uncached_8(tasks).await?;
+        }
     }
     if wanted("pg_rehydrate") {
         pg_rehydrate().await?;
@@ -196,95 +204,122 @@ async fn pg_exec_same() -> BenchResult {
 
 /// `pg_exec_same_uncached`: 32 tasks reserving one seat each time on one show, through a repository
 /// with its cache off (every command loads the show, as independent nodes do), with the default
-/// retry policy; the show has room for every command. Successes per second, conflicts that reached
-/// a caller (must be 0), attempts, and fairness: the fewest and most commands a task got through
-/// in the first half of the run (when all 32 still compete).
+/// retry policy; the show has room for every command.
 async fn pg_exec_same_uncached() -> BenchResult {
-    const TASKS: u64 = 32;
-    const PER_TASK: u64 = 100;
+    pg_exec_uncached("pg_exec_same_uncached", 32, 100, 1).await
+}
+
+/// `pg_exec_uncached_8_{tasks}`: `tasks` tasks x 20 commands round-robin over 8 shows, cache off:
+/// the shape in which the issue measured 70 to 143 commands/s with a p99 of up to 43 s.
+async fn pg_exec_uncached_8(tasks: u64) -> BenchResult {
+    pg_exec_uncached(&format!("pg_exec_uncached_8_{tasks}"), tasks, 20, 8).await
+}
+
+/// `tasks` tasks, each sending `per_task` `reserve(1)` round-robin over `show_count` shows with
+/// room for every command, through a repository with its cache off and the default retry policy.
+/// Successes per second, conflicts that reached a caller (must be 0), attempts, the p99 latency,
+/// and fairness: the fewest and most commands a task got through in the first half of the run
+/// (when every task still competes).
+async fn pg_exec_uncached(name: &str, tasks: u64, per_task: u64, show_count: u64) -> BenchResult {
     let Some(store) = store(16).await? else {
         return Ok(());
     };
-    let show = format!("uncached{}", run_id());
     let shows: Shows = Repository::builder(store).cache(0).build();
-    let show = scheduled(&shows, show, (TASKS * PER_TASK) as u32).await?;
+    let run = run_id();
+    let capacity = (tasks * per_task / show_count + 1) as u32;
+    let mut names = Vec::new();
+    for show in 0..show_count {
+        names.push(scheduled(&shows, format!("uncached{run}-{show}"), capacity).await?);
+    }
+    let names = Arc::new(names);
+    let total = tasks * per_task;
     let started = Instant::now();
-    let halfway = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut handles = Vec::new();
-    for task in 0..TASKS {
-        let shows = shows.clone();
-        let show = Arc::clone(&show);
-        let halfway = Arc::clone(&halfway);
+    for task in 0..tasks {
+        let (shows, names, done) = (shows.clone(), Arc::clone(&names), Arc::clone(&done));
         handles.push(tokio::spawn(async move {
-            let (mut attempts, mut max_attempts, mut conflicts, mut early) = (0_u64, 0_u32, 0, 0);
-            for n in 0..PER_TASK {
+            let mut figures = UncachedTask::default();
+            for n in 0..per_task {
                 let command = ShowCommand::ReserveSeats {
-                    booking: BookingId(task * PER_TASK + n),
+                    booking: BookingId(task * per_task + n),
                     seats: 1,
                 };
-                match shows.execute(show.as_str(), command).await {
+                let show = &names[((task + n) % show_count) as usize];
+                let sent = Instant::now();
+                let result = shows.execute(show.as_str(), command).await;
+                figures.latencies.push(sent.elapsed());
+                match result {
                     Ok(outcome) => {
-                        attempts += u64::from(outcome.attempts);
-                        max_attempts = max_attempts.max(outcome.attempts);
-                        let done = halfway.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if done < TASKS * PER_TASK / 2 {
-                            early += 1;
+                        figures.attempts += u64::from(outcome.attempts);
+                        figures.max_attempts = figures.max_attempts.max(outcome.attempts);
+                        if done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total / 2 {
+                            figures.early += 1;
                         }
                     }
-                    Err(ExecuteError::Conflict { .. }) => conflicts += 1,
+                    Err(ExecuteError::Conflict { .. }) => figures.conflicts += 1,
                     Err(other) => return Err(other),
                 }
             }
-            Ok::<_, ExecuteError<cqrs_examples::show::ShowError>>((
-                attempts,
-                max_attempts,
-                conflicts,
-                early,
-            ))
+            Ok::<_, ExecuteError<cqrs_examples::show::ShowError>>(figures)
         }));
     }
-    let (mut attempts, mut max_attempts, mut conflicts) = (0, 0, 0);
+    let mut all = UncachedTask::default();
     let mut early = Vec::new();
     for handle in handles {
-        let (a, m, c, e) = handle.await??;
-        attempts += a;
-        max_attempts = max_attempts.max(m);
-        conflicts += c;
-        early.push(e);
+        let figures = handle.await??;
+        all.attempts += figures.attempts;
+        all.max_attempts = all.max_attempts.max(figures.max_attempts);
+        all.conflicts += figures.conflicts;
+        all.latencies.extend(figures.latencies);
+        early.push(figures.early);
     }
     let elapsed = started.elapsed();
-    let successes = TASKS * PER_TASK - conflicts;
+    let successes = total - all.conflicts;
+    all.latencies.sort_unstable();
+    let p99 = all
+        .latencies
+        .get(all.latencies.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    report(name, per_second(successes, elapsed), "successes/s");
     report(
-        "pg_exec_same_uncached",
-        per_second(successes, elapsed),
-        "successes/s",
-    );
-    report(
-        "pg_exec_same_uncached_conflicts",
-        conflicts as f64,
+        &format!("{name}_conflicts"),
+        all.conflicts as f64,
         "conflicts",
     );
     report(
-        "pg_exec_same_uncached_attempts",
-        attempts as f64 / successes.max(1) as f64,
+        &format!("{name}_attempts"),
+        all.attempts as f64 / successes.max(1) as f64,
         "attempts/command (mean)",
     );
     report(
-        "pg_exec_same_uncached_attempts_max",
-        f64::from(max_attempts),
+        &format!("{name}_attempts_max"),
+        f64::from(all.max_attempts),
         "attempts",
     );
+    report(&format!("{name}_p99"), p99.as_secs_f64() * 1000.0, "ms");
     report(
-        "pg_exec_same_uncached_fairness_min",
+        &format!("{name}_fairness_min"),
         early.iter().copied().min().unwrap_or(0) as f64,
         "commands of the first half, fewest per task",
     );
     report(
-        "pg_exec_same_uncached_fairness_max",
+        &format!("{name}_fairness_max"),
         early.iter().copied().max().unwrap_or(0) as f64,
         "commands of the first half, most per task",
     );
     Ok(())
+}
+
+/// What one task of [`pg_exec_uncached`] measured.
+#[derive(Default)]
+struct UncachedTask {
+    attempts: u64,
+    max_attempts: u32,
+    conflicts: u64,
+    early: u64,
+    latencies: Vec<Duration>,
 }
 
 /// `pg_rehydrate`: cold load of a 100,000-event show (best of five loads, no cache, no snapshot).
