@@ -25,6 +25,14 @@ async fn fresh_store() -> (PostgresStore, String) {
     (store, url)
 }
 
+/// One seat for `booking`.
+fn reserve(booking: u64) -> ShowCommand {
+    ShowCommand::ReserveSeats {
+        booking: BookingId(booking),
+        seats: 1,
+    }
+}
+
 fn event(n: u64) -> NewEvent {
     NewEvent {
         event_id: EventId::new(),
@@ -211,15 +219,7 @@ async fn a_corrupt_stored_payload_is_a_decode_error_not_a_panic() {
         }
         other => panic!("expected a decode error, got {:?}", other.map(|_| ())),
     }
-    let executed = fresh
-        .execute(
-            "corrupt",
-            ShowCommand::ReserveSeats {
-                booking: BookingId(2),
-                seats: 1,
-            },
-        )
-        .await;
+    let executed = fresh.execute("corrupt", reserve(2)).await;
     assert!(
         matches!(
             executed,
@@ -439,10 +439,7 @@ async fn an_exhausted_pool_ends_in_a_typed_timeout_not_a_hang() {
         store.pool().get().await.expect("second"),
     ];
     let started = std::time::Instant::now();
-    let reserve = ShowCommand::ReserveSeats {
-        booking: BookingId(1),
-        seats: 1,
-    };
+    let reserve = reserve(1);
     let executed = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         shows.execute("pool", reserve.clone()),
@@ -540,13 +537,7 @@ async fn a_stream_with_a_deleted_row_does_not_load() {
         .expect("schedule");
     for booking in 1..=4 {
         shows
-            .execute(
-                "holed",
-                ShowCommand::ReserveSeats {
-                    booking: BookingId(booking),
-                    seats: 1,
-                },
-            )
+            .execute("holed", reserve(booking))
             .await
             .expect("reserve");
     }
@@ -574,15 +565,7 @@ async fn a_stream_with_a_deleted_row_does_not_load() {
         ),
         "{loaded:?}"
     );
-    let executed = shows
-        .execute(
-            "holed",
-            ShowCommand::ReserveSeats {
-                booking: BookingId(9),
-                seats: 1,
-            },
-        )
-        .await;
+    let executed = shows.execute("holed", reserve(9)).await;
     assert!(
         matches!(
             executed,
