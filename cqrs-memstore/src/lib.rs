@@ -49,6 +49,10 @@
 //! streams do not wait for each other except for the short step that assigns global positions.
 //! No lock is ever held across an `.await`.
 //!
+//! Turns ([`EventStore::take_turn`], which the repository takes on a hot stream after repeated
+//! conflicts) are a fair queue per stream: while a turn is held or waited for, other appends to
+//! the stream wait in the same queue, then go on.
+//!
 //! # Yielding
 //!
 //! A store made with [`MemStore::new`] never yields to the scheduler: each call runs to its end
