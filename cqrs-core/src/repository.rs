@@ -740,9 +740,12 @@ where
                             }
                             let wants_turn = turn_after.is_some_and(|after| conflicts >= after);
                             if wants_turn && store_has_turns {
-                                match self.take_turn(stream, deadline).await? {
-                                    Some(taken) => turn = Some(taken),
-                                    None => store_has_turns = false,
+                                match self.take_turn(stream, deadline).await {
+                                    Ok(Some(taken)) => turn = Some(taken),
+                                    Ok(None) => store_has_turns = false,
+                                    // Nothing was written while waiting: the next attempt runs
+                                    // without a turn, and meets the failure again if it lasts.
+                                    Err(_) => {}
                                 }
                             }
                             if turn.is_none() && conflicts > 1 {

@@ -860,8 +860,12 @@ impl EventStore for PostgresStore {
                 tokio::task::yield_now().await;
             };
             if answer.outcome == OUTCOME_IN_TURN {
-                // Nothing was written: another writer holds a turn on the stream.
-                self.wait_for_turn(stream).await?;
+                // Nothing was written: another writer holds a turn on the stream. Should the
+                // wait fail (its connection dropped), nothing was written either: the append is
+                // sent again, and meets a lasting failure itself.
+                if self.wait_for_turn(stream).await.is_err() {
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             return self
