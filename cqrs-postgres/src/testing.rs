@@ -297,6 +297,49 @@ impl TestCluster {
         Ok(self.url(&name))
     }
 
+    /// Stops the server in `mode`, leaves it down for `down_for`, and starts it again on the same
+    /// data (blocking: it runs `pg_ctl`). Every connection is cut; the data survives. A fault
+    /// test's tool: call it from `spawn_blocking` while the code under test runs.
+    pub fn restart(
+        &self,
+        mode: StopMode,
+        down_for: std::time::Duration,
+    ) -> Result<(), ClusterError> {
+        let as_server_user = server_user()?.is_some();
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.root.join("data");
+        let log = self.root.join("server.log");
+        run(
+            as_server_user,
+            &pg_ctl,
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                mode.as_str().as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ],
+            Some(&log),
+        )?;
+        std::thread::sleep(down_for);
+        run(
+            as_server_user,
+            &pg_ctl,
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "120".as_ref(),
+                "start".as_ref(),
+            ],
+            Some(&log),
+        )
+    }
+
     /// Stops the server at once and removes the directory, waiting until both are done.
     pub fn stop(&self) {
         let watchdog = self
@@ -308,6 +351,25 @@ impl TestCluster {
             // Closing its standard input is the signal.
             drop(watchdog.stdin.take());
             let _ = watchdog.wait();
+        }
+    }
+}
+
+/// How [`TestCluster::restart`] stops the server (`pg_ctl stop -m ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Sessions are cut, the server checkpoints and exits cleanly.
+    Fast,
+    /// The server exits at once, without a checkpoint, as after a crash: it recovers from the
+    /// WAL when started again.
+    Immediate,
+}
+
+impl StopMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
         }
     }
 }
