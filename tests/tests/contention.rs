@@ -315,8 +315,11 @@ async fn writers_survive_connections_killed_in_their_turns() {
                 tokio::time::sleep(Duration::from_millis(40)).await;
                 let rows = killer
                     .query(
+                        // This test's database only: the other tests share the cluster.
                         "SELECT pg_terminate_backend(pid) FROM pg_locks \
                          WHERE locktype = 'advisory' AND classid = 1668444787 \
+                           AND database = (SELECT oid FROM pg_database \
+                                            WHERE datname = current_database()) \
                            AND pid <> pg_backend_pid()",
                         &[],
                     )
