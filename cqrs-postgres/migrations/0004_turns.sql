@@ -1,17 +1,20 @@
 -- Appends that cannot deadlock, and turns on hot streams. See the crate documentation
--- (`cqrs_postgres`, sections "The global order" and "Turns on hot streams").
+-- (`cqrs_postgres`, sections "No deadlocks" and "Turns on hot streams").
 --
--- cqrs_append_batch, as in 0003, with two changes:
+-- cqrs_append_batch_with_turns is cqrs_append_batch of 0003 with two changes:
 --
 -- * It numbers its own events only when no committed event waits for a number; it never numbers
 --   other appends' pending events (an UPDATE of their rows) in a transaction that then inserts:
 --   that order of locks let a batch and a stale writer of another node wait for each other.
 --   Pending events are numbered by cqrs_settle and cqrs_sequence_pending alone, which insert
 --   nothing.
--- * Each append first tries the stream's turn lock in shared mode (advisory lock
---   (1668444787, hashtext(stream)), transaction-scoped). A writer holding a turn on the stream
---   holds it in exclusive mode (or waits for it); then the append writes nothing and its outcome
---   is 4: the caller waits for the turn to end and sends it again. See cqrs_turn_free.
+-- * With p_turns, each append first checks the stream's turn (cqrs_turn_free): when another
+--   writer holds or waits for it, the append writes nothing and its outcome is 4: the caller
+--   waits for the turn to end and sends it again.
+--
+-- cqrs_append_batch keeps its signature and its answers for nodes still running the previous
+-- version during a rollout: it is the new function without turns (those nodes do not know
+-- outcome 4), so they get the deadlock fix and simply do not respect turns.
 
 -- Whether an append to p_stream may go ahead: the caller's own transaction holds the turn on
 -- it (the turn marks itself with the transaction-local setting cqrs.turn), or no turn holds it
@@ -28,12 +31,12 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION cqrs_append_batch(
+CREATE FUNCTION cqrs_append_batch_with_turns(
     p_streams text[], p_expected_kinds smallint[], p_expected bigint[], p_command_ids text[],
     p_counts integer[],
     p_event_ids uuid[], p_event_types text[], p_schema_versions bigint[], p_payloads bytea[],
     p_correlation_ids uuid[], p_causation_ids uuid[], p_event_command_ids text[],
-    p_occurred_at timestamptz[], p_headers text[])
+    p_occurred_at timestamptz[], p_headers text[], p_turns boolean)
 RETURNS TABLE (outcome smallint, actual_version bigint, first_version bigint,
                last_version bigint, first_position bigint, last_position bigint)
 LANGUAGE plpgsql VOLATILE AS $$
@@ -87,7 +90,9 @@ BEGIN
             firsts[k] := found_firsts[k];
             lasts[k] := found_lasts[k];
             actuals[k] := NULL;
-        ELSIF NOT cqrs_turn_free(p_streams[k]) THEN
+        -- CASE, not AND: without turns the check must not run at all (in parentheses, so that
+        -- PL/pgSQL does not take the CASE's THEN for the ELSIF's).
+        ELSIF (CASE WHEN p_turns THEN NOT cqrs_turn_free(p_streams[k]) ELSE false END) THEN
             -- Another writer holds a turn on the stream: nothing written, the caller waits for
             -- the turn to end and sends the append again.
             outcomes[k] := 4;
@@ -220,4 +225,18 @@ BEGIN
           FROM generate_series(1, appends) AS g(n)
          ORDER BY g.n;
 END
+$$;
+
+CREATE OR REPLACE FUNCTION cqrs_append_batch(
+    p_streams text[], p_expected_kinds smallint[], p_expected bigint[], p_command_ids text[],
+    p_counts integer[],
+    p_event_ids uuid[], p_event_types text[], p_schema_versions bigint[], p_payloads bytea[],
+    p_correlation_ids uuid[], p_causation_ids uuid[], p_event_command_ids text[],
+    p_occurred_at timestamptz[], p_headers text[])
+RETURNS TABLE (outcome smallint, actual_version bigint, first_version bigint,
+               last_version bigint, first_position bigint, last_position bigint)
+LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM cqrs_append_batch_with_turns(p_streams, p_expected_kinds, p_expected,
+        p_command_ids, p_counts, p_event_ids, p_event_types, p_schema_versions, p_payloads,
+        p_correlation_ids, p_causation_ids, p_event_command_ids, p_occurred_at, p_headers, false)
 $$;

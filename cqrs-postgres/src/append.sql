@@ -9,7 +9,7 @@
 -- position (NULL when the events were written unnumbered: the caller settles them after the
 -- commit). Each append tries its stream's turn lock in shared mode first (see 0004_turns.sql).
 --
--- The same steps as cqrs_append_batch, without PL/pgSQL: command record and stream version read,
+-- The same steps as cqrs_append_batch_with_turns, without PL/pgSQL: command record and stream version read,
 -- expectation checked, then, when something is written and nothing committed is waiting for a
 -- number, the sequencer lock tried and the events numbered after the head. One statement has one
 -- snapshot, taken before the lock: should another holder have committed numbers in between, the
@@ -17,7 +17,7 @@
 -- insert fails on cqrs_events_position (positions are numbered densely, only under the lock)
 -- and nothing is written. Every unique violation (that one, or another writer's version or
 -- command id) fails the whole statement; the caller then sends the batch through
--- cqrs_append_batch, which reads with a fresh snapshot after the lock and isolates the append
+-- cqrs_append_batch_with_turns, which reads with a fresh snapshot after the lock and isolates the append
 -- that met it.
 WITH appends AS MATERIALIZED (
     SELECT a.k, a.stream, a.kind, a.expected, a.command_id, a.count,

@@ -13,7 +13,7 @@
 -- unnumbered, with an append id drawn here. As in append.sql, a head read with a snapshot that
 -- another holder overtook makes the insert fail on cqrs_events_position. No row either when
 -- another writer holds a turn on the stream (its turn lock is not free in shared mode): the
--- caller's fallback, cqrs_append_batch, then says so.
+-- caller's fallback, cqrs_append_batch_with_turns, then says so.
 WITH head AS MATERIALIZED (
     SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM cqrs_events e WHERE e.position IS NULL) THEN
              CASE WHEN pg_try_advisory_xact_lock(7305271043612851201) THEN

@@ -12,7 +12,7 @@
 //! The statements are plain SQL, in `append.sql` (any batch) and `append_one.sql` (a lone
 //! one-event append at an exact version without a command id); both say why their numbering is
 //! safe. Only after a unique violation does a batch go again through the PL/pgSQL function
-//! `cqrs_append_batch`.
+//! `cqrs_append_batch_with_turns`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,9 +41,10 @@ pub(crate) const APPEND_ONE: &str = include_str!("append_one.sql");
 /// snapshot after the sequencer lock and writes each append in a subtransaction of its own, so
 /// that only the append that met the violation fails.
 pub(crate) const APPEND_ISOLATED: &str = "SELECT outcome, actual_version, first_version, last_version, \
-     first_position, last_position FROM cqrs_append_batch($1::text[], $2::smallint[], \
-     $3::bigint[], $4::text[], $5::integer[], $6::uuid[], $7::text[], $8::bigint[], \
-     $9::bytea[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], $14::text[])";
+     first_position, last_position FROM cqrs_append_batch_with_turns($1::text[], \
+     $2::smallint[], $3::bigint[], $4::text[], $5::integer[], $6::uuid[], $7::text[], \
+     $8::bigint[], $9::bytea[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], \
+     $14::text[], true)";
 
 /// What an append gets back: its answer, or `None` when it met a unique violation (another
 /// transaction wrote the same version or command id first) and wrote nothing.
@@ -308,7 +309,7 @@ fn reply(batch: Vec<Request>, result: Result<Vec<Reply>, BatchError>) {
 
 /// Runs one batch: one statement (`APPEND_ONE` for the common lone append, `APPEND` otherwise),
 /// then, only after a unique violation or a version that did not match, the batch again through
-/// `cqrs_append_batch`; in an explicit transaction only when the test hook asks for SQL before
+/// `cqrs_append_batch_with_turns`; in an explicit transaction only when the test hook asks for SQL before
 /// the COMMIT. One answer per request, in order.
 async fn send(store: &PostgresStore, batch: &[Request]) -> Result<Vec<Reply>, BatchError> {
     let mut client = store.client().await.map_err(BatchError::Store)?;
@@ -372,7 +373,7 @@ async fn send(store: &PostgresStore, batch: &[Request]) -> Result<Vec<Reply>, Ba
     }
 }
 
-/// Sends `batch` through `cqrs_append_batch`.
+/// Sends `batch` through `cqrs_append_batch_with_turns`.
 async fn isolated(
     client: &mut deadpool_postgres::Object,
     batch: &[Request],
@@ -433,7 +434,7 @@ fn answers(rows: Vec<tokio_postgres::Row>, batch: &[Request]) -> Result<Vec<Repl
         .zip(rows)
         .map(|(request, row)| {
             AppendAnswer::read(&row, &request.stream).map(|answer| {
-                // Outcome 3 (from cqrs_append_batch): a unique violation, nothing written.
+                // Outcome 3 (from cqrs_append_batch_with_turns): a unique violation, nothing written.
                 (answer.outcome != 3).then_some(answer)
             })
         })

@@ -38,7 +38,17 @@ impl From<tokio_postgres::Error> for DatabaseError {
 
 impl fmt::Display for DatabaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(db) = self.error.as_db_error() {
+        fmt::Display::fmt(&Described(&self.error), f)
+    }
+}
+
+/// A driver error displayed with what the server said (see [`DatabaseError`]).
+pub(crate) struct Described<'a>(pub(crate) &'a tokio_postgres::Error);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let error = self.0;
+        if let Some(db) = error.as_db_error() {
             write!(
                 f,
                 "the server said {} {}: {}",
@@ -55,8 +65,8 @@ impl fmt::Display for DatabaseError {
             return Ok(());
         }
         // The driver's kind ("error connecting to server"), then every cause below it.
-        write!(f, "{}", self.error)?;
-        let mut cause = std::error::Error::source(&self.error);
+        write!(f, "{error}")?;
+        let mut cause = std::error::Error::source(error);
         while let Some(error) = cause {
             write!(f, ": {error}")?;
             cause = error.source();

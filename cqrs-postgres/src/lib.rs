@@ -33,8 +33,9 @@
 //! [`PostgresStore::migrate`] applies the migrations the crate ships (see [`migrate::MIGRATIONS`]),
 //! each once, recorded in `cqrs_schema_migrations`: the tables `cqrs_events` (primary key
 //! (stream, version)), `cqrs_commands` (primary key (stream, command id)) and `cqrs_snapshots`
-//! (one row per stream), and the functions `cqrs_append_batch`, `cqrs_sequence` and
-//! `cqrs_settle` (and `cqrs_append`, which this version no longer calls). A later table (a
+//! (one row per stream), and the functions `cqrs_append_batch_with_turns`, `cqrs_turn_free`,
+//! `cqrs_sequence` and `cqrs_settle` (and `cqrs_append` and `cqrs_append_batch`, which this
+//! version no longer calls, kept for nodes of earlier versions during a rollout). A later table (a
 //! projection's checkpoint, say) is one more migration. Payloads are `bytea` and headers `json`
 //! (not `jsonb`), so both come back exactly as written; timestamps keep microseconds. Every value
 //! travels as a bind parameter: no stream id, type or header is ever part of SQL text.
@@ -49,7 +50,7 @@
 //! statement is plain SQL (a PL/pgSQL function costs about as much again in server time as the
 //! insert itself). When a statement meets a unique violation, or a lone append finds that its
 //! expected version is not the stream's, nothing was written and the store sends the batch again
-//! through `cqrs_append_batch`, which inserts each append in a subtransaction of its own, so that
+//! through `cqrs_append_batch_with_turns`, which inserts each append in a subtransaction of its own, so that
 //! one append's failure leaves the others alone; after the server refused one append's data the
 //! store sends each append again on its own. Two writers racing for the same version meet on the primary key; the loser's unique
 //! violation is mapped to [`StoreError::DuplicateCommand`] when the winner applied the same
@@ -89,7 +90,8 @@
 //! it got the lock: when another holder committed numbers in between, that head is behind, the
 //! first number the batch writes is already taken by a committed row, and the unique index on
 //! the position makes the statement fail before anything is written (the store then sends the
-//! batch through `cqrs_append_batch`, whose statements each take a fresh snapshot after the lock).
+//! batch through `cqrs_append_batch_with_turns`, whose statements each take a fresh snapshot
+//! after the lock).
 //! So a number is never assigned twice nor below a number already visible, and reading
 //! `position > after` in order reaches every event. An append's events are numbered together in
 //! one statement, so a reader never sees part of one. Every stream stays in version order: a
@@ -750,7 +752,7 @@ const KIND_NO_STREAM: i16 = 1;
 const KIND_STREAM_EXISTS: i16 = 2;
 const KIND_EXACT: i16 = 3;
 
-/// The expected version as `cqrs_append_batch` takes it.
+/// The expected version as the append statements take it.
 #[derive(Clone, Copy)]
 struct ExpectedArgument {
     kind: i16,

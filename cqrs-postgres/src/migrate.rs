@@ -47,7 +47,7 @@ const MIGRATION_LOCK: i64 = 7_305_271_043_612_851_202;
 
 /// Why a migration failed.
 #[derive(Debug, thiserror::Error)]
-#[error("schema migration {version} (`{name}`) failed: {source}")]
+#[error("schema migration {version} (`{name}`) failed: {}", crate::error::Described(.source))]
 pub struct MigrationError {
     /// The migration's number.
     pub version: i32,

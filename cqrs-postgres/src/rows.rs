@@ -202,7 +202,7 @@ impl<'row> Fields<'row> {
     }
 }
 
-/// What `cqrs_append` or `cqrs_append_batch` answered for one append.
+/// What the append statements or `cqrs_append_batch_with_turns` answered for one append.
 pub(crate) struct AppendAnswer {
     pub(crate) outcome: i16,
     pub(crate) actual_version: Version,

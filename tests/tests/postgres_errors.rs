@@ -613,3 +613,49 @@ async fn a_deadlock_victim_or_serialization_failure_is_sent_again_not_returned()
         assert_eq!(stored.len(), 1, "{code}: written once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_the_previous_version_never_gets_an_answer_it_does_not_know() {
+    let (store, url) = fresh_store().await;
+    let stream = StreamId::new("rollout-1").expect("valid");
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .expect("append");
+    let turn = store
+        .take_turn(&stream)
+        .await
+        .expect("take_turn")
+        .expect("PostgreSQL has turns");
+    // What a node still on the previous version sends after a unique violation: the function
+    // of migration 3, by its old signature. It knows outcomes 0 to 3; a turn (outcome 4) is not
+    // among them, so for it the function does not check turns.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let outcome: i16 = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.query_one(
+            "SELECT outcome FROM cqrs_append_batch(ARRAY['rollout-1'], ARRAY[0]::smallint[], \
+             ARRAY[0]::bigint[], ARRAY[NULL]::text[], ARRAY[1], ARRAY[gen_random_uuid()], \
+             ARRAY['Counted'], ARRAY[1]::bigint[], ARRAY['\\x7b7d'::bytea], \
+             ARRAY[NULL]::uuid[], ARRAY[NULL]::uuid[], ARRAY[NULL]::text[], ARRAY[now()], \
+             ARRAY['{}'])",
+            &[],
+        ),
+    )
+    .await
+    .expect("the old function does not wait for turns")
+    .expect("old function")
+    .get(0);
+    assert_eq!(outcome, 0, "written, as the previous version expects");
+    // The turn then meets the old node's write as a conflict, never as a lost update.
+    let turned = turn
+        .append(ExpectedVersion::Exact(Version(1)), vec![event(2)])
+        .await;
+    assert!(
+        matches!(turned, Err(StoreError::Conflict { actual, .. }) if actual == Version(2)),
+        "{turned:?}"
+    );
+}
