@@ -2,10 +2,11 @@
 //! message is never an opaque "db error".
 
 use std::fmt;
-use std::time::Duration;
 
 use cqrs_core::StoreError;
 use tokio_postgres::error::SqlState;
+
+use crate::PoolOptions;
 
 /// An error of the PostgreSQL driver, or of the server it talked to, shown with the server's
 /// SQLSTATE, message, detail and hint (`ERROR 40P01: deadlock detected; DETAIL: ...`), or with
@@ -92,16 +93,12 @@ pub(crate) fn backend(error: tokio_postgres::Error) -> StoreError {
 
 /// A failure to get a pooled connection: a typed timeout when every connection stayed busy (or
 /// connecting took too long), the server's answer when connecting failed.
-pub(crate) fn pool(
-    error: deadpool_postgres::PoolError,
-    size: usize,
-    wait: Option<Duration>,
-    connect: Option<Duration>,
-) -> StoreError {
+pub(crate) fn pool(error: deadpool_postgres::PoolError, options: &PoolOptions) -> StoreError {
     use deadpool_postgres::{PoolError, TimeoutType};
+    let (wait, connect) = (options.wait_timeout, options.connect_timeout);
     match error {
         PoolError::Timeout(TimeoutType::Wait) => StoreError::Timeout {
-            what: format!("a pooled connection: all {size} stayed busy"),
+            what: format!("a pooled connection: all {} stayed busy", options.size),
             waited: wait.unwrap_or_default(),
         },
         PoolError::Timeout(TimeoutType::Create) => StoreError::Timeout {

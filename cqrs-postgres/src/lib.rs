@@ -387,7 +387,7 @@ impl PostgresStore {
     /// Applies the schema migrations this crate ships that the database lacks, and returns the
     /// numbers of those it applied. Safe to call from several nodes at once, and on every start.
     pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
-        migrate::run(&self.inner.pool).await
+        migrate::run(&self.inner.pool, &self.inner.pool_options).await
     }
 
     /// The connection pool, for the application's own queries.
@@ -429,22 +429,12 @@ impl PostgresStore {
                 .pool
                 .get()
                 .await
-                .map_err(|error| self.pool_error(error))?;
+                .map_err(|error| crate::error::pool(error, &self.inner.pool_options))?;
             if !client.is_closed() {
                 return Ok(client);
             }
             drop(deadpool_postgres::Object::take(client));
         }
-    }
-
-    fn pool_error(&self, error: deadpool_postgres::PoolError) -> StoreError {
-        let options = &self.inner.pool_options;
-        crate::error::pool(
-            error,
-            options.size,
-            options.wait_timeout,
-            options.connect_timeout,
-        )
     }
 
     /// The stream's current version, read on its own (after a failed append).
@@ -540,7 +530,8 @@ impl PostgresStore {
     }
 
     /// The receipt of an append the server answered (outcome 0), or the error its answer says,
-    /// settling its positions when it was written unnumbered.
+    /// settling its positions when it was written unnumbered: on `settle_client` when given (a
+    /// turn's own connection), on a pooled one otherwise.
     async fn receipt(
         &self,
         stream: &StreamId,
@@ -548,6 +539,7 @@ impl PostgresStore {
         command_id: Option<&CommandId>,
         answer: rows::AppendAnswer,
         empty: bool,
+        settle_client: Option<&deadpool_postgres::ClientWrapper>,
     ) -> Result<AppendReceipt, StoreError> {
         match answer.outcome {
             0 => {}
@@ -588,12 +580,11 @@ impl PostgresStore {
                 position: None,
             });
         }
-        let (first_position, position) = match answer.positions {
-            Some(positions) => positions,
-            None => {
-                self.settle(stream, answer.first_version, answer.last_version)
-                    .await?
-            }
+        let (first, last) = (answer.first_version, answer.last_version);
+        let (first_position, position) = match (answer.positions, settle_client) {
+            (Some(positions), _) => positions,
+            (None, Some(client)) => settle_on(client, stream, first, last).await?,
+            (None, None) => self.settle(stream, first, last).await?,
         };
         Ok(AppendReceipt {
             first_version: answer.first_version,
@@ -877,6 +868,7 @@ impl EventStore for PostgresStore {
                     command_id.as_ref(),
                     answer,
                     events.is_empty(),
+                    None,
                 )
                 .await;
         }

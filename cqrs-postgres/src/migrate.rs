@@ -5,6 +5,8 @@
 use cqrs_core::StoreError;
 use deadpool_postgres::Pool;
 
+use crate::PoolOptions;
+
 /// One shipped schema migration.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
@@ -60,11 +62,11 @@ pub struct MigrationError {
 
 /// Applies the migrations of `MIGRATIONS` that the database has not recorded yet, each in its own
 /// transaction together with its record.
-pub(crate) async fn run(pool: &Pool) -> Result<Vec<i32>, StoreError> {
+pub(crate) async fn run(pool: &Pool, options: &PoolOptions) -> Result<Vec<i32>, StoreError> {
     let mut client = pool
         .get()
         .await
-        .map_err(|error| crate::error::pool(error, pool.status().max_size, None, None))?;
+        .map_err(|error| crate::error::pool(error, options))?;
     // One transaction for everything: DDL is transactional in PostgreSQL, so a failed migration
     // leaves no trace, and the lock taken first makes concurrent callers run one after another.
     let transaction = client.transaction().await.map_err(crate::error::backend)?;

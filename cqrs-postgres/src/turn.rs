@@ -20,7 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::batch::{APPEND_ISOLATED, AppendParts, Arguments};
 use crate::error::backend;
 use crate::rows::AppendAnswer;
-use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES, settle_on, visit_stream_on};
+use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES, visit_stream_on};
 
 /// Waits for the turn lock in exclusive mode, for the rest of the transaction, and marks the
 /// transaction as the stream's turn (`cqrs.turn`, which `cqrs_turn_free` reads). A turn lock is
@@ -188,23 +188,16 @@ impl StreamTurn for PostgresTurn {
                 None => store.append(&stream, expected, events).await,
             };
         }
-        let empty = events.is_empty();
-        if answer.outcome == 0 && !empty && answer.positions.is_none() {
-            // Written unnumbered: settled on the turn's own connection.
-            if let Some(client) = &client {
-                let (first, last) =
-                    settle_on(client, &stream, answer.first_version, answer.last_version).await?;
-                return Ok(AppendReceipt {
-                    first_version: answer.first_version,
-                    version: answer.last_version,
-                    first_position: Some(first),
-                    position: Some(last),
-                });
-            }
-        }
-        drop(client);
+        // Written unnumbered, it is settled on the turn's own connection.
         store
-            .receipt(&stream, expected, command_id.as_ref(), answer, empty)
+            .receipt(
+                &stream,
+                expected,
+                command_id.as_ref(),
+                answer,
+                events.is_empty(),
+                client.as_deref(),
+            )
             .await
     }
 }
