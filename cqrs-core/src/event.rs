@@ -236,6 +236,12 @@ impl StreamId {
         self.aggregate() == aggregate
     }
 
+    /// Whether the stream belongs to one of `aggregates`; every stream does when the list is
+    /// empty (a reader of the whole log).
+    pub fn is_of_any(&self, aggregates: &[&str]) -> bool {
+        aggregates.is_empty() || aggregates.contains(&self.aggregate())
+    }
+
     fn split(&self) -> (&str, &str) {
         self.0.split_once('-').unwrap_or((&self.0, ""))
     }

@@ -71,6 +71,7 @@ mod cache;
 pub mod event;
 pub mod guide;
 mod id;
+pub mod processor;
 pub mod projection;
 pub mod repository;
 pub mod retry;
@@ -97,7 +98,8 @@ pub use crate::repository::{
 pub use crate::retry::RetryPolicy;
 pub use crate::snapshot::SnapshotPolicy;
 pub use crate::store::{
-    AppendReceipt, CommandRecord, EventStore, ExpectedVersion, Snapshot, StoreError, StreamTurn,
+    AppendReceipt, CommandRecord, EventStore, ExpectedVersion, LogBatch, LogEntry, Snapshot,
+    StoreError, StreamTurn, UnreadableEvent,
 };
 
 #[cfg(feature = "derive")]

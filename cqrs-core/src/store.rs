@@ -86,6 +86,57 @@ pub struct Snapshot {
     pub payload: Vec<u8>,
 }
 
+/// What [`EventStore::read_log`] read: the events of the streams asked for, and how far the read
+/// went.
+#[derive(Debug, Default)]
+pub struct LogBatch {
+    /// The events (and unreadable rows) of the streams asked for, in position order.
+    pub entries: Vec<LogEntry>,
+    /// The last position the read covered, events of other streams included; `None` when it
+    /// found nothing after the position it started from.
+    pub last: Option<Position>,
+}
+
+/// One position of the global log, as [`EventStore::read_log`] hands it out.
+#[derive(Debug)]
+pub enum LogEntry {
+    /// A stored event.
+    Event(RecordedEvent),
+    /// A stored row that is not a valid event.
+    Unreadable(UnreadableEvent),
+}
+
+impl LogEntry {
+    /// The entry's global position.
+    pub fn position(&self) -> Position {
+        match self {
+            LogEntry::Event(event) => event.position,
+            LogEntry::Unreadable(unreadable) => unreadable.position,
+        }
+    }
+}
+
+/// A row of the global log that cannot be read as an event: as much of it as could be read, and
+/// why the rest could not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the stored event at position {position} (stream `{stream}`{}{}) cannot be read: {reason}",
+    .version.map(|version| format!(", version {version}")).unwrap_or_default(),
+    .event_type.as_ref().map(|event_type| format!(", type `{event_type}`")).unwrap_or_default()
+)]
+pub struct UnreadableEvent {
+    /// Its global position.
+    pub position: Position,
+    /// Its stream id, as stored (it may not be a valid [`StreamId`]).
+    pub stream: String,
+    /// Its version in the stream, when that could be read.
+    pub version: Option<Version>,
+    /// Its stored type name, when that could be read.
+    pub event_type: Option<String>,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
 /// Everything that can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -245,6 +296,35 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Reads the next part of the global log for a processor that reads the streams of
+    /// `aggregates` (every stream when it is empty): up to `limit` positions after `after`, in
+    /// position order.
+    ///
+    /// Events of other streams are left out before anything of them is decoded, and a stored
+    /// row that cannot be read as an event (its headers, metadata or stream id do not fit) comes
+    /// back as [`LogEntry::Unreadable`] with what could be read of it, instead of failing the
+    /// whole read: one bad row never stops a reader of other streams, and a reader of its stream
+    /// sees it at its place. [`LogBatch::last`] is the last position the read covered, filtered
+    /// events included, so that a reader moves past them.
+    ///
+    /// The default reads [`read_all`](EventStore::read_all) and filters; a store whose rows can
+    /// be corrupt (a database edited by hand) overrides it.
+    async fn read_log(
+        &self,
+        after: Position,
+        limit: usize,
+        aggregates: &[&str],
+    ) -> Result<LogBatch, StoreError> {
+        let events = self.read_all(after, limit).await?;
+        let last = events.last().map(|event| event.position);
+        let entries = events
+            .into_iter()
+            .filter(|event| event.stream.is_of_any(aggregates))
+            .map(LogEntry::Event)
+            .collect();
+        Ok(LogBatch { entries, last })
+    }
+
     /// The position of the last event in the global log ([`Position::START`] when it is empty).
     async fn head(&self) -> Result<Position, StoreError>;
 
@@ -350,6 +430,15 @@ macro_rules! forward_event_store {
                 limit: usize,
             ) -> Result<Vec<RecordedEvent>, StoreError> {
                 (**self).read_all(after, limit).await
+            }
+
+            async fn read_log(
+                &self,
+                after: Position,
+                limit: usize,
+                aggregates: &[&str],
+            ) -> Result<LogBatch, StoreError> {
+                (**self).read_log(after, limit, aggregates).await
             }
 
             async fn head(&self) -> Result<Position, StoreError> {
