@@ -55,6 +55,7 @@ pub use self::failure::{
 pub use self::handle::{ControlError, ProcessorHandle};
 pub use self::health::{Health, HealthCheck, ProcessorHealth};
 pub use self::policy::{AfterRetries, FailurePolicy, Reconnect};
+pub(crate) use self::policy::Verdict;
 pub use self::runner::{CatchUp, CatchUpError, ProcessorRunner};
 pub use self::status::{ProcessorState, ProcessorStatus, WaitError};
 pub use self::store::{HeldLock, Lease, ProcessorStore};
@@ -114,6 +115,14 @@ pub trait Processor: Send + Sync + 'static {
     async fn tick(&self, policy: &FailurePolicy) -> Result<Option<Duration>, TickError> {
         let _ = policy;
         Ok(None)
+    }
+
+    /// A runner of this processor, to configure and [spawn](ProcessorRunner::spawn).
+    fn runner(self) -> ProcessorRunner<Self>
+    where
+        Self: Sized,
+    {
+        ProcessorRunner::new(self)
     }
 }
 

@@ -1,77 +1,62 @@
-//! Where a projection keeps its read model and its checkpoint, and the one rule about them:
-//! they change together.
+//! Where a projection keeps its read model, its checkpoint and its dead letters, and the one
+//! rule about them: they change together.
 
 use crate::event::Position;
+use crate::processor::{CommitError, DeadLetter, ProcessorStore};
+use crate::store::StoreError;
 
-/// Why a [`ProjectionStore`] refused or failed an operation. Nothing was changed in either case.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProjectionStoreError {
-    /// The checkpoint was not where the runner expected it: another runner of the same
-    /// projection moved it, or the model was reset underneath. Nothing was applied.
-    #[error("the projection's checkpoint is at {actual}, expected {expected}")]
-    CheckpointMoved {
-        /// Where the runner expected it.
-        expected: Position,
-        /// Where it is.
-        actual: Position,
-    },
-    /// The storage backend failed; the operation may be retried.
-    #[error("projection store backend failed: {0}")]
-    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+/// What one [`ProjectionStore::commit`] records besides the model's change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectionCommit {
+    /// Where the stored checkpoint must be; otherwise nothing is applied and the error is
+    /// [`CommitError::CheckpointMoved`].
+    pub expected: Position,
+    /// Events parked as dead letters; those at or before the checkpoint the commit reaches are
+    /// recorded.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The dead letter this commit retries: removed when the apply closure got through.
+    pub retried: Option<String>,
 }
 
-impl ProjectionStoreError {
-    /// Wraps a backend error.
-    pub fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        ProjectionStoreError::Backend(error.into())
-    }
+/// What a commit's apply closure got through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The checkpoint to commit: the position of the last event whose change the model holds
+    /// (or the batch's end, when every event applied).
+    pub reached: Position,
+    /// Whether every event applied.
+    pub complete: bool,
 }
 
-/// The home of one projection's read model and checkpoint (the position of the last event whose
-/// effect the model holds), which it changes in one atomic step.
+/// The home of one projection's read model, checkpoint and dead letters, which it changes in
+/// one atomic step: the [`ProcessorStore`] seam plus a commit that runs the projection's
+/// synchronous `apply` on the model.
 ///
 /// That step is [`commit`](ProjectionStore::commit): the runner's `apply` closure changes the
-/// model for a run of events and returns the position it reached; the store keeps the change
-/// and the new checkpoint together, or neither. A crash at any point (the runner dropped between
-/// two `.await`s, the process killed) therefore leaves a model that holds exactly the events up
-/// to its checkpoint, and the next runner resumes right after it.
+/// model for a run of events and says how far it got; the store keeps the change, the new
+/// checkpoint and the dead letters together, or none of them. A crash at any point (the runner
+/// dropped between two `.await`s, the process killed) therefore leaves a model that holds
+/// exactly the events up to its checkpoint, and the next runner resumes right after it.
 ///
-/// [`MemoryReadModel`](super::MemoryReadModel) does it under one lock. A database store opens a
-/// transaction, lets `apply` fill a [`Model`](ProjectionStore::Model) that collects the changes
-/// (statements to run, rows to upsert), writes them and the checkpoint row
-/// (`UPDATE ... SET position = $reached WHERE name = $name AND position = $expected`), and
-/// commits.
+/// [`MemoryReadModel`](super::MemoryReadModel) does it under one lock. A database whose read
+/// models are tables gives its projections the transaction instead (cqrs-postgres's
+/// `PostgresProjection`).
 #[async_trait::async_trait]
-pub trait ProjectionStore: Send + Sync + 'static {
+pub trait ProjectionStore: ProcessorStore {
     /// What the runner's `apply` changes: the read model itself, or a change set.
     type Model: Send + Sync + 'static;
 
-    /// The checkpoint: the position of the last event the model holds ([`Position::START`] for
-    /// a new model).
-    async fn checkpoint(&self) -> Result<Position, ProjectionStoreError>;
-
-    /// Runs `apply` on the model and moves the checkpoint from `expected` to the position it
-    /// returns, as one atomic step. When the checkpoint is not at `expected`, `apply` is not run
-    /// and the error is [`ProjectionStoreError::CheckpointMoved`]. On any error, nothing changed.
+    /// Runs `apply` on the model and moves the checkpoint of `projection` from
+    /// `commit.expected` to the position it reached, recording `commit`'s dead letters up to
+    /// there (and removing the retried one when `apply` got through), as one atomic step.
     async fn commit(
         &self,
-        expected: Position,
-        apply: &mut (dyn for<'m> FnMut(&'m mut Self::Model) -> Position + Send),
-    ) -> Result<Position, ProjectionStoreError>;
+        projection: &'static str,
+        commit: ProjectionCommit,
+        apply: &mut (dyn for<'m> FnMut(&'m mut Self::Model) -> Applied + Send),
+    ) -> Result<Position, CommitError>;
 
-    /// Empties the model and moves the checkpoint back to [`Position::START`], in one step: the
-    /// start of a rebuild in place.
-    async fn reset(&self) -> Result<(), ProjectionStoreError>;
-
-    /// A new, empty store of the same kind, to rebuild into beside the live one.
-    async fn fresh(&self) -> Result<Self, ProjectionStoreError>
-    where
-        Self: Sized;
-
-    /// Replaces this store's model and checkpoint with those of `rebuilt`, in one step, so
-    /// that readers see the old model until the new one takes its place.
-    async fn replace_with(&self, rebuilt: Self) -> Result<(), ProjectionStoreError>
-    where
-        Self: Sized;
+    /// Empties the model, drops the dead letters and moves the checkpoint back to
+    /// [`Position::START`], in one step: the start of a rebuild.
+    async fn reset(&self, projection: &str) -> Result<(), StoreError>;
 }

@@ -1,21 +1,23 @@
-//! The in-memory read model: the model and its checkpoint behind one lock.
+//! The in-memory read model: the model, its checkpoint and its dead letters behind one lock.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::checkpoint::{ProjectionStore, ProjectionStoreError};
+use super::checkpoint::{Applied, ProjectionCommit, ProjectionStore};
 use crate::event::Position;
+use crate::processor::{CommitError, DeadLetter, ProcessorStore};
+use crate::store::StoreError;
 
-/// A read model held in memory together with its checkpoint, for a [`ProjectionRunner`] to keep
-/// up to date and for queries to [`read`](MemoryReadModel::read). Cloning is cheap and shares
-/// the model.
+/// A read model held in memory together with its checkpoint and dead letters, for a
+/// [`Projector`](super::Projector) to keep up to date and for queries to
+/// [`read`](MemoryReadModel::read). Cloning is cheap and shares the model.
 ///
 /// The model and the checkpoint sit behind one lock: a commit changes both before anyone can
 /// look, so a reader never sees an event applied without its checkpoint, and a runner dropped at
 /// any point leaves the two in step. A runner holds the write lock only while it applies one
-/// batch (no `.await` in between); readers share the read lock.
-///
-/// [`ProjectionRunner`]: super::ProjectionRunner
+/// batch (no `.await` in between); readers share the read lock. One model serves one
+/// projection.
 pub struct MemoryReadModel<M> {
     inner: Arc<RwLock<Checkpointed<M>>>,
 }
@@ -23,6 +25,7 @@ pub struct MemoryReadModel<M> {
 struct Checkpointed<M> {
     model: M,
     checkpoint: Position,
+    dead_letters: BTreeMap<String, DeadLetter>,
 }
 
 impl<M: Default> MemoryReadModel<M> {
@@ -42,7 +45,11 @@ impl<M> MemoryReadModel<M> {
     /// A model that already holds the events up to `checkpoint` (e.g. restored from a file).
     pub fn with_model(model: M, checkpoint: Position) -> Self {
         MemoryReadModel {
-            inner: Arc::new(RwLock::new(Checkpointed { model, checkpoint })),
+            inner: Arc::new(RwLock::new(Checkpointed {
+                model,
+                checkpoint,
+                dead_letters: BTreeMap::new(),
+            })),
         }
     }
 
@@ -101,8 +108,27 @@ impl<M: fmt::Debug> fmt::Debug for MemoryReadModel<M> {
         let state = self.read_lock();
         f.debug_struct("MemoryReadModel")
             .field("checkpoint", &state.checkpoint)
+            .field("dead_letters", &state.dead_letters.len())
             .field("model", &state.model)
             .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl<M: Send + Sync + 'static> ProcessorStore for MemoryReadModel<M> {
+    async fn checkpoint(&self, _projection: &str) -> Result<Position, StoreError> {
+        Ok(self.position())
+    }
+
+    async fn dead_letters(&self, _projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut letters: Vec<DeadLetter> =
+            self.read_lock().dead_letters.values().cloned().collect();
+        letters.sort_by_key(|letter| (letter.position(), letter.id.clone()));
+        Ok(letters)
+    }
+
+    async fn discard_dead_letter(&self, _projection: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.write_lock().dead_letters.remove(id).is_some())
     }
 }
 
@@ -110,48 +136,45 @@ impl<M: fmt::Debug> fmt::Debug for MemoryReadModel<M> {
 impl<M: Default + Send + Sync + 'static> ProjectionStore for MemoryReadModel<M> {
     type Model = M;
 
-    async fn checkpoint(&self) -> Result<Position, ProjectionStoreError> {
-        Ok(self.position())
-    }
-
     async fn commit(
         &self,
-        expected: Position,
-        apply: &mut (dyn for<'m> FnMut(&'m mut M) -> Position + Send),
-    ) -> Result<Position, ProjectionStoreError> {
+        projection: &'static str,
+        commit: ProjectionCommit,
+        apply: &mut (dyn for<'m> FnMut(&'m mut M) -> Applied + Send),
+    ) -> Result<Position, CommitError> {
         let mut state = self.write_lock();
-        if state.checkpoint != expected {
-            return Err(ProjectionStoreError::CheckpointMoved {
-                expected,
+        if state.checkpoint != commit.expected {
+            return Err(CommitError::CheckpointMoved {
+                processor: projection,
+                expected: commit.expected,
                 actual: state.checkpoint,
             });
         }
-        // The change and the checkpoint are made under the same guard, with no `.await` between
-        // them: nothing can observe or interrupt one without the other.
-        let reached = apply(&mut state.model);
-        state.checkpoint = reached;
-        Ok(reached)
+        // The change, the checkpoint and the dead letters are made under the same guard, with
+        // no `.await` between them: nothing can observe or interrupt one without the others.
+        let applied = apply(&mut state.model);
+        state.checkpoint = applied.reached;
+        for letter in commit.dead_letters {
+            if letter
+                .position()
+                .is_none_or(|position| position <= applied.reached)
+            {
+                state.dead_letters.insert(letter.id.clone(), letter);
+            }
+        }
+        if applied.complete
+            && let Some(retried) = commit.retried
+        {
+            state.dead_letters.remove(&retried);
+        }
+        Ok(applied.reached)
     }
 
-    async fn reset(&self) -> Result<(), ProjectionStoreError> {
+    async fn reset(&self, _projection: &str) -> Result<(), StoreError> {
         let mut state = self.write_lock();
         state.model = M::default();
         state.checkpoint = Position::START;
-        Ok(())
-    }
-
-    async fn fresh(&self) -> Result<Self, ProjectionStoreError> {
-        Ok(MemoryReadModel::new())
-    }
-
-    async fn replace_with(&self, rebuilt: Self) -> Result<(), ProjectionStoreError> {
-        let (model, checkpoint) = {
-            let mut rebuilt = rebuilt.write_lock();
-            (std::mem::take(&mut rebuilt.model), rebuilt.checkpoint)
-        };
-        let mut state = self.write_lock();
-        state.model = model;
-        state.checkpoint = checkpoint;
+        state.dead_letters.clear();
         Ok(())
     }
 }

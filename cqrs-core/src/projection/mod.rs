@@ -3,13 +3,14 @@
 //!
 //! A projection is a plain type that says which events it reads ([`Projection::Event`]), which
 //! read model it updates ([`Projection::ReadModel`], keyed however you like) and how one event
-//! changes it ([`Projection::apply`]). A [`ProjectionRunner`] follows the log from the
+//! changes it ([`Projection::apply`]). A [`Projector`] is the projection as a
+//! [processor](crate::processor): run by the one
+//! [`ProcessorRunner`](crate::processor::ProcessorRunner), it follows the log from the
 //! projection's checkpoint, applies the events in batches and commits each batch with its
-//! checkpoint through a [`ProjectionStore`] (the in-memory one is [`MemoryReadModel`]); then it
-//! tails the log without polling. The [`ProjectionHandle`] it returns tells the
-//! [status](ProjectionHandle::status), [waits](ProjectionHandle::wait_for) for the position a
-//! command wrote (read your own writes), [rebuilds](ProjectionHandle::rebuild) and
-//! [shuts down](ProjectionHandle::shutdown).
+//! checkpoint (and the events it parked) through a [`ProjectionStore`] (the in-memory one is
+//! [`MemoryReadModel`]); then it tails the log without polling. The
+//! [`ProcessorHandle`](crate::processor::ProcessorHandle) it returns tells the status, waits
+//! for the position a command wrote (read your own writes), rebuilds, pauses and shuts down.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -17,7 +18,8 @@
 //! use std::time::Duration;
 //!
 //! use cqrs_core::prelude::*;
-//! use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, ProjectionRunner};
+//! use cqrs_core::processor::Processor as _;
+//! use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
 //! use cqrs_memstore::MemStore;
 //!
 //! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
@@ -60,7 +62,9 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = MemStore::new();
 //! let read_model = MemoryReadModel::new();
-//! let projection = ProjectionRunner::new(AvailableSeats, store.clone(), read_model.clone()).spawn();
+//! let projection = Projector::new(AvailableSeats, store.clone(), read_model.clone())
+//!     .runner()
+//!     .spawn();
 //!
 //! let stream = StreamId::for_aggregate("show", "42")?;
 //! let events = [ShowEvent::Scheduled { capacity: 10 }, ShowEvent::SeatsReserved { seats: 3 }]
@@ -74,7 +78,7 @@
 //! assert_eq!(read_model.read(|seats| seats.get("42").copied()), Some(7));
 //!
 //! let status = projection.shutdown().await;
-//! assert_eq!(status.lag(), 0);
+//! assert_eq!(status.lag, 0);
 //! # Ok(())
 //! # }
 //! # use cqrs_core::EventStore;
@@ -96,25 +100,21 @@ use crate::store::StoreError;
 mod checkpoint;
 pub mod decorators;
 mod memory;
-pub mod pacing;
-mod policy;
-mod runner;
-mod status;
+mod projector;
 pub mod testing;
 
-pub use self::checkpoint::{ProjectionStore, ProjectionStoreError};
+pub use self::checkpoint::{Applied, ProjectionCommit, ProjectionStore};
 pub use self::memory::MemoryReadModel;
-pub use self::policy::{ErrorPolicy, FailureKind, Panicked, ProjectionFailure, RetriesExhausted};
-pub use self::runner::{ProjectionHandle, ProjectionRunner, RebuildError};
-pub use self::status::{
-    ProjectionState, ProjectionStatus, WaitError, status_with_head, wait_for_position,
-};
+pub use self::projector::{ProjectionRunner, Projector};
 
 /// A read model and how events change it.
 ///
-/// The runner hands every event of the global log to [`Projection::Event`]'s routing; the events
-/// it routes are passed to [`apply`](Projection::apply) one at a time, in log order. The rest
-/// (other aggregates, event types this projection does not read) only move the checkpoint.
+/// The runner reads the streams of [`Projection::AGGREGATES`] from the global log; each of
+/// their events is decoded through [`Projection::Event`]'s routing and passed to
+/// [`apply`](Projection::apply), one at a time, in log order. Events of other streams only move
+/// the checkpoint. An event of a listed stream that does not decode (an unknown type included)
+/// is that event's failure, under the runner's
+/// [`FailurePolicy`](crate::processor::FailurePolicy): never passed over silently.
 ///
 /// `apply` must be deterministic and must not reach outside the read model: a rebuild replays
 /// the same events into a fresh model and has to arrive at the same state. An `apply` that
@@ -132,13 +132,12 @@ pub trait Projection: Send + Sync + 'static {
     const NAME: &'static str;
 
     /// The aggregate types whose streams this projection reads (the part of the stream id before
-    /// the first `-`, e.g. `"show"` for `show-42`).
+    /// the first `-`, e.g. `"show"` for `show-42`); `&[]` reads every stream.
     ///
-    /// When the list is not empty, events of other streams are passed over, and every event of
-    /// a listed stream must route to [`Projection::Event`]: one that does not (an unknown event
-    /// type) is a decode error that goes through the [`ErrorPolicy`]. When it is empty (the
-    /// default), the projection reads whatever its events' routing accepts.
-    const AGGREGATES: &'static [&'static str] = &[];
+    /// Events of other streams are passed over before they are decoded, and every event of a
+    /// listed stream must route to [`Projection::Event`]: one that does not (an unknown event
+    /// type) is a decode failure that goes through the runner's failure policy.
+    const AGGREGATES: &'static [&'static str];
 
     /// The events this projection reads: a [`DomainEvent`] enum, or an enum of several of them
     /// (see [`ProjectionEvent`]).
@@ -163,7 +162,8 @@ pub trait Projection: Send + Sync + 'static {
 /// The events a projection reads, and how a stored event is recognised as one of them.
 ///
 /// Every [`DomainEvent`] enum is one: an event whose stored type name is one of the enum's
-/// ([`DomainEvent::EVENT_TYPES`]) is decoded, others are passed over. For a projection fed by
+/// ([`DomainEvent::EVENT_TYPES`]) is decoded, others are not the enum's (`Ok(None)`), which for
+/// an event of a stream the projection reads is an unknown event type. For a projection fed by
 /// several aggregate types, write an enum with one variant per aggregate and route on the
 /// stream's aggregate name:
 ///
@@ -203,10 +203,10 @@ pub trait Projection: Send + Sync + 'static {
 ///
 /// Decoding goes through [`RecordedEvent::decode`], so schema upcasting applies here as on every
 /// other read path, and a payload that does not decode is a typed error that names the stream,
-/// version and type; the runner hands it to the projection's [`ErrorPolicy`].
+/// version and type; the runner hands it to its failure policy.
 pub trait ProjectionEvent: Sized + Send + 'static {
-    /// The event `event` is to this projection: `Ok(None)` for an event it does not read, an
-    /// error for one it reads but cannot decode.
+    /// The event `event` is to this projection: `Ok(None)` for an event that is not one of its
+    /// events (an unknown type, for a stream it reads), an error for one that does not decode.
     fn route(event: &RecordedEvent) -> Result<Option<Self>, StoreError>;
 }
 
@@ -269,35 +269,29 @@ impl Deref for EventContext<'_> {
     }
 }
 
-/// Routes `recorded` for `P`, applying [`Projection::AGGREGATES`] as documented there.
-pub(crate) fn route<P: Projection>(
-    recorded: &RecordedEvent,
-) -> Result<Option<P::Event>, StoreError> {
+/// Routes `recorded` for `P`, as [`route_from`] does.
+pub(crate) fn route<P: Projection>(recorded: &RecordedEvent) -> Result<P::Event, StoreError> {
     route_from(P::AGGREGATES, recorded)
 }
 
-/// Routes `recorded` to `E` for a projection that reads the streams of `aggregates` (all
-/// streams when it is empty): an event of another aggregate's stream is passed over, and an event
-/// of a listed stream that `E` does not recognize is an unknown event type. Runners built on other
-/// stores use it to route as [`Projection::AGGREGATES`] documents.
+/// Decodes `recorded`, an event of one of the streams of `aggregates` (every stream when it is
+/// empty), into `E`: an event `E` does not recognize is an unknown event type, named with its
+/// stream, version and type. Processors on other stores decode with it, as
+/// [`Projection::AGGREGATES`] documents.
 pub fn route_from<E: ProjectionEvent>(
     aggregates: &[&str],
     recorded: &RecordedEvent,
-) -> Result<Option<E>, StoreError> {
-    let named = !aggregates.is_empty();
-    if named && !aggregates.contains(&recorded.stream.aggregate()) {
-        return Ok(None);
-    }
-    match E::route(recorded)? {
-        Some(event) => Ok(Some(event)),
-        None if named => Err(StoreError::Decode {
-            stream: recorded.stream.clone(),
-            version: recorded.version,
+) -> Result<E, StoreError> {
+    let unknown = || StoreError::Decode {
+        stream: recorded.stream.clone(),
+        version: recorded.version,
+        event_type: recorded.event_type.to_string(),
+        source: DecodeError::UnknownEventType {
             event_type: recorded.event_type.to_string(),
-            source: DecodeError::UnknownEventType {
-                event_type: recorded.event_type.to_string(),
-            },
-        }),
-        None => Ok(None),
+        },
+    };
+    if !recorded.stream.is_of_any(aggregates) {
+        return Err(unknown());
     }
+    E::route(recorded)?.ok_or_else(unknown)
 }

@@ -22,6 +22,7 @@
 //!
 //! impl Projection for AvailableSeats {
 //!     const NAME: &'static str = "available_seats";
+//!     const AGGREGATES: &'static [&'static str] = &["show"];
 //!     type Event = ShowEvent;
 //!     type ReadModel = BTreeMap<String, u32>;
 //!     type Error = Infallible;
@@ -56,8 +57,8 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 
 use super::Projection;
-use super::policy::ProjectionFailure;
-use super::runner::apply_recorded;
+use super::projector::apply_recorded;
+use crate::processor::{EventRef, Failure};
 use crate::event::{DomainEvent, EventId, Metadata, Position, RecordedEvent, StreamId, Version};
 use crate::testing::fail;
 
@@ -93,7 +94,7 @@ pub struct GivenProjection<P: Projection> {
     model: P::ReadModel,
     versions: HashMap<StreamId, Version>,
     position: Position,
-    failures: Vec<ProjectionFailure>,
+    failures: Vec<Failure>,
 }
 
 impl<P: Projection> GivenProjection<P> {
@@ -137,7 +138,8 @@ impl<P: Projection> GivenProjection<P> {
     /// Then this stored event, as it is (e.g. one with a payload that does not decode).
     pub fn given_recorded(&mut self, recorded: RecordedEvent) -> &mut Self {
         if let Err(failure) = apply_recorded(&self.projection, &mut self.model, &recorded) {
-            self.failures.push(failure);
+            self.failures
+                .push(Failure::of_event(EventRef::of(&recorded), &failure, 1));
         }
         self
     }
@@ -148,7 +150,7 @@ impl<P: Projection> GivenProjection<P> {
     }
 
     /// The events that failed to decode or apply so far, with their errors.
-    pub fn failures(&self) -> &[ProjectionFailure] {
+    pub fn failures(&self) -> &[Failure] {
         &self.failures
     }
 

@@ -5,6 +5,8 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::aggregate::CommandHandler;
+use crate::event::RecordedEvent;
+use crate::projection::EventContext;
 use crate::repository::CommandMetadata;
 use crate::saga::bus::{BoxFuture, CommandBus};
 
@@ -45,7 +47,10 @@ pub(crate) struct Delivery {
 pub(crate) enum DispatchFailure {
     /// The aggregate refused it: an input for the saga.
     Rejected(Box<dyn Any + Send>, String),
-    /// Anything else (store, conflicts, no repository): a failure under the policy.
+    /// The target's store failed or timed out: not the event's fault, the runner reconnects.
+    Unavailable(crate::StoreError),
+    /// Anything else (an invalid id, conflicts that never settled, no repository): a failure
+    /// under the policy.
     Failed(HandlerError),
 }
 
@@ -130,6 +135,9 @@ fn dispatch<'a, A: CommandHandler>(
                     let message = domain.to_string();
                     Err(DispatchFailure::Rejected(Box::new(domain), message))
                 }
+                crate::saga::DispatchError::Execute(crate::ExecuteError::Store(
+                    store @ (crate::StoreError::Backend(_) | crate::StoreError::Timeout { .. }),
+                )) => Err(DispatchFailure::Unavailable(store)),
                 other => Err(DispatchFailure::Failed(Box::new(other))),
             },
         }
@@ -230,13 +238,15 @@ pub(crate) enum DeadlineChange {
     Cancel { name: String },
 }
 
-/// What a saga handler works with: the current time, and what it wants done.
+/// What a saga handler works with: the current time, the event it handles (stream, aggregate
+/// id, version, position, metadata), and what it wants done.
 ///
 /// Commands are dispatched in the order they were sent, after the handler returns, each with a
 /// command id derived from the saga instance and the triggering event.
 #[derive(Debug)]
 pub struct SagaContext {
     now: SystemTime,
+    event: Option<RecordedEvent>,
     pub(crate) commands: Vec<SagaCommand>,
     pub(crate) deadlines: Vec<DeadlineChange>,
     pub(crate) completed: bool,
@@ -247,10 +257,24 @@ impl SagaContext {
     pub(crate) fn new(now: SystemTime) -> Self {
         SagaContext {
             now,
+            event: None,
             commands: Vec::new(),
             deadlines: Vec::new(),
             completed: false,
         }
+    }
+
+    /// The same context, handling `event`.
+    pub(crate) fn handling(mut self, event: RecordedEvent) -> Self {
+        self.event = Some(event);
+        self
+    }
+
+    /// Where the event being handled was recorded: its stream, aggregate id, version, position
+    /// and metadata. `None` in a deadline's or a refusal's handler, and in a saga test that gave
+    /// no stream.
+    pub fn event(&self) -> Option<EventContext<'_>> {
+        self.event.as_ref().map(EventContext::new)
     }
 
     /// The current time, from the runner's clock. Use it instead of the system time so that tests

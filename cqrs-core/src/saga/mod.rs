@@ -92,8 +92,7 @@ mod clock;
 mod command_id;
 mod context;
 mod correlation;
-mod policy;
-mod runner;
+mod processor;
 mod store;
 pub mod testing;
 
@@ -103,17 +102,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::event::RecordedEvent;
+use crate::projection::EventContext;
 use crate::store::StoreError;
 
 pub use self::bus::{CommandBus, DispatchError};
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::context::{HandlerError, Rejection, SagaCommand, SagaContext};
 pub use self::correlation::read_process;
-pub use self::policy::{AfterRetries, FailurePolicy};
-pub use self::runner::{RunReport, SAGA_HEADER, SAGA_INSTANCE_HEADER, SagaError, SagaRunner};
+pub use self::processor::{SAGA_HEADER, SAGA_INSTANCE_HEADER, SagaProcessor, SagaReport, SagaRunner};
 pub use self::store::{
-    Deadline, FailureRecord, InjectedCommitFault, InstanceRecord, MemorySagaStore, SagaCommit,
-    SagaStore,
+    Deadline, InjectedCommitFault, InstanceRecord, MemorySagaStore, SagaCommit, SagaStore,
 };
 pub use self::testing::SagaTest;
 
@@ -126,7 +124,8 @@ pub enum Route {
     Start(String),
     /// Handle the event in the instance with this id if it exists; otherwise ignore the event.
     Continue(String),
-    /// Like `Continue`, and then the instance is complete: later events for it are ignored.
+    /// Like `Continue`, and then the instance is complete: later events for it are ignored,
+    /// except a [`Route::Start`], which starts the instance afresh from the `Default` state.
     Stop(String),
     /// The saga does not react to this event.
     Ignore,
@@ -174,21 +173,26 @@ pub trait Saga: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// the command ids it sends. Renaming it starts the saga over.
     const NAME: &'static str;
 
+    /// The aggregate types it listens to (one per `#[on(Aggregate)]` handler): the runner reads
+    /// only their streams, and every event of them must decode into [`Saga::Input`].
+    const AGGREGATES: &'static [&'static str];
+
     /// What the saga reacts to: one variant per aggregate type it listens to.
     type Input: fmt::Debug + Send;
 
     /// The input in `event`, or `None` when the saga does not listen to its aggregate type.
     fn decode(event: &RecordedEvent) -> Result<Option<Self::Input>, StoreError>;
 
-    /// Which instance `input` goes to.
-    fn route(input: &Self::Input) -> Route;
+    /// Which instance `input` goes to; `event` tells where it was recorded (stream, aggregate id,
+    /// version, position, metadata), so the id need not be copied into every payload.
+    fn route(input: &Self::Input, event: &EventContext<'_>) -> Route;
 
     /// Reacts to `input`: updates the state, sends commands, schedules deadlines.
     fn handle(&mut self, input: Self::Input, saga: &mut SagaContext) -> Result<(), HandlerError>;
 
     /// Reacts to a command this instance sent that its aggregate refused with a domain error
     /// (compensation). By default a refusal is a failure, handled by the runner's
-    /// [`FailurePolicy`].
+    /// [`FailurePolicy`](crate::processor::FailurePolicy).
     fn on_rejected(
         &mut self,
         rejection: Rejection,
@@ -203,7 +207,7 @@ pub trait Saga: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 
     /// Reacts to the deadline `name` this instance scheduled. By default a deadline is a failure,
-    /// handled by the runner's [`FailurePolicy`].
+    /// handled by the runner's [`FailurePolicy`](crate::processor::FailurePolicy).
     fn on_deadline(&mut self, name: &str, saga: &mut SagaContext) -> Result<(), HandlerError> {
         let _ = saga;
         Err(format!(

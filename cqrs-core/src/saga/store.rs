@@ -1,4 +1,4 @@
-//! Where a saga keeps its checkpoint, its instances (state and deadlines) and its failures.
+//! Where a saga keeps its checkpoint, its instances (state and deadlines) and its dead letters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{EventId, Position, StreamId};
+use crate::event::Position;
+use crate::processor::{CommitError, DeadLetter, ProcessorStore};
 use crate::store::StoreError;
 
 /// One saga instance as it is stored: its state, the last event it handled, its deadlines.
@@ -41,53 +42,39 @@ pub struct Deadline {
     pub correlation_id: Option<Uuid>,
     /// The id of the event that scheduled it.
     pub causation_id: Option<Uuid>,
-}
-
-/// An event or deadline a saga failed on, kept visible with its error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailureRecord {
-    /// The global position of the failing event (of the checkpoint, for a deadline).
-    pub position: Position,
-    /// The failing event's id; `None` for a deadline.
-    pub event_id: Option<EventId>,
-    /// The failing event's stream; `None` for a deadline.
-    pub stream: Option<StreamId>,
-    /// The failing event's stored type; `None` for a deadline.
-    pub event_type: Option<String>,
-    /// The instance it was routed to, when routing got that far.
-    pub instance: Option<String>,
-    /// The deadline that failed, when it was one.
-    pub deadline: Option<String>,
-    /// What went wrong.
-    pub error: String,
-    /// How many times it was tried.
+    /// The attempts that failed at it so far (it is due again later, under the failure
+    /// policy).
+    #[serde(default)]
     pub attempts: u32,
-    /// Whether the saga moved on past it (policy `skip`) or stopped on it (policy `stop`).
-    pub skipped: bool,
 }
 
-/// What the runner writes in one atomic step.
+/// What a saga processor writes in one atomic step.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SagaCommit {
+    /// Where the stored checkpoint must be for the commit to go ahead; `None` for a commit that
+    /// does not depend on it (a deadline's).
+    pub expected: Option<Position>,
     /// The saga's new checkpoint, if it moves.
-    pub position: Option<Position>,
-    /// The instance to store (replacing the earlier record of the same id).
-    pub instance: Option<InstanceRecord>,
-    /// A failure to record.
-    pub failure: Option<FailureRecord>,
+    pub checkpoint: Option<Position>,
+    /// The instances to store, each replacing the earlier record of the same id.
+    pub instances: Vec<InstanceRecord>,
+    /// Events (or deadlines) parked as dead letters.
+    pub dead_letters: Vec<DeadLetter>,
+    /// A dead letter to remove: the one this commit retried.
+    pub retried: Option<String>,
 }
 
-/// The durable home of sagas' checkpoints, instances and failures.
+/// The durable home of sagas: checkpoints and dead letters (the [`ProcessorStore`] part, which
+/// every processor backend provides), instances with their state and deadlines.
 ///
-/// [`commit`](SagaStore::commit) is atomic: the checkpoint, the instance and the failure of one
-/// commit are all stored or none is. A PostgreSQL implementation does it in one transaction.
+/// [`commit`](SagaStore::commit) is atomic: the checkpoint, the instances, the dead letters and
+/// the removal of a retried one are all stored or none is. A PostgreSQL implementation does it
+/// in one transaction. The conformance suite in the `cqrs-tests` package checks every
+/// implementation.
 #[async_trait::async_trait]
-pub trait SagaStore: Send + Sync + 'static {
-    /// The position of the last event `saga` is done with ([`Position::START`] at first).
-    async fn checkpoint(&self, saga: &str) -> Result<Position, StoreError>;
-
-    /// Moves the checkpoint of `saga`, e.g. back to [`Position::START`] to replay the log. Instances
-    /// keep their own positions, so a replay does not handle an event twice.
+pub trait SagaStore: ProcessorStore {
+    /// Moves the checkpoint of `saga`, e.g. back to [`Position::START`] to replay the log.
+    /// Instances keep their own positions, so a replay does not handle an event twice.
     async fn set_checkpoint(&self, saga: &str, position: Position) -> Result<(), StoreError>;
 
     /// The instance `instance` of `saga`, if it was ever stored.
@@ -97,8 +84,9 @@ pub trait SagaStore: Send + Sync + 'static {
         instance: &str,
     ) -> Result<Option<InstanceRecord>, StoreError>;
 
-    /// Stores `commit` atomically.
-    async fn commit(&self, saga: &str, commit: SagaCommit) -> Result<(), StoreError>;
+    /// Stores `commit` atomically. When `commit.expected` is not the stored checkpoint, nothing
+    /// is stored and the error is [`CommitError::CheckpointMoved`].
+    async fn commit(&self, saga: &'static str, commit: SagaCommit) -> Result<(), CommitError>;
 
     /// The instances of `saga` with a deadline due at or before `now`, with those deadlines, the
     /// earliest first.
@@ -111,15 +99,15 @@ pub trait SagaStore: Send + Sync + 'static {
     /// When the earliest deadline of `saga` is due, if it has any.
     async fn next_deadline(&self, saga: &str) -> Result<Option<SystemTime>, StoreError>;
 
-    /// Every failure recorded for `saga`, oldest first.
-    async fn failures(&self, saga: &str) -> Result<Vec<FailureRecord>, StoreError>;
+    /// Forgets everything about `saga`: checkpoint, instances and dead letters.
+    async fn forget(&self, saga: &str) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Default)]
 struct SagaData {
     checkpoint: Position,
     instances: BTreeMap<String, InstanceRecord>,
-    failures: Vec<FailureRecord>,
+    dead_letters: BTreeMap<String, DeadLetter>,
 }
 
 #[derive(Debug, Default)]
@@ -172,11 +160,6 @@ impl MemorySagaStore {
             .unwrap_or_default()
     }
 
-    /// Forgets everything about `saga`: checkpoint, instances and failures.
-    pub fn forget(&self, saga: &str) {
-        self.lock().sagas.remove(saga);
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every write below leaves the data consistent before it can panic, so a poisoned lock
         // holds valid data.
@@ -194,7 +177,7 @@ impl fmt::Debug for MemorySagaStore {
 }
 
 #[async_trait::async_trait]
-impl SagaStore for MemorySagaStore {
+impl ProcessorStore for MemorySagaStore {
     async fn checkpoint(&self, saga: &str) -> Result<Position, StoreError> {
         Ok(self
             .lock()
@@ -203,6 +186,28 @@ impl SagaStore for MemorySagaStore {
             .map_or(Position::START, |data| data.checkpoint))
     }
 
+    async fn dead_letters(&self, saga: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut letters: Vec<DeadLetter> = self
+            .lock()
+            .sagas
+            .get(saga)
+            .map(|data| data.dead_letters.values().cloned().collect())
+            .unwrap_or_default();
+        letters.sort_by_key(|letter| (letter.position(), letter.id.clone()));
+        Ok(letters)
+    }
+
+    async fn discard_dead_letter(&self, saga: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .sagas
+            .get_mut(saga)
+            .is_some_and(|data| data.dead_letters.remove(id).is_some()))
+    }
+}
+
+#[async_trait::async_trait]
+impl SagaStore for MemorySagaStore {
     async fn set_checkpoint(&self, saga: &str, position: Position) -> Result<(), StoreError> {
         self.lock()
             .sagas
@@ -224,23 +229,35 @@ impl SagaStore for MemorySagaStore {
             .and_then(|data| data.instances.get(instance).cloned()))
     }
 
-    async fn commit(&self, saga: &str, commit: SagaCommit) -> Result<(), StoreError> {
+    async fn commit(&self, saga: &'static str, commit: SagaCommit) -> Result<(), CommitError> {
         let mut inner = self.lock();
         if inner.failing_commits > 0 && inner.commits_before_faults > 0 {
             inner.commits_before_faults -= 1;
         } else if inner.failing_commits > 0 {
             inner.failing_commits -= 1;
-            return Err(StoreError::backend(InjectedCommitFault));
+            return Err(StoreError::backend(InjectedCommitFault).into());
         }
         let data = inner.sagas.entry(saga.to_owned()).or_default();
-        if let Some(position) = commit.position {
+        if let Some(expected) = commit.expected
+            && data.checkpoint != expected
+        {
+            return Err(CommitError::CheckpointMoved {
+                processor: saga,
+                expected,
+                actual: data.checkpoint,
+            });
+        }
+        if let Some(position) = commit.checkpoint {
             data.checkpoint = position;
         }
-        if let Some(instance) = commit.instance {
+        for instance in commit.instances {
             data.instances.insert(instance.instance.clone(), instance);
         }
-        if let Some(failure) = commit.failure {
-            data.failures.push(failure);
+        for letter in commit.dead_letters {
+            data.dead_letters.insert(letter.id.clone(), letter);
+        }
+        if let Some(retried) = commit.retried {
+            data.dead_letters.remove(&retried);
         }
         Ok(())
     }
@@ -283,12 +300,8 @@ impl SagaStore for MemorySagaStore {
             .min())
     }
 
-    async fn failures(&self, saga: &str) -> Result<Vec<FailureRecord>, StoreError> {
-        Ok(self
-            .lock()
-            .sagas
-            .get(saga)
-            .map(|data| data.failures.clone())
-            .unwrap_or_default())
+    async fn forget(&self, saga: &str) -> Result<(), StoreError> {
+        self.lock().sagas.remove(saga);
+        Ok(())
     }
 }
