@@ -54,8 +54,8 @@ pub use self::failure::{
 };
 pub use self::handle::{ControlError, ProcessorHandle};
 pub use self::health::{Health, HealthCheck, ProcessorHealth};
-pub use self::policy::{AfterRetries, FailurePolicy, Reconnect};
 pub(crate) use self::policy::Verdict;
+pub use self::policy::{AfterRetries, FailurePolicy, Reconnect};
 pub use self::runner::{CatchUp, CatchUpError, ProcessorRunner};
 pub use self::status::{ProcessorState, ProcessorStatus, WaitError};
 pub use self::store::{HeldLock, Lease, ProcessorStore};
@@ -159,7 +159,11 @@ impl Batch<'_> {
     pub fn dead_letters_until(&self, checkpoint: Position) -> Vec<DeadLetter> {
         self.dead_letters
             .iter()
-            .filter(|letter| letter.position().is_none_or(|position| position <= checkpoint))
+            .filter(|letter| {
+                letter
+                    .position()
+                    .is_none_or(|position| position <= checkpoint)
+            })
             .cloned()
             .collect()
     }

@@ -264,7 +264,10 @@ impl<P: Processor> Worker<P> {
     /// Moves the checkpoint (and the status) to `reached`.
     fn advance(&mut self, reached: Position) {
         self.checkpoint = reached;
-        if self.failing.is_some_and(|(position, _)| position <= reached) {
+        if self
+            .failing
+            .is_some_and(|(position, _)| position <= reached)
+        {
             self.failing = None;
         }
         self.status.send_modify(|status| status.moved_to(reached));
@@ -278,7 +281,8 @@ impl<P: Processor> Worker<P> {
         };
         let mut shutdown = shutdown.clone();
         let sleep = pin!(tokio::time::sleep(delay));
-        let requested = pin!(async move { shutdown.wait_for(|requested| *requested).await.is_ok() });
+        let requested =
+            pin!(async move { shutdown.wait_for(|requested| *requested).await.is_ok() });
         let mut sleep = sleep;
         let mut requested = requested;
         let interrupted = poll_fn(|context| {
@@ -302,7 +306,11 @@ impl<P: Processor> Worker<P> {
         let read = self
             .processor
             .events()
-            .read_log(self.checkpoint, self.batch_size, self.processor.aggregates())
+            .read_log(
+                self.checkpoint,
+                self.batch_size,
+                self.processor.aggregates(),
+            )
             .await
             .map_err(Interrupt::Store)?;
         let Some(last) = read.last else {
@@ -514,7 +522,8 @@ impl<P: Processor> Worker<P> {
                 }
             }
         }
-        self.status.send_modify(|status| status.state = ProcessorState::Stopped);
+        self.status
+            .send_modify(|status| status.state = ProcessorState::Stopped);
         controls.close();
         while let Ok(control) = controls.try_recv() {
             control.refuse(ControlError::NotRunning {
@@ -643,7 +652,11 @@ impl<P: Processor> Worker<P> {
                     }
                 }
                 Err(interrupt) => {
-                    if self.interrupted(interrupt, &mut store_attempts).await.is_err() {
+                    if self
+                        .interrupted(interrupt, &mut store_attempts)
+                        .await
+                        .is_err()
+                    {
                         return Led::ShutDown;
                     }
                 }
@@ -653,7 +666,11 @@ impl<P: Processor> Worker<P> {
 
     /// Deals with an interrupted step: reconnects after a store failure, re-reads a moved
     /// checkpoint, stops at a failure. `Err` on shutdown.
-    async fn interrupted(&mut self, interrupt: Interrupt, store_attempts: &mut u32) -> Result<(), ()> {
+    async fn interrupted(
+        &mut self,
+        interrupt: Interrupt,
+        store_attempts: &mut u32,
+    ) -> Result<(), ()> {
         match interrupt {
             Interrupt::Store(error) => {
                 *store_attempts += 1;
@@ -798,7 +815,12 @@ impl<P: Processor> Worker<P> {
         }
         self.failed = false;
         self.failing = None;
-        let head = self.processor.events().head().await.unwrap_or(Position::START);
+        let head = self
+            .processor
+            .events()
+            .head()
+            .await
+            .unwrap_or(Position::START);
         self.rebuild_until = Some(head);
         self.checkpoint = Position::START;
         self.status.send_modify(|status| {

@@ -58,8 +58,8 @@ use std::fmt::Debug;
 
 use super::Projection;
 use super::projector::apply_recorded;
-use crate::processor::{EventRef, Failure};
 use crate::event::{DomainEvent, EventId, Metadata, Position, RecordedEvent, StreamId, Version};
+use crate::processor::{EventRef, Failure};
 use crate::testing::fail;
 
 /// Starts a given / then test on a projection. Implemented for every projection whose read

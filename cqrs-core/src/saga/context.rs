@@ -10,7 +10,7 @@ use crate::projection::EventContext;
 use crate::repository::CommandMetadata;
 use crate::saga::bus::{BoxFuture, CommandBus};
 
-/// An error a saga handler returns. The runner's [`FailurePolicy`](crate::saga::FailurePolicy)
+/// An error a saga handler returns. The runner's [`FailurePolicy`](crate::processor::FailurePolicy)
 /// decides what happens next.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -5,6 +5,13 @@
 //! state and send commands to aggregates, through the [`CommandBus`]. Aggregates never handle each
 //! other's events: a business process that spans several of them is a saga.
 //!
+//! A saga is a [processor](crate::processor): the one
+//! [`ProcessorRunner`](crate::processor::ProcessorRunner) runs it, reconnects when a store
+//! fails, applies the failure policy, parks dead letters and fires deadlines; its
+//! [`ProcessorHandle`](crate::processor::ProcessorHandle) tells its status. Routes and
+//! handlers see where the event was recorded ([`EventContext`], [`SagaContext::event`]), so an
+//! event need not carry its own aggregate id.
+//!
 //! Nothing is sent twice. Every command carries a command id derived from the saga, its instance
 //! and the triggering event (`"{saga}/{instance}/{event id}/{n}"`), so a redelivered or replayed
 //! event reaches a repository that already applied that id and writes nothing. Each instance also
@@ -14,7 +21,8 @@
 //! ```
 //! use std::time::Duration;
 //! use cqrs_core::prelude::*;
-//! use cqrs_core::saga::{CommandBus, ManualClock, MemorySagaStore, Route, SagaContext, SagaRunner};
+//! use cqrs_core::processor::Processor as _;
+//! use cqrs_core::saga::{CommandBus, MemorySagaStore, Route, SagaContext, SagaProcessor};
 //! use cqrs_memstore::MemStore;
 //!
 //! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
@@ -72,10 +80,12 @@
 //! let store = MemStore::new();
 //! let orders = Repository::<Order, _>::new(store.clone());
 //! let bus = CommandBus::new().register(orders.clone());
-//! let runner = SagaRunner::<Shipping, _, _>::new(store.clone(), bus, MemorySagaStore::new());
+//! let shipping = SagaProcessor::<Shipping, _, _>::new(store.clone(), bus, MemorySagaStore::new())
+//!     .runner()
+//!     .spawn();
 //!
-//! orders.execute(7, OrderCommand::Place { order: 7 }).await?;
-//! runner.catch_up().await?;
+//! let placed = orders.execute(7, OrderCommand::Place { order: 7 }).await?;
+//! shipping.wait_for(placed.position, Duration::from_secs(5)).await?;
 //! assert_eq!(orders.load(7).await?.version, Version(2)); // placed, then shipped
 //!
 //! // Given / when / then, without a store.
@@ -109,7 +119,9 @@ pub use self::bus::{CommandBus, DispatchError};
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::context::{HandlerError, Rejection, SagaCommand, SagaContext};
 pub use self::correlation::read_process;
-pub use self::processor::{SAGA_HEADER, SAGA_INSTANCE_HEADER, SagaProcessor, SagaReport, SagaRunner};
+pub use self::processor::{
+    SAGA_HEADER, SAGA_INSTANCE_HEADER, SagaProcessor, SagaReport, SagaRunner,
+};
 pub use self::store::{
     Deadline, InjectedCommitFault, InstanceRecord, MemorySagaStore, SagaCommit, SagaStore,
 };

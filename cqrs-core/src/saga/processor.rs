@@ -369,9 +369,7 @@ where
                         let letter = DeadLetter::new(G::NAME, failure);
                         self.commit_instance(record, vec![letter]).await
                     }
-                    crate::processor::Verdict::Stop => {
-                        Err(TickError::Stopped(Box::new(failure)))
-                    }
+                    crate::processor::Verdict::Stop => Err(TickError::Stopped(Box::new(failure))),
                 }
             }
         }
@@ -390,7 +388,9 @@ where
         match self.sagas.commit(G::NAME, commit).await {
             Ok(()) => Ok(()),
             Err(CommitError::Store(error)) => Err(error.into()),
-            Err(moved @ CommitError::CheckpointMoved { .. }) => Err(StoreError::backend(moved).into()),
+            Err(moved @ CommitError::CheckpointMoved { .. }) => {
+                Err(StoreError::backend(moved).into())
+            }
         }
     }
 

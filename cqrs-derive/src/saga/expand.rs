@@ -107,6 +107,24 @@ fn saga_impl(saga: &SagaImpl<'_>) -> TokenStream {
             }
         }
     });
+    // One entry per aggregate, in handler order (a duplicate is reported by validation).
+    let mut listed = HashSet::new();
+    let aggregates = saga
+        .handlers
+        .iter()
+        .filter(|handler| listed.insert(handler.variant.to_string()))
+        .map(|handler| {
+            let aggregate = &handler.aggregate;
+            quote! { <#aggregate as ::cqrs_core::Aggregate>::NAME }
+        });
+    let route = if saga.route_takes_context {
+        quote! { <#self_ty>::route(input, event) }
+    } else {
+        quote! {
+            let _ = event;
+            <#self_ty>::route(input)
+        }
+    };
     let arms = saga.handlers.iter().map(|handler| {
         let variant = &handler.variant;
         let method = &handler.method.sig.ident;
@@ -158,6 +176,7 @@ fn saga_impl(saga: &SagaImpl<'_>) -> TokenStream {
         #[automatically_derived]
         impl ::cqrs_core::saga::Saga for #self_ty {
             const NAME: &'static ::core::primitive::str = #name;
+            const AGGREGATES: &'static [&'static ::core::primitive::str] = &[#(#aggregates),*];
             type Input = #input;
 
             fn decode(
@@ -167,8 +186,11 @@ fn saga_impl(saga: &SagaImpl<'_>) -> TokenStream {
                 ::core::result::Result::Ok(::core::option::Option::None)
             }
 
-            fn route(input: &#input) -> ::cqrs_core::saga::Route {
-                <#self_ty>::route(input)
+            fn route(
+                input: &#input,
+                event: &::cqrs_core::projection::EventContext<'_>,
+            ) -> ::cqrs_core::saga::Route {
+                #route
             }
 
             fn handle(

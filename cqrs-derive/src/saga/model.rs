@@ -40,6 +40,8 @@ pub(super) struct SagaImpl<'a> {
     pub(super) handlers: Vec<Handler<'a>>,
     pub(super) has_on_deadline: bool,
     pub(super) has_on_rejected: bool,
+    /// Whether the user's `route` takes the event's context as a second argument.
+    pub(super) route_takes_context: bool,
 }
 
 /// One `#[on(Aggregate)]` method: one input variant.
@@ -122,6 +124,7 @@ pub(super) fn read(args: TokenStream, item: &ItemImpl) -> (SagaImpl<'_>, syn::Re
     let mut has_route = false;
     let mut has_on_deadline = false;
     let mut has_on_rejected = false;
+    let mut route_takes_context = false;
     for impl_item in &item.items {
         let ImplItem::Fn(method) = impl_item else {
             continue;
@@ -129,7 +132,7 @@ pub(super) fn read(args: TokenStream, item: &ItemImpl) -> (SagaImpl<'_>, syn::Re
         let ident = method.sig.ident.to_string();
         if ident == ROUTE {
             has_route = true;
-            validate_route(&ctxt, method, input.as_ref());
+            route_takes_context = validate_route(&ctxt, method, input.as_ref());
         }
         has_on_deadline |= ident == ON_DEADLINE;
         has_on_rejected |= ident == ON_REJECTED;
@@ -185,6 +188,7 @@ pub(super) fn read(args: TokenStream, item: &ItemImpl) -> (SagaImpl<'_>, syn::Re
         handlers,
         has_on_deadline,
         has_on_rejected,
+        route_takes_context,
     };
     (saga, ctxt.check())
 }
@@ -208,16 +212,32 @@ fn validate_name(ctxt: &Ctxt, name: Option<&LitStr>) {
 }
 
 /// `route` decides which instance an event goes to, before any instance is loaded: it is an
-/// associated function, `fn route(input: &Input) -> Route`.
-fn validate_route(ctxt: &Ctxt, method: &ImplItemFn, input: Option<&Ident>) {
+/// associated function, `fn route(input: &Input) -> Route`, or with the event's context,
+/// `fn route(input: &Input, event: &EventContext<'_>) -> Route`. Returns whether it takes the
+/// context.
+fn validate_route(ctxt: &Ctxt, method: &ImplItemFn, input: Option<&Ident>) -> bool {
+    let input_name = input.map_or_else(|| String::from("Input"), ToString::to_string);
     if let Some(FnArg::Receiver(receiver)) = method.sig.inputs.first() {
-        let input_name = input.map_or_else(|| String::from("Input"), ToString::to_string);
         ctxt.error_spanned_by(
             receiver,
             format!(
                 "`route` picks the instance an event goes to before any instance is loaded, so it takes no `self`: write `fn route(input: &{input_name}) -> Route`"
             ),
         );
+        return false;
+    }
+    match method.sig.inputs.len() {
+        1 => false,
+        2 => true,
+        _ => {
+            ctxt.error_spanned_by(
+                &method.sig.inputs,
+                format!(
+                    "`route` takes the input, and optionally where its event was recorded: write `fn route(input: &{input_name}) -> Route` or `fn route(input: &{input_name}, event: &EventContext<'_>) -> Route`"
+                ),
+            );
+            false
+        }
     }
 }
 
