@@ -165,7 +165,15 @@ pub struct AppliedVersions {
 #[derive(Default)]
 struct VersionsInner {
     applied: HashMap<StreamId, Version>,
-    waiting: HashMap<StreamId, Vec<(Version, oneshot::Sender<()>)>>,
+    waiting: HashMap<StreamId, Vec<Waiter>>,
+    next_waiter: u64,
+}
+
+/// One registered wait: fired once its stream reaches `version`.
+struct Waiter {
+    id: u64,
+    version: Version,
+    sender: oneshot::Sender<()>,
 }
 
 impl AppliedVersions {
@@ -190,46 +198,101 @@ impl AppliedVersions {
         let applied = inner.applied.entry(stream.clone()).or_default();
         *applied = (*applied).max(version);
         let applied = *applied;
-        let released = inner
-            .waiting
-            .get_mut(stream)
-            .map(|waiting| {
+        let released = match inner.waiting.get_mut(stream) {
+            Some(waiting) => {
                 let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(waiting)
                     .into_iter()
-                    .partition(|(needed, _)| *needed <= applied);
-                *waiting = still;
+                    .partition(|waiter| waiter.version <= applied);
+                if still.is_empty() {
+                    inner.waiting.remove(stream);
+                } else {
+                    *waiting = still;
+                }
                 ready
-            })
-            .unwrap_or_default();
+            }
+            None => Vec::new(),
+        };
         // Released outside the lock: a woken waiter may record versions itself.
         drop(inner);
-        for (_, sender) in released {
-            let _ = sender.send(());
+        for waiter in released {
+            let _ = waiter.sender.send(());
         }
     }
 
-    /// Waits until `stream` has been applied up to `version`.
+    /// Waits until `stream` has been applied up to `version`. Dropping the future (under a
+    /// timeout, say) withdraws the wait.
     pub async fn wait_for(&self, stream: &StreamId, version: Version) {
-        if let Some(receiver) = self.register(stream, version) {
-            // The sender is only dropped when released or when `self` is gone with it.
-            let _ = receiver.await;
+        if let Some(mut registration) = self.register(stream, version) {
+            registration.released().await;
         }
     }
 
-    /// `None` when `stream` is at `version` already; otherwise a receiver fired once it is.
+    /// `None` when `stream` is at `version` already; otherwise a registration fired once it is.
     /// One lock covers the check and the registration, so a `record` cannot slip in between.
-    fn register(&self, stream: &StreamId, version: Version) -> Option<oneshot::Receiver<()>> {
+    fn register(&self, stream: &StreamId, version: Version) -> Option<Registration> {
         let mut inner = lock(&self.inner);
         if inner.applied.get(stream).copied().unwrap_or_default() >= version {
             return None;
         }
         let (sender, receiver) = oneshot::channel();
+        let id = inner.next_waiter;
+        inner.next_waiter = id.wrapping_add(1);
         inner
             .waiting
             .entry(stream.clone())
             .or_default()
-            .push((version, sender));
-        Some(receiver)
+            .push(Waiter {
+                id,
+                version,
+                sender,
+            });
+        Some(Registration {
+            versions: self.clone(),
+            stream: stream.clone(),
+            id,
+            receiver,
+        })
+    }
+}
+
+/// A wait registered in [`AppliedVersions`]. Dropping it withdraws the wait, so one given up
+/// on (timed out, or its task cancelled) does not stay in the table.
+struct Registration {
+    versions: AppliedVersions,
+    stream: StreamId,
+    id: u64,
+    receiver: oneshot::Receiver<()>,
+}
+
+impl Registration {
+    /// Waits until the version is recorded.
+    async fn released(&mut self) {
+        // The sender is only dropped unsent by `withdraw`, which needs `self`, or with the
+        // table, which `self.versions` keeps alive: an error cannot happen here.
+        let _ = (&mut self.receiver).await;
+    }
+
+    /// Removes the wait from the table; `false` when it was no longer there because `record`
+    /// had released it.
+    fn withdraw(&self) -> bool {
+        let mut inner = lock(&self.versions.inner);
+        let Some(waiting) = inner.waiting.get_mut(&self.stream) else {
+            return false;
+        };
+        let Some(position) = waiting.iter().position(|waiter| waiter.id == self.id) else {
+            return false;
+        };
+        waiting.swap_remove(position);
+        if waiting.is_empty() {
+            inner.waiting.remove(&self.stream);
+        }
+        true
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.withdraw();
     }
 }
 
@@ -436,14 +499,12 @@ where
             let unmet = (shared.needs)(&delivery)
                 .into_iter()
                 .find_map(|(stream, version)| shared.versions.register(&stream, version));
-            let Some(released) = unmet else {
+            let Some(mut registration) = unmet else {
                 return shared.inner.handle(delivery).await;
             };
             tokio::spawn(async move {
-                // A dropped sender means the versions record is gone: nothing will come.
-                if released.await.is_err() {
-                    return;
-                }
+                registration.released().await;
+                drop(registration);
                 let (stream, version) = (delivery.stream.clone(), delivery.version);
                 // Delivered again from the top: it may need more than the version released.
                 if let Err(error) = Self::deliver(shared.clone(), delivery).await {
@@ -468,5 +529,60 @@ where
 {
     async fn handle(&self, delivery: Delivery<E>) -> Result<Handled, HandlerError> {
         Self::deliver(self.shared.clone(), delivery).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn stream(name: &str) -> StreamId {
+        StreamId::new(name).expect("valid")
+    }
+
+    /// How many waits the table holds, and for how many streams.
+    fn registered(versions: &AppliedVersions) -> (usize, usize) {
+        let inner = lock(&versions.inner);
+        let waits = inner.waiting.values().map(Vec::len).sum();
+        (waits, inner.waiting.len())
+    }
+
+    #[test]
+    fn a_released_or_dropped_registration_leaves_nothing_behind() {
+        let versions = AppliedVersions::new();
+        let thingy = stream("thingy-1");
+        let first = versions.register(&thingy, Version(1));
+        let second = versions.register(&thingy, Version(2));
+        assert!(first.is_some() && second.is_some());
+        assert_eq!(registered(&versions), (2, 1));
+
+        versions.record(&thingy, Version(1));
+        assert_eq!(registered(&versions), (1, 1), "version 1 released");
+        drop(first);
+        assert_eq!(
+            registered(&versions),
+            (1, 1),
+            "dropping a released one is harmless"
+        );
+        drop(second);
+        assert_eq!(registered(&versions), (0, 0), "a dropped wait is withdrawn");
+        assert!(
+            versions.register(&thingy, Version(1)).is_none(),
+            "met already"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cancelled_wait_for_is_withdrawn() {
+        let versions = AppliedVersions::new();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(10),
+            versions.wait_for(&stream("thingy-1"), Version(1)),
+        )
+        .await;
+        assert!(waited.is_err(), "nothing recorded thingy-1");
+        assert_eq!(registered(&versions), (0, 0));
     }
 }
