@@ -1,13 +1,14 @@
-//! The push-delivery decorators: ordering with a backlog, the single-task funnel, dependencies,
-//! and the three combined.
+//! The push-delivery decorators: ordering with a backlog, the single-task funnel, dependencies
+//! (with their timeout), and the three combined.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrs_core::projection::decorators::{
-    AppliedVersions, Delivery, DeliveryHandler, DeliveryHandlerExt, Handled, HandlerError, Ordered,
+    AppliedVersions, DeferredFailure, DeferredFailureReason, Delivery, DeliveryHandler,
+    DeliveryHandlerExt, Handled, HandlerError, Ordered, WaitingDelivery,
 };
 use cqrs_core::{StreamId, Version};
 
@@ -331,4 +332,237 @@ async fn dependencies_then_funnel_then_ordering_handle_a_shuffled_concurrent_str
         );
     }
     assert!(handler.failures().is_empty());
+}
+
+/// What `waiting()` says, without the instant.
+fn waits(waiting: &[WaitingDelivery]) -> Vec<(String, u64, String, u64)> {
+    waiting
+        .iter()
+        .map(|held| {
+            (
+                held.stream.to_string(),
+                held.version.0,
+                held.needed_stream.to_string(),
+                held.needed_version.0,
+            )
+        })
+        .collect()
+}
+
+/// The stream, version, awaited stream and version and wait of a timed-out record.
+fn timed_out(failure: &DeferredFailure) -> Option<(String, u64, String, u64, Duration)> {
+    match &failure.reason {
+        DeferredFailureReason::TimedOut {
+            needed_stream,
+            needed_version,
+            waited,
+        } => Some((
+            failure.stream.to_string(),
+            failure.version.0,
+            needed_stream.to_string(),
+            needed_version.0,
+            *waited,
+        )),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_that_never_arrives_is_listed_as_waiting_then_given_up_on() {
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    let recorder = Recorder::default();
+    let versions = AppliedVersions::new();
+    let handler = recorder
+        .clone()
+        .ordered(&versions)
+        .with_dependencies(&versions, widget_needs_thingy)
+        .timeout(TIMEOUT);
+    handler
+        .handle(delivery("widget-1", 1))
+        .await
+        .expect("handles");
+
+    let before = Instant::now();
+    let outcome = handler
+        .handle(delivery("widget-1", 2))
+        .await
+        .expect("handles");
+    assert_eq!(outcome, Handled::Deferred);
+    let waiting = handler.waiting();
+    assert_eq!(
+        waits(&waiting),
+        [("widget-1".to_owned(), 2, "thingy-1".to_owned(), 1)]
+    );
+    assert!(before <= waiting[0].since && waiting[0].since <= Instant::now());
+    assert!(handler.failures().is_empty(), "not given up on yet");
+
+    eventually(|| !handler.failures().is_empty()).await;
+    assert!(before.elapsed() >= TIMEOUT, "held for the whole timeout");
+    assert!(handler.waiting().is_empty(), "no longer waiting");
+    let failures = handler.failures();
+    assert_eq!(failures.len(), 1);
+    let (stream, version, needed_stream, needed_version, waited) =
+        timed_out(&failures[0]).expect("timed out, not failed");
+    assert_eq!(
+        (
+            stream.as_str(),
+            version,
+            needed_stream.as_str(),
+            needed_version
+        ),
+        ("widget-1", 2, "thingy-1", 1)
+    );
+    assert!(waited >= TIMEOUT, "waited {waited:?}");
+    assert!(
+        failures[0].to_string().contains("thingy-1"),
+        "{}",
+        failures[0]
+    );
+    assert_eq!(recorder.versions_of("widget-1"), [1], "never applied");
+
+    // Given up on means gone: the dependency arriving late does not bring it back.
+    handler
+        .handle(delivery("thingy-1", 1))
+        .await
+        .expect("handles");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(recorder.versions_of("widget-1"), [1]);
+    assert_eq!(handler.failures().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_that_arrives_before_the_timeout_is_applied_and_not_recorded() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let recorder = Recorder::default();
+    let versions = AppliedVersions::new();
+    let handler = recorder
+        .clone()
+        .ordered(&versions)
+        .with_dependencies(&versions, widget_needs_thingy)
+        .timeout(TIMEOUT);
+    handler
+        .handle(delivery("widget-1", 1))
+        .await
+        .expect("handles");
+    let held = Instant::now();
+    let outcome = handler
+        .handle(delivery("widget-1", 2))
+        .await
+        .expect("handles");
+    assert_eq!(outcome, Handled::Deferred);
+    assert_eq!(handler.waiting().len(), 1);
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    handler
+        .handle(delivery("thingy-1", 1))
+        .await
+        .expect("handles");
+    eventually(|| recorder.versions_of("widget-1") == [1, 2]).await;
+    assert!(handler.waiting().is_empty());
+
+    // Past the time it would have been given up at: released means released.
+    tokio::time::sleep((TIMEOUT + Duration::from_millis(100)).saturating_sub(held.elapsed())).await;
+    assert!(handler.failures().is_empty(), "{:?}", handler.failures());
+    assert_eq!(recorder.versions_of("widget-1"), [1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_needing_two_entities_waits_for_each_and_reports_the_one_missing() {
+    const TIMEOUT: Duration = Duration::from_millis(150);
+    let recorder = Recorder::default();
+    let versions = AppliedVersions::new();
+    let both = |delivery: &Delivery<&'static str>| {
+        if delivery.stream.as_str() == "order-1" {
+            vec![
+                (stream("customer-1"), Version(1)),
+                (stream("product-1"), Version(1)),
+            ]
+        } else {
+            Vec::new()
+        }
+    };
+    let handler = recorder
+        .clone()
+        .ordered(&versions)
+        .with_dependencies(&versions, both)
+        .timeout(TIMEOUT);
+    let held = Instant::now();
+    let outcome = handler
+        .handle(delivery("order-1", 1))
+        .await
+        .expect("handles");
+    assert_eq!(outcome, Handled::Deferred);
+    assert_eq!(
+        waits(&handler.waiting()),
+        [("order-1".to_owned(), 1, "customer-1".to_owned(), 1)]
+    );
+    let since = handler.waiting()[0].since;
+
+    handler
+        .handle(delivery("customer-1", 1))
+        .await
+        .expect("handles");
+    eventually(|| {
+        waits(&handler.waiting()) == [("order-1".to_owned(), 1, "product-1".to_owned(), 1)]
+    })
+    .await;
+    assert_eq!(handler.waiting()[0].since, since, "still held since then");
+
+    // The timeout counts from when it was first held, not from its second wait.
+    eventually(|| !handler.failures().is_empty()).await;
+    let elapsed = held.elapsed();
+    assert!(elapsed >= TIMEOUT);
+    let (stream, version, needed_stream, needed_version, waited) =
+        timed_out(&handler.failures()[0]).expect("timed out");
+    assert_eq!(
+        (
+            stream.as_str(),
+            version,
+            needed_stream.as_str(),
+            needed_version
+        ),
+        ("order-1", 1, "product-1", 1)
+    );
+    assert!(waited >= TIMEOUT && waited <= elapsed, "waited {waited:?}");
+    assert!(handler.waiting().is_empty());
+    assert!(recorder.versions_of("order-1").is_empty());
+}
+
+/// Fails every delivery.
+struct Refuse;
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+#[async_trait]
+impl DeliveryHandler<&'static str> for Refuse {
+    async fn handle(&self, _: Delivery<&'static str>) -> Result<Handled, HandlerError> {
+        Err(Refused.into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_delivery_that_fails_is_recorded_as_failed() {
+    let versions = AppliedVersions::new();
+    let handler = Refuse.with_dependencies(&versions, widget_needs_thingy);
+    let outcome = handler
+        .handle(delivery("widget-1", 2))
+        .await
+        .expect("deferred, not handled yet");
+    assert_eq!(outcome, Handled::Deferred);
+    versions.record(&stream("thingy-1"), Version(1));
+    eventually(|| !handler.failures().is_empty()).await;
+    let failures = handler.failures();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (failures[0].stream.as_str(), failures[0].version),
+        ("widget-1", Version(2))
+    );
+    assert!(
+        matches!(&failures[0].reason, DeferredFailureReason::Failed { error } if error.to_string() == "refused"),
+        "{:?}",
+        failures[0]
+    );
+    assert!(handler.waiting().is_empty());
 }
