@@ -7,10 +7,12 @@
 //! 3. [Sagas](sagas): processes across aggregates, deadlines, compensation, never twice.
 //! 4. [Projections](projections): read models, checkpoints, rebuilds, read your own writes, and
 //!    the decorators for pushed deliveries.
-//! 5. [PostgreSQL](postgres): the durable store, its migrations, projections and sagas in
+//! 5. [The runtime](processors): one runner for projections and sagas; reconnecting, the
+//!    failure policy, dead letters, the handle, leadership across nodes, health.
+//! 6. [PostgreSQL](postgres): the durable store, its migrations, projections and sagas in
 //!    PostgreSQL, and running several application nodes on one database.
-//! 6. [Upcasting](upcasting): changing the shape of stored events.
-//! 7. [Testing](testing): given / when / then for aggregates, sagas and projections.
+//! 7. [Upcasting](upcasting): changing the shape of stored events.
+//! 8. [Testing](testing): given / when / then for aggregates, sagas and projections.
 //!
 //! The runnable examples (`cargo run --example seat_reservation`, `cargo run --example shop`) put
 //! all of it together; their code is in the repository's `examples/` directory.
@@ -26,6 +28,9 @@ pub mod sagas {}
 
 #[doc = include_str!("../guide/projections.md")]
 pub mod projections {}
+
+#[doc = include_str!("../guide/processors.md")]
+pub mod processors {}
 
 #[doc = include_str!("../guide/postgres.md")]
 pub mod postgres {}
