@@ -10,3 +10,4 @@
 //! ```
 
 pub mod conformance;
+pub mod processors;
