@@ -457,10 +457,10 @@ where
         let mut touched: BTreeMap<String, InstanceRecord> = BTreeMap::new();
         let mut failed = None;
         for (index, event) in batch.events.iter().enumerate() {
-            // Handled on a copy: a failing event leaves the batch's instances as they were.
-            let mut attempt = touched.clone();
-            match self.handle_event(event, &mut attempt, retried).await {
-                Ok(()) => touched = attempt,
+            // `handle_event` changes `touched` only once the event is handled: a failing event
+            // leaves the batch's instances as they were.
+            match self.handle_event(event, &mut touched, retried).await {
+                Ok(()) => {}
                 Err(Handling::Store(error)) => return Err(CommitError::Store(error)),
                 Err(Handling::Failed(failure)) => {
                     failed = Some((index, failure));
