@@ -182,8 +182,8 @@ use std::time::{Duration, SystemTime};
 
 use cqrs_core::store::{StreamTurn, command_id_of};
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
+    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::{TryStreamExt, pin_mut};
@@ -941,6 +941,42 @@ impl EventStore for PostgresStore {
             }
         }
         Ok(events)
+    }
+
+    async fn read_log(
+        &self,
+        after: Position,
+        limit: usize,
+        aggregates: &[&str],
+    ) -> Result<LogBatch, StoreError> {
+        let Ok(after) = i64::try_from(after.0) else {
+            return Ok(LogBatch::default());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(LogBatch::default());
+        }
+        let client = self.client().await?;
+        // The statement of `read_all`: one prepared statement serves both.
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM cqrs_events WHERE position > $1 ORDER BY position LIMIT $2",
+                rows::EVENT_COLUMNS
+            ))
+            .await
+            .map_err(crate::error::backend)?;
+        let rows = client
+            .query(&statement, &[&after, &limit])
+            .await
+            .map_err(crate::error::backend)?;
+        let last = rows.last().map(rows::log_position).transpose()?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(entry) = rows::log_entry(row, aggregates)? {
+                entries.push(entry);
+            }
+        }
+        Ok(LogBatch { entries, last })
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
