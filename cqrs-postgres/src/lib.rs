@@ -167,8 +167,10 @@
 
 mod batch;
 mod error;
+mod lease;
 mod listener;
 pub mod migrate;
+pub mod processor;
 pub mod projection;
 mod rows;
 pub mod saga;
@@ -194,8 +196,9 @@ use uuid::Uuid;
 pub use crate::error::DatabaseError;
 use crate::listener::Listener;
 pub use crate::migrate::MigrationError;
+pub use crate::processor::{LEADER_LOCK_CLASS, ProcessorRecordError};
 pub use crate::projection::{
-    PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
+    PostgresProjection, PostgresProjectionRunner, PostgresProjector, ProjectionResetError,
 };
 pub use crate::rows::CorruptRow;
 pub use crate::saga::PostgresSagaStore;
@@ -298,6 +301,8 @@ struct Inner {
     listener: Listener,
     before_commit: RwLock<Option<BeforeCommit>>,
     queue: batch::Queue,
+    /// Lock connections kept between a standby node's attempts to lead.
+    standby: lease::Standby,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -375,6 +380,7 @@ impl PostgresStore {
                 listener: Listener::new(config),
                 before_commit: RwLock::new(None),
                 queue: batch::Queue::default(),
+                standby: lease::Standby::default(),
             }),
         })
     }
