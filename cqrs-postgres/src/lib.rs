@@ -35,8 +35,10 @@
 //! (stream, version)), `cqrs_commands` (primary key (stream, command id)) and `cqrs_snapshots`
 //! (one row per stream), and the functions `cqrs_append_batch_with_turns`, `cqrs_turn_free`,
 //! `cqrs_sequence` and `cqrs_settle` (and `cqrs_append` and `cqrs_append_batch`, which this
-//! version no longer calls, kept for nodes of earlier versions during a rollout). A later table (a
-//! projection's checkpoint, say) is one more migration. Payloads are `bytea` and headers `json`
+//! version no longer calls, kept for nodes of earlier versions during a rollout); for
+//! processors, `cqrs_projections` (one row per projection or saga: its checkpoint and the key
+//! of its leader lock), `cqrs_dead_letters` and `cqrs_saga_instances`. A later table is one
+//! more migration. Payloads are `bytea` and headers `json`
 //! (not `jsonb`), so both come back exactly as written; timestamps keep microseconds. Every value
 //! travels as a bind parameter: no stream id, type or header is ever part of SQL text.
 //!
@@ -155,6 +157,34 @@
 //! window and the dead-appender case above), a waiter re-checks the head every
 //! [`FALLBACK_CHECK`].
 //!
+//! # Projections and sagas
+//!
+//! Projections and sagas are *processors*, run by cqrs-core's one
+//! [`ProcessorRunner`](cqrs_core::processor::ProcessorRunner); this crate keeps what they store.
+//! [`PostgresStore`] is a [`ProcessorStore`](cqrs_core::processor::ProcessorStore): checkpoints,
+//! dead letters and leader locks (see [`processor`]). [`PostgresProjector`] runs a
+//! [`PostgresProjection`], whose read model is SQL tables changed in the transaction that moves
+//! its checkpoint (see [`projection`]); [`PostgresSagaStore`] keeps saga instances (see
+//! [`saga`]).
+//!
+//! * **Exactly once.** A batch commits in one transaction that locks the processor's checkpoint
+//!   row, checks that it is where the runner expects, writes the batch's effects and dead
+//!   letters and moves the checkpoint: a crash loses nothing and applies nothing twice, and a
+//!   deposed leader's late commit is refused
+//!   ([`CommitError::CheckpointMoved`](cqrs_core::processor::CommitError::CheckpointMoved)).
+//! * **Errors.** An event that does not decode, or whose handler fails or panics, goes through
+//!   the runner's [`FailurePolicy`](cqrs_core::processor::FailurePolicy) (stop, park as a dead
+//!   letter, retry); a failure of the database (the connection lost, the server restarting, the
+//!   pool exhausted) is not the event's, and the runner reconnects.
+//!   [`read_log`](EventStore::read_log) hands a row that does not decode out as
+//!   [`LogEntry::Unreadable`](cqrs_core::LogEntry::Unreadable) at its place, so that it is the
+//!   failure of the processors that read its stream and of no other reader.
+//! * **One runner per processor across nodes.**
+//!   [`ProcessorStore::lead`](cqrs_core::processor::ProcessorStore::lead) takes a session-level
+//!   advisory lock on a connection of its own: the runner leads while it holds it and stands by
+//!   otherwise, following the stored checkpoint; when the leader's connection closes, another
+//!   node takes over from the checkpoint.
+//!
 //! # Tasks and threads
 //!
 //! Each pooled connection is driven by a task of its own (tokio-postgres's connection task) on
@@ -210,7 +240,8 @@ pub use deadpool_postgres;
 /// The PostgreSQL driver: parameter and row types for a projection's SQL.
 pub use tokio_postgres;
 
-/// The transaction a [`PostgresProjection`] writes its read model in. It dereferences to
+/// The transaction a [`PostgresProjection`] writes its read model in (the one its batch commits
+/// in with the checkpoint). It dereferences to
 /// [`tokio_postgres::Transaction`] and adds `prepare_cached`, so that a statement is prepared
 /// once per pooled connection rather than once per event.
 pub type Transaction<'a> = deadpool_postgres::Transaction<'a>;
@@ -402,7 +433,7 @@ impl PostgresStore {
     }
 
     /// The connection settings, for connections that must not come from the pool (a
-    /// projection's leader lock lives on one of its own).
+    /// processor's leader lock lives on one of its own).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.inner.config
     }

@@ -12,7 +12,7 @@
 //!
 //! [`lead`](ProcessorStore::lead) takes the processor's leader lock: the session-level advisory
 //! lock `pg_try_advisory_lock(7305271, lock_id)` ([`LEADER_LOCK_CLASS`]), on a connection of
-//! its own outside the pool, which the [`Lease`](cqrs_core::processor::Lease) holds. When that
+//! its own outside the pool, which the [`Lease`] holds. When that
 //! connection closes (the process died, the server restarted or terminated the session), the
 //! server releases the lock and the lease's `lost()` resolves, so that a node stops leading
 //! when it may no longer be the only one; the row lock and the checkpoint comparison of every
