@@ -266,10 +266,11 @@ impl<P: PostgresProjection> PostgresProjector<P> {
                 .await
                 .map_err(crate::error::backend)?;
             if let Attempt::EventFailed(_, failure) = &failed
-                && is_database_failure(&*failure.error)
+                && let Some(code) = transient_code(&*failure.error)
             {
-                return Err(CommitError::Store(StoreError::backend(describe(
-                    &*failure.error,
+                return Err(CommitError::Store(StoreError::backend(format!(
+                    "{} (SQLSTATE {code})",
+                    describe(&*failure.error)
                 ))));
             }
             return Ok(failed);
@@ -446,10 +447,10 @@ fn decode<E: ProjectionEvent>(
     (decoded, None)
 }
 
-/// Whether an `apply` error means that the database failed rather than the event: a deadlock
-/// or a serialization failure the server met (another attempt does not meet it again), somewhere
-/// in the error's sources.
-fn is_database_failure(error: &(dyn StdError + 'static)) -> bool {
+/// The SQLSTATE of an `apply` error that means the database failed rather than the event: a
+/// deadlock or a serialization failure the server met (another attempt does not meet it again),
+/// somewhere in the error's sources.
+fn transient_code<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e str> {
     let mut cause = Some(error);
     while let Some(error) = cause {
         let code = match (
@@ -462,10 +463,10 @@ fn is_database_failure(error: &(dyn StdError + 'static)) -> bool {
             (None, Some(server)) => Some(server.code()),
             (None, None) => None,
         };
-        if code.is_some_and(crate::error::is_transient_code) {
-            return true;
+        if let Some(code) = code.filter(|code| crate::error::is_transient_code(code)) {
+            return Some(code.code());
         }
         cause = error.source();
     }
-    false
+    None
 }

@@ -37,6 +37,8 @@ struct Seats {
     panic_on: u64,
     /// How many times `apply_batch` ran.
     batches: Arc<AtomicU64>,
+    /// The booking whose reservation meets a serialization failure on the server.
+    conflict_on: u64,
 }
 
 impl Seats {
@@ -45,6 +47,7 @@ impl Seats {
             fail_on: Arc::new(AtomicU64::new(NONE)),
             panic_on: NONE,
             batches: Arc::new(AtomicU64::new(0)),
+            conflict_on: NONE,
         }
     }
 
@@ -89,6 +92,14 @@ impl PostgresProjection for Seats {
                 }
                 if booking == self.panic_on {
                     panic!("booking {booking} panics");
+                }
+                if booking == self.conflict_on {
+                    transaction
+                        .batch_execute(
+                            "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' \
+                             USING ERRCODE = '40001'; END $$",
+                        )
+                        .await?;
                 }
                 seats.into()
             }
@@ -680,4 +691,34 @@ async fn given_then_on_the_tables() {
         .await
         .expect_err("no such column");
     assert!(error.to_string().contains("42703"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serialization_failure_in_apply_is_the_databases_not_the_events() {
+    let store = fresh_store().await;
+    let end = append(
+        &store,
+        "show-1",
+        &[ShowEvent::Scheduled { capacity: 9 }, reserve(1)],
+    )
+    .await;
+    let events = log(&store).await;
+    let conflicting = Seats {
+        conflict_on: 1,
+        ..Seats::new()
+    };
+    let projector = PostgresProjector::new(conflicting, store.clone());
+    let error = projector
+        .commit(batch(Position::START, end, events.iter().collect(), vec![]))
+        .await
+        .expect_err("a store error: the runner sends the batch again");
+    let CommitError::Store(error) = error else {
+        panic!("{error:?}");
+    };
+    assert!(error.to_string().contains("40001"), "{error}");
+    assert!(applied(&store).await.is_empty());
+    assert_eq!(
+        store.checkpoint(Seats::NAME).await.expect("checkpoint"),
+        Position::START
+    );
 }
