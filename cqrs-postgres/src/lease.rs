@@ -78,7 +78,9 @@ impl LockConnection {
 
 /// The connections on which this store tried to take a processor's lock and found it taken,
 /// kept for its next attempt (a standby node tries every second): one per processor name, so
-/// that standing by costs one idle connection instead of a new one per attempt.
+/// that standing by costs one idle connection instead of a new one per attempt. One is closed
+/// when the lock is taken on it (it then belongs to the lease), when found closed, or with the
+/// store.
 #[derive(Default)]
 pub(crate) struct Standby {
     connections: Mutex<HashMap<String, LockConnection>>,

@@ -239,7 +239,7 @@ impl<P: PostgresProjection> PostgresProjector<P> {
 
     /// One attempt at committing `batch`: its first `events.len()` events (decoded as
     /// `events`), the dead letters before the checkpoint it reaches, the checkpoint right before
-    /// `failed_at` (the end of the batch when `None`), in one transaction. On the failure of an
+    /// `failed_at` (the end of the batch when `None`, and for a retry), in one transaction. On the failure of an
     /// event (or of the run, for `apply_batch`) it is rolled back and nothing is committed.
     async fn attempt(
         &self,
@@ -248,7 +248,12 @@ impl<P: PostgresProjection> PostgresProjector<P> {
         failed_at: Option<usize>,
         one_by_one: bool,
     ) -> Result<Attempt, CommitError> {
-        let reached = failed_at.map_or(batch.end, |index| batch.before(index));
+        let reached = match failed_at {
+            Some(index) if batch.retried.is_none() => batch.before(index),
+            // A retried event lies at or before the checkpoint, which stays where it is whether
+            // the event applies or not.
+            _ => batch.end,
+        };
         let letters = batch.dead_letters_until(reached);
         // A retried dead letter goes only with its event applied.
         let retried = batch.retried.filter(|_| failed_at.is_none());

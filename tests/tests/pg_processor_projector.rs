@@ -722,3 +722,35 @@ async fn a_serialization_failure_in_apply_is_the_databases_not_the_events() {
         Position::START
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_retry_never_moves_the_checkpoint() {
+    let store = fresh_store().await;
+    append(
+        &store,
+        "show-1",
+        &[ShowEvent::Scheduled { capacity: 9 }, reserve(1), reserve(2)],
+    )
+    .await;
+    let events = log(&store).await;
+    let projector = PostgresProjector::new(Seats::failing_on(2), store.clone());
+    let first = events[0].position;
+    projector
+        .commit(batch(Position::START, first, vec![&events[0]], vec![]))
+        .await
+        .expect("commit");
+    // A dead letter of an event after the checkpoint (a checkpoint moved back by hand, say):
+    // its failing retry must not move the checkpoint past the events in between.
+    let letter = parked(&events[2]);
+    let retry = Batch {
+        retried: Some(&letter.id),
+        ..batch(first, first, vec![&events[2]], vec![])
+    };
+    let committed = projector.commit(retry).await.expect("commit");
+    assert_eq!(committed.reached, first);
+    assert!(committed.failed.is_some());
+    assert_eq!(
+        store.checkpoint(Seats::NAME).await.expect("checkpoint"),
+        first
+    );
+}
