@@ -118,8 +118,13 @@ pub(crate) fn pool(error: deadpool_postgres::PoolError, options: &PoolOptions) -
 /// does not meet again (a deadlock victim, a serialization failure): nothing was written, and
 /// the append can be sent again.
 pub(crate) fn is_transient(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(is_transient_code)
+}
+
+/// Whether `code` is one of [`is_transient`]'s.
+pub(crate) fn is_transient_code(code: &SqlState) -> bool {
     matches!(
-        error.code(),
-        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        *code,
+        SqlState::T_R_DEADLOCK_DETECTED | SqlState::T_R_SERIALIZATION_FAILURE
     )
 }

@@ -35,8 +35,10 @@
 //! (stream, version)), `cqrs_commands` (primary key (stream, command id)) and `cqrs_snapshots`
 //! (one row per stream), and the functions `cqrs_append_batch_with_turns`, `cqrs_turn_free`,
 //! `cqrs_sequence` and `cqrs_settle` (and `cqrs_append` and `cqrs_append_batch`, which this
-//! version no longer calls, kept for nodes of earlier versions during a rollout). A later table (a
-//! projection's checkpoint, say) is one more migration. Payloads are `bytea` and headers `json`
+//! version no longer calls, kept for nodes of earlier versions during a rollout); for
+//! processors, `cqrs_projections` (one row per projection or saga: its checkpoint and the key
+//! of its leader lock), `cqrs_dead_letters` and `cqrs_saga_instances`. A later table is one
+//! more migration. Payloads are `bytea` and headers `json`
 //! (not `jsonb`), so both come back exactly as written; timestamps keep microseconds. Every value
 //! travels as a bind parameter: no stream id, type or header is ever part of SQL text.
 //!
@@ -155,6 +157,34 @@
 //! window and the dead-appender case above), a waiter re-checks the head every
 //! [`FALLBACK_CHECK`].
 //!
+//! # Projections and sagas
+//!
+//! Projections and sagas are *processors*, run by cqrs-core's one
+//! [`ProcessorRunner`](cqrs_core::processor::ProcessorRunner); this crate keeps what they store.
+//! [`PostgresStore`] is a [`ProcessorStore`](cqrs_core::processor::ProcessorStore): checkpoints,
+//! dead letters and leader locks (see [`processor`]). [`PostgresProjector`] runs a
+//! [`PostgresProjection`], whose read model is SQL tables changed in the transaction that moves
+//! its checkpoint (see [`projection`]); [`PostgresSagaStore`] keeps saga instances (see
+//! [`saga`]).
+//!
+//! * **Exactly once.** A batch commits in one transaction that locks the processor's checkpoint
+//!   row, checks that it is where the runner expects, writes the batch's effects and dead
+//!   letters and moves the checkpoint: a crash loses nothing and applies nothing twice, and a
+//!   deposed leader's late commit is refused
+//!   ([`CommitError::CheckpointMoved`](cqrs_core::processor::CommitError::CheckpointMoved)).
+//! * **Errors.** An event that does not decode, or whose handler fails or panics, goes through
+//!   the runner's [`FailurePolicy`](cqrs_core::processor::FailurePolicy) (stop, park as a dead
+//!   letter, retry); a failure of the database (the connection lost, the server restarting, the
+//!   pool exhausted) is not the event's, and the runner reconnects.
+//!   [`read_log`](EventStore::read_log) hands a row that does not decode out as
+//!   [`LogEntry::Unreadable`](cqrs_core::LogEntry::Unreadable) at its place, so that it is the
+//!   failure of the processors that read its stream and of no other reader.
+//! * **One runner per processor across nodes.**
+//!   [`ProcessorStore::lead`](cqrs_core::processor::ProcessorStore::lead) takes a session-level
+//!   advisory lock on a connection of its own: the runner leads while it holds it and stands by
+//!   otherwise, following the stored checkpoint; when the leader's connection closes, another
+//!   node takes over from the checkpoint.
+//!
 //! # Tasks and threads
 //!
 //! Each pooled connection is driven by a task of its own (tokio-postgres's connection task) on
@@ -167,8 +197,10 @@
 
 mod batch;
 mod error;
+mod lease;
 mod listener;
 pub mod migrate;
+pub mod processor;
 pub mod projection;
 mod rows;
 pub mod saga;
@@ -182,8 +214,8 @@ use std::time::{Duration, SystemTime};
 
 use cqrs_core::store::{StreamTurn, command_id_of};
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
+    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::{TryStreamExt, pin_mut};
@@ -194,8 +226,9 @@ use uuid::Uuid;
 pub use crate::error::DatabaseError;
 use crate::listener::Listener;
 pub use crate::migrate::MigrationError;
+pub use crate::processor::{LEADER_LOCK_CLASS, ProcessorRecordError};
 pub use crate::projection::{
-    PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
+    PostgresProjection, PostgresProjectionRunner, PostgresProjector, ProjectionResetError,
 };
 pub use crate::rows::CorruptRow;
 pub use crate::saga::PostgresSagaStore;
@@ -207,7 +240,8 @@ pub use deadpool_postgres;
 /// The PostgreSQL driver: parameter and row types for a projection's SQL.
 pub use tokio_postgres;
 
-/// The transaction a [`PostgresProjection`] writes its read model in. It dereferences to
+/// The transaction a [`PostgresProjection`] writes its read model in (the one its batch commits
+/// in with the checkpoint). It dereferences to
 /// [`tokio_postgres::Transaction`] and adds `prepare_cached`, so that a statement is prepared
 /// once per pooled connection rather than once per event.
 pub type Transaction<'a> = deadpool_postgres::Transaction<'a>;
@@ -298,6 +332,8 @@ struct Inner {
     listener: Listener,
     before_commit: RwLock<Option<BeforeCommit>>,
     queue: batch::Queue,
+    /// Lock connections kept between a standby node's attempts to lead.
+    standby: lease::Standby,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -375,6 +411,7 @@ impl PostgresStore {
                 listener: Listener::new(config),
                 before_commit: RwLock::new(None),
                 queue: batch::Queue::default(),
+                standby: lease::Standby::default(),
             }),
         })
     }
@@ -396,7 +433,7 @@ impl PostgresStore {
     }
 
     /// The connection settings, for connections that must not come from the pool (a
-    /// projection's leader lock lives on one of its own).
+    /// processor's leader lock lives on one of its own).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.inner.config
     }
@@ -941,6 +978,42 @@ impl EventStore for PostgresStore {
             }
         }
         Ok(events)
+    }
+
+    async fn read_log(
+        &self,
+        after: Position,
+        limit: usize,
+        aggregates: &[&str],
+    ) -> Result<LogBatch, StoreError> {
+        let Ok(after) = i64::try_from(after.0) else {
+            return Ok(LogBatch::default());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(LogBatch::default());
+        }
+        let client = self.client().await?;
+        // The statement of `read_all`: one prepared statement serves both.
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM cqrs_events WHERE position > $1 ORDER BY position LIMIT $2",
+                rows::EVENT_COLUMNS
+            ))
+            .await
+            .map_err(crate::error::backend)?;
+        let rows = client
+            .query(&statement, &[&after, &limit])
+            .await
+            .map_err(crate::error::backend)?;
+        let last = rows.last().map(rows::log_position).transpose()?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(entry) = rows::log_entry(row, aggregates)? {
+                entries.push(entry);
+            }
+        }
+        Ok(LogBatch { entries, last })
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "turns",
         sql: include_str!("../migrations/0004_turns.sql"),
     },
+    Migration {
+        version: 5,
+        name: "processors",
+        sql: include_str!("../migrations/0005_processors.sql"),
+    },
 ];
 
 /// The advisory lock that serializes concurrent `migrate` calls (from several nodes starting at

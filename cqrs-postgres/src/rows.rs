@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use cqrs_core::{
-    CommandId, EventId, Metadata, Payload, Position, RecordedEvent, StoreError, StreamId, Version,
+    CommandId, EventId, LogEntry, Metadata, Payload, Position, RecordedEvent, StoreError, StreamId,
+    UnreadableEvent, Version,
 };
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -82,10 +83,83 @@ pub(crate) const STREAM_EVENT_COLUMNS: &str = "NULL::text, version, position, ev
 /// Reads a row selected with [`EVENT_COLUMNS`]: `None` for an event that has no position yet.
 pub(crate) fn recorded_event(row: &Row) -> Result<Option<RecordedEvent>, StoreError> {
     let stored: &str = get(row, 0, "")?;
+    event_of(row, stored)
+}
+
+/// Reads a row selected with [`EVENT_COLUMNS`] whose stream column holds `stored`.
+fn event_of(row: &Row, stored: &str) -> Result<Option<RecordedEvent>, StoreError> {
     let stream = StreamId::new(stored).map_err(|error| corrupt(stored, error.to_string()))?;
     Fields::read(row, &stream)?
         .map(|fields| fields.into_event(stream))
         .transpose()
+}
+
+/// Reads a numbered row selected with [`EVENT_COLUMNS`] for a reader of the streams of
+/// `aggregates` (every stream when it is empty), as [`EventStore::read_log`] hands it out:
+/// `None` for a row of another stream, of which nothing but the stream id is decoded, and
+/// [`LogEntry::Unreadable`] with what could be read for a row that is not a valid event. Only
+/// a position that cannot be read at all (a schema this crate did not make) fails.
+///
+/// [`EventStore::read_log`]: cqrs_core::EventStore::read_log
+pub(crate) fn log_entry(row: &Row, aggregates: &[&str]) -> Result<Option<LogEntry>, StoreError> {
+    let stored = match row.try_get::<_, &str>(0) {
+        Ok(stored) => stored,
+        // Nothing says which stream it is, so every reader sees it rather than passing over
+        // an event that may be one of theirs.
+        Err(error) => {
+            return unreadable(row, "", format!("stream id: {error}")).map(Some);
+        }
+    };
+    // The stream's aggregate as `StreamId::aggregate` has it, read off the stored text, so
+    // that a stored id that is not a valid `StreamId` is still filtered by its aggregate.
+    let aggregate = stored
+        .split_once('-')
+        .map_or(stored, |(aggregate, _)| aggregate);
+    if !aggregates.is_empty() && !aggregates.contains(&aggregate) {
+        return Ok(None);
+    }
+    match event_of(row, stored) {
+        Ok(Some(event)) => Ok(Some(LogEntry::Event(event))),
+        // `position > after` never matches an unnumbered event.
+        Ok(None) => Ok(None),
+        Err(error) => unreadable(row, stored, reason(&error)).map(Some),
+    }
+}
+
+/// The position of a numbered row selected with [`EVENT_COLUMNS`].
+pub(crate) fn log_position(row: &Row) -> Result<Position, StoreError> {
+    let value: i64 = get(row, 2, "")?;
+    u64::try_from(value)
+        .map(Position)
+        .map_err(|_| corrupt("", format!("negative position {value}")))
+}
+
+/// The entry of a row that is not a valid event: its position, stream, and what else of it
+/// reads (its version and type), with `reason`.
+fn unreadable(row: &Row, stream: &str, reason: String) -> Result<LogEntry, StoreError> {
+    let version = row
+        .try_get::<_, i64>(1)
+        .ok()
+        .and_then(|value| u64::try_from(value).ok())
+        .map(Version);
+    let event_type = row.try_get::<_, &str>(4).ok().map(str::to_owned);
+    Ok(LogEntry::Unreadable(UnreadableEvent {
+        position: log_position(row)?,
+        stream: stream.to_owned(),
+        version,
+        event_type,
+        reason,
+    }))
+}
+
+/// What is wrong with a row, without the stream an [`UnreadableEvent`] names already.
+fn reason(error: &StoreError) -> String {
+    if let StoreError::Backend(source) = error
+        && let Some(corrupt) = source.downcast_ref::<CorruptRow>()
+    {
+        return corrupt.reason.clone();
+    }
+    error.to_string()
 }
 
 /// Reads a row selected with [`STREAM_EVENT_COLUMNS`] for `stream` into `event`, reusing what it

@@ -1,8 +1,9 @@
-//! A PostgreSQL [`SagaStore`]: a saga's checkpoint, its instances (state and deadlines) and its
-//! failures, each commit in one transaction.
+//! A PostgreSQL [`SagaStore`]: a saga's checkpoint, dead letters and leader lock (shared with
+//! projections, see [`crate::processor`]) and its instances (state and deadlines), each commit
+//! in one transaction.
 //!
 //! ```no_run
-//! use cqrs_core::saga::SagaStore;
+//! use cqrs_core::processor::ProcessorStore as _;
 //! use cqrs_postgres::{PostgresSagaStore, PostgresStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -11,23 +12,30 @@
 //! store.migrate().await?;
 //! let sagas = PostgresSagaStore::new(store.clone());
 //! assert_eq!(sagas.checkpoint("checkout").await?, cqrs_core::Position::START);
-//! // SagaRunner::new(store, bus, sagas) ...
+//! // SagaProcessor::<Checkout, _, _>::new(store, bus, sagas).runner().spawn() ...
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! The tables are `cqrs_saga_checkpoints` (one row per saga), `cqrs_saga_instances` (one row per
-//! instance: state and deadlines as JSON, the instance's own position, and the earliest pending
-//! deadline, indexed, so that finding due deadlines does not read every instance) and
-//! `cqrs_saga_failures`. [`SagaStore::commit`] writes the checkpoint, the instance and the
-//! failure of one commit in one transaction: all or nothing.
+//! A saga's checkpoint is its row in `cqrs_projections` and its dead letters are rows of
+//! `cqrs_dead_letters`, as for every processor; its instances are rows of `cqrs_saga_instances`
+//! (state and deadlines as JSON, the instance's own position, and the earliest pending
+//! deadline, indexed, so that finding due deadlines does not read every instance).
+//! [`SagaStore::commit`] locks the checkpoint row (`SELECT ... FOR UPDATE`) when the commit
+//! expects a checkpoint, checks it, and writes the checkpoint, the instances, the dead letters
+//! and the removal of a retried one in the same transaction: all or nothing.
 
 use std::time::SystemTime;
 
-use cqrs_core::saga::{Deadline, FailureRecord, InstanceRecord, SagaCommit, SagaStore};
+use cqrs_core::processor::{CommitError, DeadLetter, Lease, ProcessorStore};
+use cqrs_core::saga::{Deadline, InstanceRecord, SagaCommit, SagaStore};
 use cqrs_core::{Position, StoreError};
 
-use crate::PostgresStore;
+use crate::processor::{
+    expect_checkpoint, move_checkpoint, record_dead_letters, record_error, remove_dead_letter,
+    remove_dead_letters, stored_position,
+};
+use crate::{PostgresStore, Transaction};
 
 /// A [`SagaStore`] in the database of a [`PostgresStore`], sharing its connection pool. Clones
 /// share the pool. Run [`PostgresStore::migrate`] first.
@@ -53,32 +61,87 @@ impl PostgresSagaStore {
             )
             .await
             .map_err(crate::error::backend)?;
-        rows.iter().map(instance_record).collect()
+        rows.iter().map(|row| instance_record(saga, row)).collect()
     }
 }
 
-fn instance_record(row: &tokio_postgres::Row) -> Result<InstanceRecord, StoreError> {
+fn instance_record(saga: &str, row: &tokio_postgres::Row) -> Result<InstanceRecord, StoreError> {
     let instance: String = row.try_get(0).map_err(crate::error::backend)?;
     let state: String = row.try_get(1).map_err(crate::error::backend)?;
     let position: i64 = row.try_get(2).map_err(crate::error::backend)?;
     let finished: bool = row.try_get(3).map_err(crate::error::backend)?;
     let deadlines: String = row.try_get(4).map_err(crate::error::backend)?;
+    let what = || format!("instance `{instance}`");
     Ok(InstanceRecord {
-        state: serde_json::from_str(&state).map_err(StoreError::backend)?,
-        position: position_of(position, &instance)?,
+        state: serde_json::from_str(&state).map_err(|error| {
+            record_error(
+                saga,
+                what(),
+                format!("has a state that does not decode: {error}"),
+            )
+        })?,
+        position: stored_position(position, saga, &format!("the position of {}", what()))?,
         finished,
-        deadlines: serde_json::from_str(&deadlines).map_err(StoreError::backend)?,
+        deadlines: serde_json::from_str(&deadlines).map_err(|error| {
+            record_error(
+                saga,
+                what(),
+                format!("has deadlines that do not decode: {error}"),
+            )
+        })?,
         instance,
     })
 }
 
-fn position_of(value: i64, what: &str) -> Result<Position, StoreError> {
-    u64::try_from(value).map(Position).map_err(|_| {
-        StoreError::backend(crate::CorruptRow {
-            stream: what.to_owned(),
-            reason: format!("negative saga position {value}"),
-        })
-    })
+/// Stores `record` as instance of `saga`, replacing its earlier record.
+async fn store_instance(
+    transaction: &Transaction<'_>,
+    saga: &str,
+    record: &InstanceRecord,
+) -> Result<(), StoreError> {
+    let what = || format!("instance `{}`", record.instance);
+    let state = serde_json::to_string(&record.state).map_err(|error| {
+        record_error(
+            saga,
+            what(),
+            format!("has a state that cannot be encoded: {error}"),
+        )
+    })?;
+    let deadlines = serde_json::to_string(&record.deadlines).map_err(|error| {
+        record_error(
+            saga,
+            what(),
+            format!("has deadlines that cannot be encoded: {error}"),
+        )
+    })?;
+    let position = crate::rows::to_i64(record.position.0);
+    let statement = transaction
+        .prepare_cached(
+            "INSERT INTO cqrs_saga_instances \
+             (saga, instance, state, position, finished, deadlines, next_due) \
+             VALUES ($1, $2, $3::text::json, $4, $5, $6::text::json, $7) \
+             ON CONFLICT (saga, instance) DO UPDATE SET state = excluded.state, \
+             position = excluded.position, finished = excluded.finished, \
+             deadlines = excluded.deadlines, next_due = excluded.next_due",
+        )
+        .await
+        .map_err(crate::error::backend)?;
+    transaction
+        .execute(
+            &statement,
+            &[
+                &saga,
+                &record.instance,
+                &state,
+                &position,
+                &record.finished,
+                &deadlines,
+                &next_due(record),
+            ],
+        )
+        .await
+        .map_err(crate::error::backend)?;
+    Ok(())
 }
 
 /// The earliest deadline an instance still waits for: none once it finished.
@@ -91,34 +154,11 @@ fn next_due(record: &InstanceRecord) -> Option<SystemTime> {
 
 #[async_trait::async_trait]
 impl SagaStore for PostgresSagaStore {
-    async fn checkpoint(&self, saga: &str) -> Result<Position, StoreError> {
-        let client = self.store.client().await?;
-        let statement = client
-            .prepare_cached("SELECT position FROM cqrs_saga_checkpoints WHERE saga = $1")
-            .await
-            .map_err(crate::error::backend)?;
-        let row = client
-            .query_opt(&statement, &[&saga])
-            .await
-            .map_err(crate::error::backend)?;
-        match row {
-            Some(row) => position_of(row.try_get(0).map_err(crate::error::backend)?, saga),
-            None => Ok(Position::START),
-        }
-    }
-
     async fn set_checkpoint(&self, saga: &str, position: Position) -> Result<(), StoreError> {
-        let client = self.store.client().await?;
-        let position = crate::rows::to_i64(position.0);
-        client
-            .execute(
-                "INSERT INTO cqrs_saga_checkpoints (saga, position) VALUES ($1, $2) \
-                 ON CONFLICT (saga) DO UPDATE SET position = excluded.position",
-                &[&saga, &position],
-            )
-            .await
-            .map_err(crate::error::backend)?;
-        Ok(())
+        let mut client = self.store.client().await?;
+        let transaction = client.transaction().await.map_err(crate::error::backend)?;
+        move_checkpoint(&transaction, saga, position).await?;
+        transaction.commit().await.map_err(crate::error::backend)
     }
 
     async fn instance(
@@ -138,69 +178,31 @@ impl SagaStore for PostgresSagaStore {
             .query_opt(&statement, &[&saga, &instance])
             .await
             .map_err(crate::error::backend)?;
-        row.as_ref().map(instance_record).transpose()
+        row.as_ref()
+            .map(|row| instance_record(saga, row))
+            .transpose()
     }
 
-    async fn commit(&self, saga: &str, commit: SagaCommit) -> Result<(), StoreError> {
+    async fn commit(&self, saga: &'static str, commit: SagaCommit) -> Result<(), CommitError> {
         let mut client = self.store.client().await?;
         let transaction = client.transaction().await.map_err(crate::error::backend)?;
-        if let Some(position) = commit.position {
-            let position = crate::rows::to_i64(position.0);
-            let statement = transaction
-                .prepare_cached(
-                    "INSERT INTO cqrs_saga_checkpoints (saga, position) VALUES ($1, $2) \
-                     ON CONFLICT (saga) DO UPDATE SET position = excluded.position",
-                )
-                .await
-                .map_err(crate::error::backend)?;
-            transaction
-                .execute(&statement, &[&saga, &position])
-                .await
-                .map_err(crate::error::backend)?;
+        if let Some(expected) = commit.expected {
+            expect_checkpoint(&transaction, saga, expected).await?;
         }
-        if let Some(record) = &commit.instance {
-            let state = serde_json::to_string(&record.state).map_err(StoreError::backend)?;
-            let deadlines =
-                serde_json::to_string(&record.deadlines).map_err(StoreError::backend)?;
-            let position = crate::rows::to_i64(record.position.0);
-            let statement = transaction
-                .prepare_cached(
-                    "INSERT INTO cqrs_saga_instances \
-                     (saga, instance, state, position, finished, deadlines, next_due) \
-                     VALUES ($1, $2, $3::text::json, $4, $5, $6::text::json, $7) \
-                     ON CONFLICT (saga, instance) DO UPDATE SET state = excluded.state, \
-                     position = excluded.position, finished = excluded.finished, \
-                     deadlines = excluded.deadlines, next_due = excluded.next_due",
-                )
-                .await
-                .map_err(crate::error::backend)?;
-            transaction
-                .execute(
-                    &statement,
-                    &[
-                        &saga,
-                        &record.instance,
-                        &state,
-                        &position,
-                        &record.finished,
-                        &deadlines,
-                        &next_due(record),
-                    ],
-                )
-                .await
-                .map_err(crate::error::backend)?;
+        if let Some(position) = commit.checkpoint
+            && commit.expected != Some(position)
+        {
+            move_checkpoint(&transaction, saga, position).await?;
         }
-        if let Some(failure) = &commit.failure {
-            let failure = serde_json::to_string(failure).map_err(StoreError::backend)?;
-            transaction
-                .execute(
-                    "INSERT INTO cqrs_saga_failures (saga, record) VALUES ($1, $2::text::json)",
-                    &[&saga, &failure],
-                )
-                .await
-                .map_err(crate::error::backend)?;
+        for record in &commit.instances {
+            store_instance(&transaction, saga, record).await?;
         }
-        transaction.commit().await.map_err(crate::error::backend)
+        record_dead_letters(&transaction, saga, &commit.dead_letters).await?;
+        if let Some(retried) = &commit.retried {
+            remove_dead_letter(&transaction, saga, retried).await?;
+        }
+        transaction.commit().await.map_err(crate::error::backend)?;
+        Ok(())
     }
 
     async fn due_deadlines(
@@ -221,7 +223,7 @@ impl SagaStore for PostgresSagaStore {
             .map_err(crate::error::backend)?;
         let mut due = Vec::new();
         for row in &rows {
-            let record = instance_record(row)?;
+            let record = instance_record(saga, row)?;
             for deadline in record.deadlines {
                 if deadline.due <= now {
                     due.push((record.instance.clone(), deadline));
@@ -258,20 +260,39 @@ impl SagaStore for PostgresSagaStore {
         Ok(earliest)
     }
 
-    async fn failures(&self, saga: &str) -> Result<Vec<FailureRecord>, StoreError> {
-        let client = self.store.client().await?;
-        let rows = client
-            .query(
-                "SELECT record::text FROM cqrs_saga_failures WHERE saga = $1 ORDER BY id",
-                &[&saga],
-            )
+    async fn forget(&self, saga: &str) -> Result<(), StoreError> {
+        let mut client = self.store.client().await?;
+        let transaction = client.transaction().await.map_err(crate::error::backend)?;
+        // The checkpoint goes back to the start rather than its row away: the row's `lock_id`
+        // keys the leader lock, which a node may hold right now, and a new row would get a new
+        // one, letting a second node lead.
+        move_checkpoint(&transaction, saga, Position::START).await?;
+        transaction
+            .execute("DELETE FROM cqrs_saga_instances WHERE saga = $1", &[&saga])
             .await
             .map_err(crate::error::backend)?;
-        rows.iter()
-            .map(|row| {
-                let record: String = row.try_get(0).map_err(crate::error::backend)?;
-                serde_json::from_str(&record).map_err(StoreError::backend)
-            })
-            .collect()
+        remove_dead_letters(&transaction, saga).await?;
+        transaction.commit().await.map_err(crate::error::backend)
+    }
+}
+
+/// The checkpoints, dead letters and leader locks of sagas are those of every processor, kept
+/// by [`PostgresStore`]'s [`ProcessorStore`].
+#[async_trait::async_trait]
+impl ProcessorStore for PostgresSagaStore {
+    async fn checkpoint(&self, saga: &str) -> Result<Position, StoreError> {
+        self.store.checkpoint(saga).await
+    }
+
+    async fn dead_letters(&self, saga: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.store.dead_letters(saga).await
+    }
+
+    async fn discard_dead_letter(&self, saga: &str, id: &str) -> Result<bool, StoreError> {
+        self.store.discard_dead_letter(saga, id).await
+    }
+
+    async fn lead(&self, saga: &str) -> Result<Option<Lease>, StoreError> {
+        self.store.lead(saga).await
     }
 }

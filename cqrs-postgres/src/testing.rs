@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL cluster for tests: `initdb` into a fresh temporary directory, a server
-//! that listens on a unix socket in that directory only, and a fresh database per test.
+//! that listens on a unix socket in that directory only, and a fresh database per test; and
+//! given / then for PostgreSQL projections on it ([`PostgresProjectionTest`]).
 //!
 //! ```no_run
 //! use cqrs_postgres::testing::TestCluster;
@@ -52,6 +53,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+mod projection;
+
+pub use self::projection::{PostgresProjectionTest, ProjectionTestError};
 
 /// The statement a store sends for a batch of appends (`src/append.sql`), for tests that run it
 /// under a snapshot of their choosing. Parameters as `cqrs_append_batch` takes them.
