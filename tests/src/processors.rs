@@ -179,10 +179,7 @@ pub async fn commit_moves_the_checkpoint_with_the_effects<P: Processor>(kit: Tal
     assert!(committed.failed.is_none());
     assert_eq!(committed.reached, last);
     assert_eq!(kit.checkpoint().await, last);
-    assert_eq!(
-        kit.applied().await,
-        [Position(1), Position(2), Position(4)]
-    );
+    assert_eq!(kit.applied().await, [Position(1), Position(2), Position(4)]);
 }
 
 /// A commit whose expected checkpoint is not the stored one changes nothing.
@@ -196,7 +193,14 @@ pub async fn commit_from_another_checkpoint_changes_nothing<P: Processor>(kit: T
         .commit(batch(name, Position(1), last, &events))
         .await;
     assert!(
-        matches!(moved, Err(CommitError::CheckpointMoved { expected: Position(1), actual: Position::START, .. })),
+        matches!(
+            moved,
+            Err(CommitError::CheckpointMoved {
+                expected: Position(1),
+                actual: Position::START,
+                ..
+            })
+        ),
         "{moved:?}"
     );
     assert!(kit.applied().await.is_empty(), "nothing applied");
@@ -256,12 +260,21 @@ pub async fn dead_letters_are_recorded_listed_and_discarded<P: Processor>(kit: T
     let committed = kit.processor.commit(step).await.expect("commit");
     assert!(committed.failed.is_none());
     let stored = kit.dead_letters().await;
-    assert_eq!(stored, [parked[1].clone(), parked[0].clone()], "round trip, by position");
+    assert_eq!(
+        stored,
+        [parked[1].clone(), parked[0].clone()],
+        "round trip, by position"
+    );
     assert_eq!(kit.applied().await, [Position(2)]);
     let store = kit.processor.store();
     assert!(store.discard_dead_letter(name, "1").await.expect("discard"));
     assert!(!store.discard_dead_letter(name, "1").await.expect("discard"));
-    assert!(!store.discard_dead_letter(name, "nope").await.expect("discard"));
+    assert!(
+        !store
+            .discard_dead_letter(name, "nope")
+            .await
+            .expect("discard")
+    );
     let left: Vec<String> = kit.dead_letters().await.into_iter().map(|d| d.id).collect();
     assert_eq!(left, ["3"]);
 }
@@ -275,7 +288,10 @@ pub async fn a_retry_removes_the_dead_letter_only_when_it_applies<P: Processor>(
     let name = kit.processor.name();
     let rest = [events[1].clone()];
     let mut step = batch(name, Position::START, last, &rest);
-    step.dead_letters = vec![letter(name, &events[0], "fails"), letter(name, &events[1], "x")];
+    step.dead_letters = vec![
+        letter(name, &events[0], "fails"),
+        letter(name, &events[1], "x"),
+    ];
     // Event 2 is both parked and handled here only to have two dead letters; drop it first.
     step.dead_letters.truncate(1);
     kit.processor.commit(step).await.expect("commit");
@@ -296,9 +312,16 @@ pub async fn a_retry_removes_the_dead_letter_only_when_it_applies<P: Processor>(
     retry.retried = Some("1");
     let committed = kit.processor.commit(retry).await.expect("commit");
     assert!(committed.failed.is_none());
-    assert!(kit.dead_letters().await.is_empty(), "removed with the retry");
+    assert!(
+        kit.dead_letters().await.is_empty(),
+        "removed with the retry"
+    );
     assert_eq!(kit.applied().await, [Position(2), Position(2)]);
-    assert_eq!(kit.checkpoint().await, last, "a retry does not move the checkpoint");
+    assert_eq!(
+        kit.checkpoint().await,
+        last,
+        "a retry does not move the checkpoint"
+    );
 }
 
 /// A reset empties the effects, drops the dead letters and moves the checkpoint to the start.
@@ -322,9 +345,17 @@ pub async fn reset_starts_over<P: Processor>(kit: Tally<P>) {
 pub async fn the_leader_lock_is_handed_over<P: Processor>(kit: Tally<P>, exclusive: bool) {
     let store = kit.processor.store();
     let name = kit.processor.name();
-    let first = store.lead(name).await.expect("lead").expect("the first lease");
+    let first = store
+        .lead(name)
+        .await
+        .expect("lead")
+        .expect("the first lease");
     let second = store.lead(name).await.expect("lead");
-    assert_eq!(second.is_none(), exclusive, "a second lease while the first is held");
+    assert_eq!(
+        second.is_none(),
+        exclusive,
+        "a second lease while the first is held"
+    );
     drop(second);
     drop(first);
     let started = std::time::Instant::now();
@@ -376,7 +407,11 @@ pub async fn the_runner_parks_poison_events_and_goes_on<P: Processor>(kit: Tally
     );
     let poison = letters[0].failure.event.as_ref().expect("an event");
     assert_eq!(
-        (poison.stream.as_str(), poison.version, poison.event_type.as_deref()),
+        (
+            poison.stream.as_str(),
+            poison.version,
+            poison.event_type.as_deref()
+        ),
         ("tally-1", Some(cqrs_core::Version(2)), Some("Counted"))
     );
     let status = handle.status().await;
@@ -406,7 +441,11 @@ pub async fn an_unknown_type_is_a_failure_not_a_skip<P: Processor>(kit: Tally<P>
     assert_eq!(failure.kind, FailureKind::Decode);
     let event = failure.event.expect("the event");
     assert_eq!(
-        (event.position, event.stream.as_str(), event.event_type.as_deref()),
+        (
+            event.position,
+            event.stream.as_str(),
+            event.event_type.as_deref()
+        ),
         (Position(2), "tally-1", Some("Mystery"))
     );
     assert!(failure.error.contains("Mystery"), "{}", failure.error);
@@ -494,7 +533,10 @@ fn saga_letter(saga: &str, position: u64) -> DeadLetter {
 /// from the expected checkpoint.
 pub async fn saga_commits_are_atomic_and_checked<St: SagaStore>(store: St) {
     let saga = "conformance_saga";
-    assert_eq!(store.checkpoint(saga).await.expect("checkpoint"), Position::START);
+    assert_eq!(
+        store.checkpoint(saga).await.expect("checkpoint"),
+        Position::START
+    );
     let commit = SagaCommit {
         expected: Some(Position::START),
         checkpoint: Some(Position(5)),
@@ -503,12 +545,18 @@ pub async fn saga_commits_are_atomic_and_checked<St: SagaStore>(store: St) {
         retried: None,
     };
     store.commit(saga, commit.clone()).await.expect("commit");
-    assert_eq!(store.checkpoint(saga).await.expect("checkpoint"), Position(5));
+    assert_eq!(
+        store.checkpoint(saga).await.expect("checkpoint"),
+        Position(5)
+    );
     assert_eq!(
         store.instance(saga, "a").await.expect("instance"),
         Some(instance("a", 3, Vec::new()))
     );
-    assert_eq!(store.dead_letters(saga).await.expect("letters"), [saga_letter_like(&commit)]);
+    assert_eq!(
+        store.dead_letters(saga).await.expect("letters"),
+        [saga_letter_like(&commit)]
+    );
 
     // From a stale checkpoint: nothing at all.
     let stale = SagaCommit {
@@ -519,10 +567,20 @@ pub async fn saga_commits_are_atomic_and_checked<St: SagaStore>(store: St) {
         retried: Some("4".to_owned()),
     };
     let refused = store.commit(saga, stale).await;
-    assert!(matches!(refused, Err(CommitError::CheckpointMoved { .. })), "{refused:?}");
-    assert_eq!(store.checkpoint(saga).await.expect("checkpoint"), Position(5));
+    assert!(
+        matches!(refused, Err(CommitError::CheckpointMoved { .. })),
+        "{refused:?}"
+    );
     assert_eq!(
-        store.instance(saga, "a").await.expect("instance").map(|record| record.position),
+        store.checkpoint(saga).await.expect("checkpoint"),
+        Position(5)
+    );
+    assert_eq!(
+        store
+            .instance(saga, "a")
+            .await
+            .expect("instance")
+            .map(|record| record.position),
         Some(Position(3))
     );
     assert_eq!(store.dead_letters(saga).await.expect("letters").len(), 1);
@@ -537,15 +595,24 @@ pub async fn saga_commits_are_atomic_and_checked<St: SagaStore>(store: St) {
     };
     store.commit(saga, retry).await.expect("retry");
     assert!(store.dead_letters(saga).await.expect("letters").is_empty());
-    assert_eq!(store.checkpoint(saga).await.expect("checkpoint"), Position(5));
+    assert_eq!(
+        store.checkpoint(saga).await.expect("checkpoint"),
+        Position(5)
+    );
     let unchecked = SagaCommit {
         instances: vec![instance("a", 3, Vec::new())],
         ..SagaCommit::default()
     };
     store.commit(saga, unchecked).await.expect("unchecked");
     // Other sagas are untouched.
-    assert_eq!(store.checkpoint("another_saga").await.expect("checkpoint"), Position::START);
-    assert_eq!(store.instance("another_saga", "a").await.expect("instance"), None);
+    assert_eq!(
+        store.checkpoint("another_saga").await.expect("checkpoint"),
+        Position::START
+    );
+    assert_eq!(
+        store.instance("another_saga", "a").await.expect("instance"),
+        None
+    );
 }
 
 fn saga_letter_like(commit: &SagaCommit) -> DeadLetter {
@@ -561,15 +628,29 @@ pub async fn saga_deadlines_fall_due_in_order<St: SagaStore>(store: St) {
     finished.finished = true;
     let commit = SagaCommit {
         instances: vec![
-            instance("x", 2, vec![deadline("late", later), deadline("early", base)]),
-            instance("y", 3, vec![deadline("mid", base + Duration::from_micros(700_001))]),
+            instance(
+                "x",
+                2,
+                vec![deadline("late", later), deadline("early", base)],
+            ),
+            instance(
+                "y",
+                3,
+                vec![deadline("mid", base + Duration::from_micros(700_001))],
+            ),
             finished,
         ],
         ..SagaCommit::default()
     };
     store.commit(saga, commit).await.expect("commit");
     assert_eq!(store.next_deadline(saga).await.expect("next"), Some(base));
-    assert!(store.due_deadlines(saga, base - Duration::from_micros(1)).await.expect("due").is_empty());
+    assert!(
+        store
+            .due_deadlines(saga, base - Duration::from_micros(1))
+            .await
+            .expect("due")
+            .is_empty()
+    );
     let due = store
         .due_deadlines(saga, base + Duration::from_secs(1))
         .await
@@ -580,7 +661,10 @@ pub async fn saga_deadlines_fall_due_in_order<St: SagaStore>(store: St) {
         .collect();
     assert_eq!(names, [("x", "early"), ("y", "mid")]);
     assert_eq!(due[0].1, deadline("early", base), "a deadline round-trips");
-    assert_eq!(store.next_deadline("no_such_saga").await.expect("next"), None);
+    assert_eq!(
+        store.next_deadline("no_such_saga").await.expect("next"),
+        None
+    );
 }
 
 /// Forgetting a saga removes its checkpoint, instances and dead letters, and nothing of others.
@@ -589,18 +673,37 @@ pub async fn forgetting_a_saga_removes_all_of_it<St: SagaStore>(store: St) {
         let commit = SagaCommit {
             expected: Some(Position::START),
             checkpoint: Some(Position(7)),
-            instances: vec![instance("a", 7, vec![deadline("d", SystemTime::UNIX_EPOCH)])],
+            instances: vec![instance(
+                "a",
+                7,
+                vec![deadline("d", SystemTime::UNIX_EPOCH)],
+            )],
             dead_letters: vec![saga_letter(saga, 6)],
             retried: None,
         };
         store.commit(saga, commit).await.expect("commit");
     }
     store.forget("forgotten").await.expect("forget");
-    assert_eq!(store.checkpoint("forgotten").await.expect("checkpoint"), Position::START);
-    assert_eq!(store.instance("forgotten", "a").await.expect("instance"), None);
-    assert!(store.dead_letters("forgotten").await.expect("letters").is_empty());
+    assert_eq!(
+        store.checkpoint("forgotten").await.expect("checkpoint"),
+        Position::START
+    );
+    assert_eq!(
+        store.instance("forgotten", "a").await.expect("instance"),
+        None
+    );
+    assert!(
+        store
+            .dead_letters("forgotten")
+            .await
+            .expect("letters")
+            .is_empty()
+    );
     assert_eq!(store.next_deadline("forgotten").await.expect("next"), None);
-    assert_eq!(store.checkpoint("kept").await.expect("checkpoint"), Position(7));
+    assert_eq!(
+        store.checkpoint("kept").await.expect("checkpoint"),
+        Position(7)
+    );
     assert_eq!(store.dead_letters("kept").await.expect("letters").len(), 1);
     // A forgotten saga starts over cleanly.
     store
