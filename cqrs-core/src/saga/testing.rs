@@ -10,7 +10,9 @@ use std::fmt::Debug;
 use std::time::{Duration, SystemTime};
 
 use crate::aggregate::CommandHandler;
-use crate::saga::Saga;
+use crate::event::{DomainEvent, EventId, Metadata, Position, RecordedEvent, StreamId, Version};
+use crate::projection::EventContext;
+use crate::saga::{Route, Saga};
 use crate::saga::context::{DeadlineChange, HandlerError, Rejection, SagaCommand, SagaContext};
 use crate::testing::fail;
 
@@ -32,6 +34,7 @@ pub trait SagaTest: Saga {
             now: SystemTime::UNIX_EPOCH + TEST_NOW,
             deadlines: BTreeMap::new(),
             completed: false,
+            recorded: 0,
         }
     }
 }
@@ -45,6 +48,8 @@ pub struct SagaGiven<G: Saga> {
     now: SystemTime,
     deadlines: BTreeMap<String, SystemTime>,
     completed: bool,
+    /// Events recorded by [`SagaGiven::when_in`] so far: their versions and positions.
+    recorded: u64,
 }
 
 impl<G: Saga> SagaGiven<G> {
@@ -81,6 +86,50 @@ impl<G: Saga> SagaGiven<G> {
     pub fn when(mut self, input: impl Into<G::Input>) -> SagaThen<G> {
         let mut context = SagaContext::new(self.now);
         let result = self.state.handle(input.into(), &mut context);
+        self.then(context, result)
+    }
+
+    /// When `event`, recorded in `stream` (e.g. `"order-7"`), arrives: the handler's
+    /// [`SagaContext::event`] tells that stream, its aggregate id and the event's metadata, as
+    /// the runner's would. The route is checked too: the event must go to an instance
+    /// ([`Saga::route`] does not say [`Route::Ignore`](crate::saga::Route::Ignore)), or the test
+    /// fails.
+    ///
+    /// Panics when `stream` is not a stream id or the event does not encode: the test itself is
+    /// wrong then.
+    #[track_caller]
+    pub fn when_in<E>(mut self, stream: &str, event: E) -> SagaThen<G>
+    where
+        E: DomainEvent + Into<G::Input>,
+    {
+        let stream = match StreamId::new(stream) {
+            Ok(stream) => stream,
+            Err(error) => panic!("`{stream}` is not a stream id: {error}"),
+        };
+        let payload = match event.encode() {
+            Ok(payload) => payload,
+            Err(error) => panic!("the event does not encode: {error}"),
+        };
+        self.recorded += 1;
+        let recorded = RecordedEvent {
+            stream,
+            version: Version(self.recorded),
+            position: Position(self.recorded),
+            event_id: EventId::new(),
+            event_type: event.event_type().into(),
+            schema_version: event.schema_version(),
+            payload,
+            metadata: Metadata::default(),
+        };
+        let input = event.into();
+        if G::route(&input, &EventContext::new(&recorded)) == Route::Ignore {
+            panic!(
+                "the saga ignores this event in `{}`: its route says `Route::Ignore`",
+                recorded.stream
+            );
+        }
+        let mut context = SagaContext::new(self.now).handling(recorded);
+        let result = self.state.handle(input, &mut context);
         self.then(context, result)
     }
 
