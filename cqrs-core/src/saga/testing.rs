@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use crate::aggregate::CommandHandler;
 use crate::event::{DomainEvent, EventId, Metadata, Position, RecordedEvent, StreamId, Version};
 use crate::projection::EventContext;
-use crate::saga::{Route, Saga};
 use crate::saga::context::{DeadlineChange, HandlerError, Rejection, SagaCommand, SagaContext};
+use crate::saga::{Route, Saga};
 use crate::testing::fail;
 
 /// The time saga tests run at unless [`SagaGiven::at`] says otherwise: 2001-09-09T01:46:40Z.
