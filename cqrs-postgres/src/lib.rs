@@ -169,10 +169,8 @@ mod batch;
 mod error;
 mod listener;
 pub mod migrate;
-#[cfg(any())]
 pub mod projection;
 mod rows;
-#[cfg(any())]
 pub mod saga;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -196,11 +194,10 @@ use uuid::Uuid;
 pub use crate::error::DatabaseError;
 use crate::listener::Listener;
 pub use crate::migrate::MigrationError;
-#[cfg(any())]
 pub use crate::projection::{
     PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
 };
-#[cfg(any())]
+pub use crate::rows::CorruptRow;
 pub use crate::saga::PostgresSagaStore;
 /// The attribute a [`PostgresProjection`] implementation is written under (its methods are
 /// `async`), re-exported so that an application needs no dependency of its own.
