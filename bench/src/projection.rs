@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, ProjectionRunner};
+use cqrs_core::processor::Processor as _;
+use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
 use cqrs_core::{EventStore, ExpectedVersion, StreamId, Version};
 use cqrs_examples::show::ShowEvent;
 use cqrs_memstore::MemStore;
@@ -61,7 +62,8 @@ pub(crate) async fn mem_projection_catchup() -> BenchResult {
 
     let read_model = MemoryReadModel::new();
     let started = Instant::now();
-    let projection = ProjectionRunner::new(AvailableSeats, store.clone(), read_model.clone())
+    let projection = Projector::new(AvailableSeats, store.clone(), read_model.clone())
+        .runner()
         .batch_size(1_000)
         .spawn();
     projection.wait_for(head, Duration::from_secs(600)).await?;

@@ -1,5 +1,5 @@
 //! The available-seats read model: capacity and reserved seats per show, kept up to date from
-//! the global log by a [`ProjectionRunner`](cqrs_core::projection::ProjectionRunner).
+//! the global log by a [`Projector`](cqrs_core::projection::Projector).
 //!
 //! Screens that list shows read this instead of loading every show aggregate.
 

@@ -8,6 +8,7 @@
 //! - [`seat_reservation`]: the story of `cargo run --example seat_reservation`.
 //! - [`shop`]: carts, orders, payments and shipments, the checkout saga across them, orders per
 //!   customer, and the story of `cargo run --example shop`.
+//! - [`replay`]: what a story's saga did when it caught up with earlier runs.
 //! - [`database`]: in memory by default, PostgreSQL with `--database-url` or `DATABASE_URL`.
 //! - [`latency`]: a database's round trip for the in-memory store, so races look as in production.
 //!
@@ -32,6 +33,7 @@ pub mod booking;
 pub mod database;
 pub mod latency;
 pub mod payment;
+pub mod replay;
 pub mod seat_reservation;
 pub mod shop;
 pub mod show;

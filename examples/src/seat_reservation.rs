@@ -12,16 +12,16 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cqrs_core::projection::{MemoryReadModel, ProjectionRunner};
-use cqrs_core::saga::{
-    CommandBus, FailurePolicy, ManualClock, MemorySagaStore, RunReport, SagaRunner,
-};
+use cqrs_core::processor::{FailurePolicy, Processor as _, ProcessorHandle};
+use cqrs_core::projection::{MemoryReadModel, Projector};
+use cqrs_core::saga::{CommandBus, ManualClock, MemorySagaStore, SagaProcessor, SagaRunner};
 use cqrs_core::{EventStore, ExecuteError, Repository, RetryPolicy};
 use tokio::sync::Barrier;
 
 use crate::available_seats::{AvailableSeats, SeatsByShow, ShowSeats};
 use crate::booking::{Booking, BookingCommand, BookingStatus, Checkout, PAYMENT_TIMEOUT};
 use crate::payment::{Card, Payment};
+use crate::replay::{self, Replay};
 use crate::show::{BookingId, Show, ShowCommand, ShowError};
 use crate::{Error, InvariantViolated};
 
@@ -82,7 +82,7 @@ pub struct Report {
     /// The matinee's show id.
     pub matinee: String,
     /// What the checkout saga did while catching up with earlier runs (nothing is sent twice).
-    pub replayed: RunReport,
+    pub replayed: Replay,
     /// The checkouts, in order.
     pub checkouts: Vec<CheckoutOutcome>,
     /// The walk-ins and how each fared.
@@ -152,10 +152,11 @@ impl<S: EventStore + Clone> BoxOffice<S> {
         // carries an id derived from the triggering event, so the commands of earlier runs are
         // recognised by their repositories and not applied again (see `Report::replayed`). A
         // PostgreSQL saga store would make the replay unnecessary.
-        let checkout = SagaRunner::new(store.clone(), bus, MemorySagaStore::new())
+        let checkout = SagaProcessor::new(store.clone(), bus, MemorySagaStore::new())
             .clock(clock.clone())
+            .runner()
             // A failure in a story is a bug: stop and say so rather than retry.
-            .failure_policy(FailurePolicy::stop());
+            .failure_policy(FailurePolicy::Stop);
         BoxOffice {
             shows,
             bookings,
@@ -225,16 +226,13 @@ where
     let run = store.head().await?.0 + 1;
     let office = BoxOffice::open(&store, run);
     let seats = MemoryReadModel::<SeatsByShow>::new();
-    let read_model = ProjectionRunner::new(AvailableSeats, store.clone(), seats.clone()).spawn();
+    let read_model = Projector::new(AvailableSeats, store.clone(), seats.clone())
+        .runner()
+        .spawn();
 
-    let replayed = office.checkout.catch_up().await?;
+    let replayed = replay::catch_up(&office.checkout).await?;
     if replayed.events > 0 {
-        writeln!(
-            out,
-            "The store holds {} events of earlier runs. The checkout saga replayed them: {} of \
-             its commands were already applied and were not sent again, {} were new.\n",
-            replayed.events, replayed.deduplicated, replayed.commands
-        )?;
+        writeln!(out, "{replayed}\n")?;
     }
 
     let premiere = format!("premiere-{run}");
@@ -438,7 +436,7 @@ async fn check_invariants<S: EventStore + Clone>(
     office: &BoxOffice<S>,
     store: &S,
     seats: &MemoryReadModel<SeatsByShow>,
-    read_model: &cqrs_core::projection::ProjectionHandle,
+    read_model: &ProcessorHandle,
     mut report: Report,
 ) -> Result<Report, Error> {
     read_model

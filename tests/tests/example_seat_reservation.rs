@@ -104,7 +104,9 @@ async fn a_second_run_on_the_same_store_replays_the_first_and_sends_nothing_twic
     let (second, story) = run_on(store.clone()).await;
     assert_story(&second);
     assert_ne!(first.premiere, second.premiere, "each run has its own ids");
-    assert_eq!(second.replayed.events, events_after_first.0);
+    // It went through the whole log the first run left.
+    assert_eq!(second.replayed.checkpoint, events_after_first);
+    assert!(second.replayed.events > 0, "{:?}", second.replayed);
     assert!(second.replayed.deduplicated > 0, "{:?}", second.replayed);
     assert_eq!(second.replayed.commands, 0, "the replay wrote something");
     assert!(story.contains("were already applied and were not sent again"));

@@ -1,5 +1,5 @@
 //! The projection runner over the in-memory store: catch-up and live tail, crash at every step,
-//! resume after downtime, rebuilds, read-your-writes, error policies, corrupt events, status,
+//! resume after downtime, rebuilds, read-your-writes, failure policies, corrupt events, status,
 //! and many projections side by side.
 
 use std::collections::BTreeMap;
@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::event::{Metadata, NewEvent};
+use cqrs_core::processor::{
+    AfterRetries, CommitError, DeadLetter, FailureKind, FailurePolicy, Processor as _,
+    ProcessorHandle, ProcessorState, ProcessorStore, WaitError,
+};
 use cqrs_core::projection::{
-    ErrorPolicy, EventContext, FailureKind, MemoryReadModel, Projection, ProjectionHandle,
-    ProjectionRunner, ProjectionState, ProjectionStore, ProjectionStoreError, WaitError,
+    Applied, EventContext, MemoryReadModel, Projection, ProjectionCommit, ProjectionStore,
+    Projector,
 };
 use cqrs_core::{
     EventId, EventStore, ExpectedVersion, Position, Repository, RetryPolicy, StoreError, StreamId,
@@ -170,7 +174,8 @@ async fn write_shows(store: &MemStore, first_show: u64, shows: u64, reservations
 /// The model a projection builds when it replays the whole log from zero, without faults.
 async fn rebuilt_from_zero(store: &MemStore) -> Seats {
     let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(AvailableSeats::new(), store.clone(), model.clone())
+    let handle = Projector::new(AvailableSeats::new(), store.clone(), model.clone())
+        .runner()
         .batch_size(7)
         .spawn();
     let head = store.head().await.expect("head");
@@ -179,10 +184,31 @@ async fn rebuilt_from_zero(store: &MemStore) -> Seats {
     model.snapshot().0
 }
 
-fn spawn(store: &MemStore, model: &MemoryReadModel<Seats>, batch_size: usize) -> ProjectionHandle {
-    ProjectionRunner::new(AvailableSeats::new(), store.clone(), model.clone())
+fn spawn(store: &MemStore, model: &MemoryReadModel<Seats>, batch_size: usize) -> ProcessorHandle {
+    Projector::new(AvailableSeats::new(), store.clone(), model.clone())
+        .runner()
         .batch_size(batch_size)
         .spawn()
+}
+
+/// A runner of the projection with `faults`, under `policy`.
+fn spawn_with(
+    store: &MemStore,
+    model: &MemoryReadModel<Seats>,
+    faults: &Faults,
+    batch_size: usize,
+    policy: FailurePolicy,
+) -> ProcessorHandle {
+    Projector::new(AvailableSeats::with(faults), store.clone(), model.clone())
+        .runner()
+        .batch_size(batch_size)
+        .failure_policy(policy)
+        .spawn()
+}
+
+/// The dead letters of a running projection, oldest first.
+async fn parked(handle: &ProcessorHandle) -> Vec<DeadLetter> {
+    handle.dead_letters().await.expect("reads the dead letters")
 }
 
 fn positions(range: std::ops::RangeInclusive<u64>) -> Vec<u64> {
@@ -208,18 +234,18 @@ async fn catches_up_then_tails_the_log_live() {
     let mut updates = handle.status_updates();
     tokio::time::timeout(
         WAIT,
-        updates.wait_for(|status| status.state == ProjectionState::Live),
+        updates.wait_for(|status| status.state == ProcessorState::Live),
     )
     .await
     .expect("goes live")
     .expect("the runner is running");
     let status = handle.status().await;
-    assert_eq!(status.state, ProjectionState::Live);
-    assert_eq!((status.position, status.lag()), (later, 0));
+    assert_eq!(status.state, ProcessorState::Live);
+    assert_eq!((status.checkpoint, status.lag), (later, 0));
     assert_eq!(model.snapshot().0, rebuilt_from_zero(&store).await);
     assert_eq!(model.position(), later);
     let status = handle.shutdown().await;
-    assert_eq!(status.state, ProjectionState::ShutDown);
+    assert_eq!(status.state, ProcessorState::Stopped);
 }
 
 /// Crashes the runner at its `crash_at`-th commit: before it (after running the apply closure
@@ -234,23 +260,35 @@ struct CrashingStore {
 }
 
 #[async_trait]
+impl ProcessorStore for CrashingStore {
+    async fn checkpoint(&self, projection: &str) -> Result<Position, StoreError> {
+        self.inner.checkpoint(projection).await
+    }
+
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(projection).await
+    }
+
+    async fn discard_dead_letter(&self, projection: &str, id: &str) -> Result<bool, StoreError> {
+        self.inner.discard_dead_letter(projection, id).await
+    }
+}
+
+#[async_trait]
 impl ProjectionStore for CrashingStore {
     type Model = Seats;
 
-    async fn checkpoint(&self) -> Result<Position, ProjectionStoreError> {
-        self.inner.checkpoint().await
-    }
-
     async fn commit(
         &self,
-        expected: Position,
-        apply: &mut (dyn for<'m> FnMut(&'m mut Seats) -> Position + Send),
-    ) -> Result<Position, ProjectionStoreError> {
+        projection: &'static str,
+        commit: ProjectionCommit,
+        apply: &mut (dyn for<'m> FnMut(&'m mut Seats) -> Applied + Send),
+    ) -> Result<Position, CommitError> {
         if self.commits.fetch_add(1, Ordering::SeqCst) != self.crash_at {
-            return self.inner.commit(expected, apply).await;
+            return self.inner.commit(projection, commit, apply).await;
         }
         if self.after_commit {
-            self.inner.commit(expected, apply).await?;
+            self.inner.commit(projection, commit, apply).await?;
         } else {
             let (mut scratch, _) = self.inner.snapshot();
             apply(&mut scratch);
@@ -259,16 +297,8 @@ impl ProjectionStore for CrashingStore {
         std::future::pending().await
     }
 
-    async fn reset(&self) -> Result<(), ProjectionStoreError> {
-        self.inner.reset().await
-    }
-
-    async fn fresh(&self) -> Result<Self, ProjectionStoreError> {
-        Err(ProjectionStoreError::backend("not used in this test"))
-    }
-
-    async fn replace_with(&self, _rebuilt: Self) -> Result<(), ProjectionStoreError> {
-        Err(ProjectionStoreError::backend("not used in this test"))
+    async fn reset(&self, projection: &str) -> Result<(), StoreError> {
+        ProjectionStore::reset(&self.inner, projection).await
     }
 }
 
@@ -292,7 +322,8 @@ async fn a_crash_at_any_commit_neither_loses_nor_doubles_an_event() {
                 commits: AtomicUsize::new(0),
                 crashed: crashed.clone(),
             };
-            let handle = ProjectionRunner::new(AvailableSeats::new(), store.clone(), crashing)
+            let handle = Projector::new(AvailableSeats::new(), store.clone(), crashing)
+                .runner()
                 .batch_size(batch_size)
                 .spawn();
             tokio::time::timeout(WAIT, crashed.notified())
@@ -351,7 +382,7 @@ async fn resumes_after_downtime_with_only_the_events_it_missed() {
     let handle = spawn(&store, &model, 5);
     handle.wait_for(first, WAIT).await.expect("catches up");
     let status = handle.shutdown().await;
-    assert_eq!(status.position, first);
+    assert_eq!(status.checkpoint, first);
 
     // Down while more is written.
     let second = write_shows(&store, 5, 2, 4).await;
@@ -373,9 +404,7 @@ async fn rebuilds_in_place_from_position_zero() {
     let faults = Faults::default();
     faults.plan().generation = 1;
     let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
-        .batch_size(5)
-        .spawn();
+    let handle = spawn_with(&store, &model, &faults, 5, FailurePolicy::default());
     handle.wait_for(head, WAIT).await.expect("catches up");
     assert_eq!(model.read(|seats| seats.generation), 1);
 
@@ -393,57 +422,18 @@ async fn rebuilds_in_place_from_position_zero() {
         },
         rebuilt_from_zero(&store).await
     );
-    handle.shutdown().await;
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rebuilds_into_a_fresh_model_that_replaces_the_old_one_when_caught_up() {
-    let store = MemStore::new();
-    let head = write_shows(&store, 0, 4, 5).await;
-    let faults = Faults::default();
-    faults.plan().generation = 1;
-    let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
-        .batch_size(3)
-        .spawn();
-    handle.wait_for(head, WAIT).await.expect("catches up");
-
-    {
-        let mut plan = faults.plan();
-        plan.generation = 2;
-        plan.delay = Duration::from_millis(1);
-    }
-    let handle = Arc::new(handle);
-    let rebuilding = {
-        let handle = handle.clone();
-        tokio::spawn(async move { handle.rebuild_fresh().await })
-    };
-    // Readers see the whole old model, then the whole new one: never a half-built one.
-    let mut seen = Vec::new();
-    while !rebuilding.is_finished() {
-        let (seats, position) = model.snapshot();
-        assert_eq!(position, head);
-        assert_eq!(seats.applied, positions(1..=head.0));
-        if seen.last() != Some(&seats.generation) {
-            seen.push(seats.generation);
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    rebuilding.await.expect("joins").expect("rebuilds");
-    assert_eq!(model.read(|seats| seats.generation), 2);
-    assert_eq!(seen.first(), Some(&1), "the old model stayed visible");
-
-    // It tails the log again after the swap.
+    // It tails the log again after the rebuild.
     let later = write_shows(&store, 9, 1, 1).await;
     handle.wait_for(later, WAIT).await.expect("tails");
-    let expected = rebuilt_from_zero(&store).await;
     assert_eq!(
         Seats {
             generation: 0,
             ..model.snapshot().0
         },
-        expected
+        rebuilt_from_zero(&store).await
     );
+    handle.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,13 +465,13 @@ async fn waits_for_the_position_a_command_wrote_and_times_out_with_a_typed_error
     let beyond = Position(position.0 + 5);
     match handle.wait_for(beyond, Duration::from_millis(50)).await {
         Err(WaitError::Timeout {
-            projection,
+            processor,
             target,
             reached,
             ..
         }) => {
             assert_eq!(
-                (projection, target, reached),
+                (processor, target, reached),
                 ("available_seats", beyond, position)
             );
         }
@@ -502,19 +492,20 @@ async fn retries_with_backoff_then_succeeds() {
         max_delay: Duration::from_millis(5),
         ..RetryPolicy::NEVER
     };
-    let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
-        .batch_size(3)
-        .error_policy(ErrorPolicy::retry_then_stop(retry))
-        .spawn();
+    let policy = FailurePolicy::Retry {
+        policy: retry,
+        then: AfterRetries::Stop,
+    };
+    let handle = spawn_with(&store, &model, &faults, 3, policy);
     handle
         .wait_for(head, WAIT)
         .await
         .expect("gets past the failures");
     let status = handle.shutdown().await;
     let error = status.last_error.expect("the failures are visible");
-    assert_eq!((error.kind, error.attempts), (FailureKind::Apply, 2));
+    assert_eq!((error.kind, error.attempts), (FailureKind::Handler, 2));
     assert_eq!(error.event.map(|event| event.position), Some(Position(5)));
-    assert_eq!(status.skipped_total, 0);
+    assert_eq!(status.dead_letters, 0);
     assert_eq!(model.snapshot().0, rebuilt_from_zero(&store).await);
 }
 
@@ -530,10 +521,11 @@ async fn retries_are_bounded_then_the_projection_stops_before_the_event() {
         max_delay: Duration::from_millis(2),
         ..RetryPolicy::NEVER
     };
-    let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
-        .batch_size(4)
-        .error_policy(ErrorPolicy::retry_then_stop(retry))
-        .spawn();
+    let policy = FailurePolicy::Retry {
+        policy: retry,
+        then: AfterRetries::Stop,
+    };
+    let handle = spawn_with(&store, &model, &faults, 4, policy);
     let stopped = handle.wait_for(head, WAIT).await;
     match stopped {
         Err(WaitError::Stopped { reached, error, .. }) => {
@@ -543,9 +535,9 @@ async fn retries_are_bounded_then_the_projection_stops_before_the_event() {
         other => panic!("expected the projection to stop, got {other:?}"),
     }
     let status = handle.status().await;
-    assert_eq!(status.state, ProjectionState::Failed);
-    assert_eq!((status.position, status.head), (Position(5), head));
-    assert_eq!(status.lag(), head.0 - 5);
+    assert_eq!(status.state, ProcessorState::Failed);
+    assert_eq!((status.checkpoint, status.head), (Position(5), head));
+    assert_eq!(status.lag, head.0 - 5);
     assert_eq!(model.read(|seats| seats.applied.clone()), positions(1..=5));
     let message = status.last_error.expect("visible").to_string();
     assert!(
@@ -553,10 +545,10 @@ async fn retries_are_bounded_then_the_projection_stops_before_the_event() {
         "{message}"
     );
 
-    // Once fixed, a new runner resumes right at the event that failed.
+    // Once fixed, the failed runner resumes right at the event that failed.
     faults.plan().failures_left = 0;
-    let handle = spawn(&store, &model, 4);
-    handle.wait_for(head, WAIT).await.expect("resumes");
+    handle.resume().await.expect("resumes");
+    handle.wait_for(head, WAIT).await.expect("goes on");
     handle.shutdown().await;
     assert_eq!(model.snapshot().0, rebuilt_from_zero(&store).await);
 }
@@ -573,40 +565,39 @@ async fn retries_then_skips_when_told_to() {
         max_delay: Duration::from_millis(1),
         ..RetryPolicy::NEVER
     };
-    let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
-        .error_policy(ErrorPolicy::retry_then_skip(retry))
-        .spawn();
+    let policy = FailurePolicy::Retry {
+        policy: retry,
+        then: AfterRetries::Skip,
+    };
+    let handle = spawn_with(&store, &model, &faults, 500, policy);
     handle.wait_for(head, WAIT).await.expect("skips past it");
+    let skipped = parked(&handle).await;
     let status = handle.shutdown().await;
-    assert_eq!(status.skipped_total, 1);
-    let skipped = &status.skipped[0];
-    assert_eq!(skipped.attempts, 2);
-    assert_eq!(
-        skipped.event.as_ref().map(|event| event.position),
-        Some(Position(3))
-    );
+    assert_eq!(status.dead_letters, 1);
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].failure.attempts, 2);
+    assert_eq!(skipped[0].position(), Some(Position(3)));
     let mut expected: Vec<u64> = positions(1..=head.0);
     expected.retain(|position| *position != 3);
     assert_eq!(model.read(|seats| seats.applied.clone()), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skips_record_the_event_and_its_error_in_the_status() {
+async fn skips_park_the_event_and_its_error_as_a_dead_letter() {
     let store = MemStore::new();
     let head = write_shows(&store, 0, 2, 3).await;
     let faults = Faults::failing(4, u32::MAX);
     let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
-        .batch_size(3)
-        .error_policy(ErrorPolicy::Skip)
-        .spawn();
+    let handle = spawn_with(&store, &model, &faults, 3, FailurePolicy::Skip);
     handle.wait_for(head, WAIT).await.expect("skips past it");
+    let letters = parked(&handle).await;
     let status = handle.shutdown().await;
-    assert_eq!(status.position, head);
-    assert_eq!(status.skipped_total, 1);
-    let skipped = &status.skipped[0];
-    assert_eq!(skipped.kind, FailureKind::Apply);
-    assert_eq!(skipped.error.to_string(), "refused the event at position 4");
+    assert_eq!(status.checkpoint, head);
+    assert_eq!(status.dead_letters, 1);
+    assert_eq!(letters.len(), 1);
+    let skipped = &letters[0].failure;
+    assert_eq!(skipped.kind, FailureKind::Handler);
+    assert_eq!(skipped.error, "refused the event at position 4");
     let event = skipped.event.as_ref().expect("the event is kept");
     assert_eq!(
         (event.position, event.stream.as_str()),
@@ -623,9 +614,7 @@ async fn stop_leaves_the_checkpoint_right_before_the_failing_event() {
     let faults = Faults::failing(4, 1);
     faults.plan().panic = true;
     let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone())
-        .batch_size(10)
-        .spawn();
+    let handle = spawn_with(&store, &model, &faults, 10, FailurePolicy::Stop);
     assert!(matches!(
         handle.wait_for(head, WAIT).await,
         Err(WaitError::Stopped {
@@ -633,11 +622,12 @@ async fn stop_leaves_the_checkpoint_right_before_the_failing_event() {
             ..
         })
     ));
-    let status = handle.shutdown().await;
-    assert_eq!(status.state, ProjectionState::Failed);
+    let status = handle.status().await;
+    assert_eq!(status.state, ProcessorState::Failed);
+    handle.shutdown().await;
     let error = status.last_error.expect("visible");
     assert_eq!(error.kind, FailureKind::Panic);
-    assert!(error.error.to_string().contains("panics at position 4"));
+    assert!(error.error.contains("panics at position 4"), "{error}");
     // The panic struck mid-batch: the events before it are committed, nothing after.
     assert_eq!(model.snapshot().1, Position(3));
     assert_eq!(model.read(|seats| seats.applied.clone()), positions(1..=3));
@@ -701,45 +691,40 @@ async fn store_with_corrupt_events() -> MemStore {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_and_unknown_events_go_through_the_error_policy() {
+async fn corrupt_and_unknown_events_go_through_the_failure_policy() {
     let store = store_with_corrupt_events().await;
     let head = store.head().await.expect("head");
     assert_eq!(head, Position(6));
 
-    // Stop: halts at the first bad event, with a typed decode error.
+    // Stop: halts at the first bad event, with a decode failure that names it.
     let model = MemoryReadModel::new();
-    let handle = spawn(&store, &model, 10);
+    let handle = spawn_with(&store, &model, &Faults::default(), 10, FailurePolicy::Stop);
     assert!(handle.wait_for(head, WAIT).await.is_err());
     let status = handle.shutdown().await;
-    assert_eq!(status.position, Position(2));
+    assert_eq!(status.checkpoint, Position(2));
     let error = status.last_error.expect("visible");
     assert_eq!(error.kind, FailureKind::Decode);
-    let decode = error
-        .error
-        .downcast_ref::<StoreError>()
-        .expect("a store error");
-    assert!(
-        matches!(decode, StoreError::Decode { version, event_type, .. } if version.0 == 3 && event_type == "SeatsReserved"),
-        "{decode:?}"
+    let event = error.event.as_ref().expect("names the event");
+    assert_eq!(
+        (
+            event.position,
+            event.stream.as_str(),
+            event.version.map(|version| version.0),
+            event.event_type.as_deref()
+        ),
+        (Position(3), "show-1", Some(3), Some("SeatsReserved"))
     );
 
-    // Skip: both bad show events are skipped and visible; the vendor event is not the
+    // Skip: both bad show events are parked and visible; the vendor event is not the
     // projection's business and passes silently.
     let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(AvailableSeats::new(), store.clone(), model.clone())
-        .error_policy(ErrorPolicy::Skip)
-        .spawn();
+    let handle = spawn_with(&store, &model, &Faults::default(), 500, FailurePolicy::Skip);
     handle.wait_for(head, WAIT).await.expect("skips");
-    let status = handle.shutdown().await;
-    let skipped: Vec<_> = status
-        .skipped
+    let letters = parked(&handle).await;
+    handle.shutdown().await;
+    let skipped: Vec<_> = letters
         .iter()
-        .map(|failure| {
-            (
-                failure.kind,
-                failure.event.as_ref().map(|event| event.position.0),
-            )
-        })
+        .map(|letter| (letter.failure.kind, letter.position().map(|at| at.0)))
         .collect();
     assert_eq!(
         skipped,
@@ -749,10 +734,12 @@ async fn corrupt_and_unknown_events_go_through_the_error_policy() {
         ]
     );
     assert!(
-        status.skipped[1]
+        letters[1]
+            .failure
             .error
-            .to_string()
-            .contains("unknown event type `Teleported`")
+            .contains("unknown event type `Teleported`"),
+        "{}",
+        letters[1].failure
     );
     assert_eq!(model.read(|seats| seats.applied.clone()), [1, 2, 6]);
     assert_eq!(
@@ -767,12 +754,11 @@ async fn status_shows_position_head_and_lag() {
     let head = write_shows(&store, 0, 1, 5).await;
     let faults = Faults::failing(head.0 - 1, u32::MAX);
     let model = MemoryReadModel::new();
-    let handle =
-        ProjectionRunner::new(AvailableSeats::with(&faults), store.clone(), model.clone()).spawn();
+    let handle = spawn_with(&store, &model, &faults, 500, FailurePolicy::Stop);
     assert!(handle.wait_for(head, WAIT).await.is_err());
     let status = handle.status().await;
     assert_eq!(
-        (status.position, status.head, status.lag()),
+        (status.checkpoint, status.head, status.lag),
         (Position(head.0 - 2), head, 2)
     );
 
@@ -780,8 +766,8 @@ async fn status_shows_position_head_and_lag() {
     let later = write_shows(&store, 5, 1, 2).await;
     let status = handle.status().await;
     assert_eq!(status.head, later);
-    assert_eq!(status.lag(), later.0 - (head.0 - 2));
-    assert!(status.is_stopped());
+    assert_eq!(status.lag, later.0 - (head.0 - 2));
+    assert!(status.is_failed());
 }
 
 /// Counts events per stream: another projection over the same log.
@@ -789,6 +775,7 @@ struct EventsPerShow;
 
 impl Projection for EventsPerShow {
     const NAME: &'static str = "events_per_show";
+    const AGGREGATES: &'static [&'static str] = &["show"];
     type Event = ShowEvent;
     type ReadModel = BTreeMap<String, u32>;
     type Error = std::convert::Infallible;
@@ -814,13 +801,7 @@ async fn many_projections_run_side_by_side_each_at_its_own_pace() {
     let slow_faults = Faults::default();
     slow_faults.plan().delay = Duration::from_micros(300);
     let slow = MemoryReadModel::new();
-    let slow_handle = ProjectionRunner::new(
-        AvailableSeats::with(&slow_faults),
-        store.clone(),
-        slow.clone(),
-    )
-    .batch_size(2)
-    .spawn();
+    let slow_handle = spawn_with(&store, &slow, &slow_faults, 2, FailurePolicy::default());
     let fast: Vec<_> = (0..4)
         .map(|n| {
             let model = MemoryReadModel::new();
@@ -829,15 +810,18 @@ async fn many_projections_run_side_by_side_each_at_its_own_pace() {
         })
         .collect();
     let counts = MemoryReadModel::new();
-    let counts_handle = ProjectionRunner::new(EventsPerShow, store.clone(), counts.clone()).spawn();
+    let counts_handle = Projector::new(EventsPerShow, store.clone(), counts.clone())
+        .runner()
+        .spawn();
     // A broken projection stops alone; the others go on.
     let broken = MemoryReadModel::new();
-    let broken_handle = ProjectionRunner::new(
-        AvailableSeats::with(&Faults::failing(3, u32::MAX)),
-        store.clone(),
-        broken.clone(),
-    )
-    .spawn();
+    let broken_handle = spawn_with(
+        &store,
+        &broken,
+        &Faults::failing(3, u32::MAX),
+        500,
+        FailurePolicy::Stop,
+    );
 
     let head = writer.await.expect("writer finished");
     for (_, handle) in &fast {
@@ -865,7 +849,7 @@ async fn many_projections_run_side_by_side_each_at_its_own_pace() {
     let total: u32 = counts.read(|counts| counts.values().sum());
     assert_eq!(u64::from(total), head.0);
     for (_, handle) in fast {
-        assert_eq!(handle.shutdown().await.state, ProjectionState::ShutDown);
+        assert_eq!(handle.shutdown().await.state, ProcessorState::Stopped);
     }
 }
 
@@ -879,7 +863,7 @@ async fn shutdown_while_live_or_retrying_is_prompt() {
     let status = tokio::time::timeout(Duration::from_secs(1), handle.shutdown())
         .await
         .expect("a live runner shuts down promptly");
-    assert_eq!(status.state, ProjectionState::ShutDown);
+    assert_eq!(status.state, ProcessorState::Stopped);
 
     let retry = RetryPolicy {
         max_attempts: 1000,
@@ -887,17 +871,21 @@ async fn shutdown_while_live_or_retrying_is_prompt() {
         max_delay: Duration::from_secs(60),
         ..RetryPolicy::NEVER
     };
-    let handle = ProjectionRunner::new(
-        AvailableSeats::with(&Faults::failing(1, u32::MAX)),
-        store.clone(),
-        MemoryReadModel::new(),
-    )
-    .error_policy(ErrorPolicy::retry_then_stop(retry))
-    .spawn();
+    let policy = FailurePolicy::Retry {
+        policy: retry,
+        then: AfterRetries::Stop,
+    };
+    let handle = spawn_with(
+        &store,
+        &MemoryReadModel::new(),
+        &Faults::failing(1, u32::MAX),
+        500,
+        policy,
+    );
     let mut updates = handle.status_updates();
     tokio::time::timeout(
         WAIT,
-        updates.wait_for(|status| matches!(status.state, ProjectionState::Retrying { .. })),
+        updates.wait_for(|status| matches!(status.state, ProcessorState::Retrying { .. })),
     )
     .await
     .expect("retrying")
@@ -906,5 +894,5 @@ async fn shutdown_while_live_or_retrying_is_prompt() {
     let status = tokio::time::timeout(Duration::from_secs(1), handle.shutdown())
         .await
         .expect("a retrying runner shuts down promptly");
-    assert_eq!(status.state, ProjectionState::ShutDown);
+    assert_eq!(status.state, ProcessorState::Stopped);
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use cqrs_core::event::{Metadata, NewEvent};
 use cqrs_core::prelude::*;
+use cqrs_core::processor::{FailureKind, Processor as _};
 use cqrs_core::projection::testing::ProjectionTest;
 use cqrs_core::projection::{
-    EventContext, FailureKind, MemoryReadModel, Projection, ProjectionEvent, ProjectionRunner,
-    aggregate_of,
+    EventContext, MemoryReadModel, Projection, ProjectionEvent, Projector, aggregate_of,
 };
 use cqrs_core::{EventId, EventStore, ExpectedVersion, RecordedEvent, StoreError};
 use cqrs_examples::show::ShowEvent;
@@ -67,6 +67,7 @@ struct ProductList;
 
 impl Projection for ProductList {
     const NAME: &'static str = "product_list";
+    const AGGREGATES: &'static [&'static str] = &["vendor", "product"];
     type Event = CatalogEvent;
     type ReadModel = Catalog;
     type Error = CatalogError;
@@ -257,7 +258,9 @@ async fn the_runner_routes_events_of_both_aggregates_from_the_log() {
     let receipt = append("show-1", encode(&ShowEvent::Scheduled { capacity: 1 })).await;
 
     let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(ProductList, store.clone(), model.clone()).spawn();
+    let handle = Projector::new(ProductList, store.clone(), model.clone())
+        .runner()
+        .spawn();
     handle
         .wait_for(receipt.position, Duration::from_secs(10))
         .await

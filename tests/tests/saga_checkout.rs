@@ -6,8 +6,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use cqrs_core::event::Metadata;
+use cqrs_core::processor::{
+    CatchUp, CatchUpError, DeadLetter, FailureKind, FailurePolicy, Processor as _, ProcessorState,
+    ProcessorStore, Reconnect,
+};
 use cqrs_core::saga::{
-    Clock, CommandBus, FailurePolicy, ManualClock, MemorySagaStore, SAGA_HEADER, SagaError,
+    Clock, CommandBus, ManualClock, MemorySagaStore, SAGA_HEADER, SagaProcessor, SagaReport,
     SagaRunner, SagaStore, read_process,
 };
 use cqrs_core::{
@@ -21,6 +25,34 @@ use cqrs_memstore::MemStore;
 use uuid::Uuid;
 
 const SHOW: &str = "hamlet";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What one catch-up did: the runner's counts and the saga's.
+#[derive(Debug)]
+struct Ran {
+    caught_up: CatchUp,
+    saga: SagaReport,
+}
+
+/// Catches `runner` up (its events and its due deadlines) and says what it did. The saga counts
+/// since its processor was made, hence the difference.
+async fn run(
+    runner: &SagaRunner<Checkout, MemStore, MemorySagaStore>,
+) -> Result<Ran, CatchUpError> {
+    let before = runner.processor().report();
+    let caught_up = runner.catch_up().await?;
+    let after = runner.processor().report();
+    Ok(Ran {
+        caught_up,
+        saga: SagaReport {
+            handled: after.handled - before.handled,
+            commands: after.commands - before.commands,
+            deduplicated: after.deduplicated - before.deduplicated,
+            rejected: after.rejected - before.rejected,
+            deadlines: after.deadlines - before.deadlines,
+        },
+    })
+}
 
 /// One application: the store, the repositories behind a bus, the saga store and the clock.
 struct App {
@@ -67,9 +99,27 @@ impl App {
             .register(self.shows.clone())
             .register(self.bookings.clone())
             .register(self.payments.clone());
-        SagaRunner::new(self.store.clone(), bus, self.sagas.clone())
+        self.runner_on(bus)
+    }
+
+    /// A runner whose bus has no payment repository: a deployment that forgot one.
+    fn runner_without_payments(&self) -> SagaRunner<Checkout, MemStore, MemorySagaStore> {
+        let bus = CommandBus::new()
+            .register(self.shows.clone())
+            .register(self.bookings.clone());
+        self.runner_on(bus)
+    }
+
+    fn runner_on(&self, bus: CommandBus) -> SagaRunner<Checkout, MemStore, MemorySagaStore> {
+        SagaProcessor::new(self.store.clone(), bus, self.sagas.clone())
             .clock(self.clock.clone())
-            .failure_policy(FailurePolicy::stop())
+            .runner()
+            .failure_policy(FailurePolicy::Stop)
+    }
+
+    /// The saga's dead letters.
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.sagas.dead_letters("checkout").await.expect("readable")
     }
 
     /// The customer books `seats` seats; returns the correlation id of the process.
@@ -140,7 +190,7 @@ async fn a_paid_booking_is_reserved_charged_and_confirmed() {
     let app = App::with_show(10).await;
     app.request(1, 2, Card::Good).await;
 
-    let report = app.runner().catch_up().await.expect("saga runs");
+    let report = run(&app.runner()).await.expect("saga runs").saga;
 
     assert_eq!(app.status(1).await, BookingStatus::Confirmed);
     assert_eq!(app.reserved_seats().await, 2);
@@ -242,17 +292,14 @@ async fn replaying_from_position_zero_writes_nothing_anywhere() {
         .set_checkpoint("checkout", Position::START)
         .await
         .expect("reset");
-    let replay = app.restart().runner().catch_up().await.expect("replays");
-    assert_eq!(replay.events, head.0, "the whole log was read again");
-    assert_eq!(
-        (replay.handled, replay.commands, replay.deduplicated),
-        (0, 0, 0)
-    );
+    let Ran { caught_up, saga } = run(&app.restart().runner()).await.expect("replays");
+    assert_eq!(caught_up.events, head.0, "the whole log was read again");
+    assert_eq!((saga.handled, saga.commands, saga.deduplicated), (0, 0, 0));
     assert_eq!(app.all_events().await, before);
 
     // Even with every instance forgotten, the command ids make the targets refuse the repeats.
-    app.sagas.forget("checkout");
-    let replay = app.restart().runner().catch_up().await.expect("replays");
+    app.sagas.forget("checkout").await.expect("forgets");
+    let replay = run(&app.restart().runner()).await.expect("replays").saga;
     assert!(replay.handled > 0, "the saga ran again from scratch");
     assert_eq!(replay.commands, 0, "no command wrote anything");
     assert!(replay.deduplicated >= 6, "{replay:?}");
@@ -266,19 +313,20 @@ async fn a_crash_between_dispatch_and_commit_applies_each_command_once() {
     app.request(2, 1, Card::Declining).await;
 
     // Crash at every commit in turn: each run gets one step further, dispatches, and dies before
-    // saving; the next process starts from what was saved.
+    // saving; the next process starts from what was saved. One event per batch, so that a step
+    // is one event.
     let mut crashes = 0;
     let mut app = app.restart();
     loop {
         // Dies at once: whatever it dispatches again is deduplicated.
         app.sagas.fail_next_commits(1);
-        let replayed = app.runner().catch_up().await;
+        let replayed = app.runner().batch_size(1).catch_up().await;
         assert!(replayed.is_err(), "the first commit of a run fails");
         app = app.restart();
         // Saves one step, dispatches the next, dies.
         app.sagas.fail_commits_after(1, 1);
-        match app.runner().catch_up().await {
-            Err(SagaError::Store(StoreError::Backend(_))) => {
+        match app.runner().batch_size(1).catch_up().await {
+            Err(CatchUpError::Store(StoreError::Backend(_))) => {
                 crashes += 1;
                 app = app.restart();
             }
@@ -343,7 +391,7 @@ async fn a_sold_out_show_fails_the_booking_instead_of_crashing_the_saga() {
     app.request(1, 2, Card::Good).await;
     app.request(2, 2, Card::Good).await;
 
-    let report = app.runner().catch_up().await.expect("saga runs");
+    let report = run(&app.runner()).await.expect("saga runs").saga;
 
     assert_eq!(report.rejected, 1);
     assert_eq!(app.status(1).await, BookingStatus::Confirmed);
@@ -354,13 +402,7 @@ async fn a_sold_out_show_fails_the_booking_instead_of_crashing_the_saga() {
         !app.streams().await.contains_key("payment-2"),
         "never charged"
     );
-    assert!(
-        app.sagas
-            .failures("checkout")
-            .await
-            .expect("readable")
-            .is_empty()
-    );
+    assert!(app.dead_letters().await.is_empty());
 }
 
 #[tokio::test]
@@ -377,12 +419,12 @@ async fn the_payment_deadline_fires_once_after_a_restart() {
     // The process stops; time passes; a new process starts.
     let app = app.restart();
     app.clock.advance(PAYMENT_TIMEOUT - Duration::from_secs(1));
-    let early = app.runner().catch_up().await.expect("runs");
+    let early = run(&app.runner()).await.expect("runs").saga;
     assert_eq!(early.deadlines, 0, "not due yet");
     assert_eq!(app.status(1).await, BookingStatus::Pending);
 
     app.clock.advance(Duration::from_secs(1));
-    let due = app.runner().catch_up().await.expect("runs");
+    let due = run(&app.runner()).await.expect("runs").saga;
     assert_eq!(due.deadlines, 1);
     assert_eq!(app.status(1).await, BookingStatus::Failed);
     let booking = app.bookings.load(1).await.expect("loads").state;
@@ -392,7 +434,7 @@ async fn the_payment_deadline_fires_once_after_a_restart() {
     // Never again: not on the next run, not on a replay.
     let before = app.all_events().await;
     app.clock.advance(Duration::from_secs(3600));
-    let again = app.restart().runner().catch_up().await.expect("runs");
+    let again = run(&app.restart().runner()).await.expect("runs").saga;
     assert_eq!(again.deadlines, 0);
     app.sagas
         .set_checkpoint("checkout", Position::START)
@@ -411,7 +453,10 @@ async fn a_crash_after_a_deadline_dispatched_does_not_release_twice() {
 
     app.sagas.fail_next_commits(1);
     let crashed = app.runner().catch_up().await;
-    assert!(matches!(crashed, Err(SagaError::Store(_))), "{crashed:?}");
+    assert!(
+        matches!(crashed, Err(CatchUpError::Store(_))),
+        "{crashed:?}"
+    );
     assert_eq!(
         app.status(1).await,
         BookingStatus::Failed,
@@ -423,13 +468,57 @@ async fn a_crash_after_a_deadline_dispatched_does_not_release_twice() {
         "the deadline was not saved as fired"
     );
 
-    // The deadline fires again first: its commands carry the same ids and write nothing.
+    // The next run reads what the deadline's commands wrote before it looks at the deadlines:
+    // the booking's failure ends the instance and drops the deadline with it, so nothing is
+    // sent again.
     let app = app.restart();
-    let report = app.runner().fire_due_deadlines().await.expect("fires");
-    assert_eq!((report.deadlines, report.deduplicated), (1, 2));
-    let report = app.runner().catch_up().await.expect("runs");
+    let report = run(&app.runner()).await.expect("runs").saga;
+    assert_eq!(
+        (report.deadlines, report.commands, report.deduplicated),
+        (0, 0, 0)
+    );
+    let instance = &app.sagas.instances("checkout")[0];
+    assert!(instance.finished && instance.deadlines.is_empty());
+    let show = app.streams().await.remove(&format!("show-{SHOW}"));
+    assert_eq!(
+        show,
+        Some(strings(&[
+            "Scheduled",
+            "SeatsReserved",
+            "ReservationCancelled"
+        ]))
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_cut_off_mid_dispatch_fires_again_and_sends_nothing_twice() {
+    let app = App::with_show(10).await;
+    app.request(1, 2, Card::Silent).await;
+    app.runner().catch_up().await.expect("saga runs");
+    app.clock.advance(PAYMENT_TIMEOUT);
+
+    // The release is written, then its acknowledgement is lost: the booking is not failed yet.
+    app.store.fail_next_appends_after_writing(1);
+    let cut_off = app.runner().catch_up().await;
+    assert!(
+        matches!(cut_off, Err(CatchUpError::Store(_))),
+        "{cut_off:?}"
+    );
+    assert_eq!(app.status(1).await, BookingStatus::Pending);
+    assert_eq!(app.sagas.instances("checkout")[0].deadlines.len(), 1);
+
+    // The deadline fires again: the release carries the same id and writes nothing, the
+    // booking's failure is sent for the first time.
+    let app = app.restart();
+    let report = run(&app.runner()).await.expect("fires").saga;
+    assert_eq!(
+        (report.deadlines, report.deduplicated, report.commands),
+        (1, 1, 1)
+    );
+    let report = run(&app.runner()).await.expect("runs").saga;
     assert_eq!((report.deadlines, report.commands), (0, 0));
     assert!(app.sagas.instances("checkout")[0].finished);
+    assert_eq!(app.status(1).await, BookingStatus::Failed);
     let show = app.streams().await.remove(&format!("show-{SHOW}"));
     assert_eq!(
         show,
@@ -458,28 +547,25 @@ async fn append_garbage(store: &MemStore, booking: u64) {
 }
 
 #[tokio::test]
-async fn skip_records_the_failing_event_and_moves_on() {
+async fn skip_parks_the_failing_event_and_moves_on() {
     let app = App::with_show(10).await;
     append_garbage(&app.store, 9).await;
     app.request(1, 2, Card::Good).await;
 
-    let runner = app.runner().failure_policy(FailurePolicy::skip());
+    let runner = app.runner().failure_policy(FailurePolicy::Skip);
     let report = runner.catch_up().await.expect("skips");
 
-    assert_eq!(report.skipped, 1);
+    assert_eq!(report.dead_letters, 1);
     assert_eq!(app.status(1).await, BookingStatus::Confirmed);
-    let failures = app.sagas.failures("checkout").await.expect("readable");
-    assert_eq!(failures.len(), 1, "{failures:?}");
-    assert!(failures[0].skipped);
+    let parked = app.dead_letters().await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let failure = &parked[0].failure;
+    assert_eq!(failure.kind, FailureKind::Decode);
     assert_eq!(
-        failures[0].stream.as_ref().map(StreamId::as_str),
+        failure.event.as_ref().map(|event| event.stream.as_str()),
         Some("booking-9")
     );
-    assert!(
-        failures[0].error.contains("cannot decode"),
-        "{}",
-        failures[0].error
-    );
+    assert!(failure.error.contains("cannot decode"), "{}", failure.error);
 }
 
 #[tokio::test]
@@ -488,21 +574,18 @@ async fn stop_keeps_the_failing_event_and_everything_after_it() {
     append_garbage(&app.store, 9).await;
     app.request(1, 2, Card::Good).await;
 
-    for run in 1..=2 {
+    for _ in 1..=2 {
         let stopped = app.runner().catch_up().await;
-        let Err(SagaError::Stopped { failure, .. }) = stopped else {
+        let Err(CatchUpError::Failed(failure)) = stopped else {
             panic!("expected a stop, got {stopped:?}");
         };
-        assert_eq!(failure.event_type.as_deref(), Some("Requested"));
-        assert!(!failure.skipped);
+        let event = failure.event.as_ref().expect("names the event");
         assert_eq!(
-            app.sagas
-                .failures("checkout")
-                .await
-                .expect("readable")
-                .len(),
-            run
+            (event.stream.as_str(), event.event_type.as_deref()),
+            ("booking-9", Some("Requested"))
         );
+        // Stopped, not parked: the failure is in the error, not among the dead letters.
+        assert!(app.dead_letters().await.is_empty());
         assert_eq!(app.status(1).await, BookingStatus::Pending, "not passed");
     }
     assert!(
@@ -511,50 +594,76 @@ async fn stop_keeps_the_failing_event_and_everything_after_it() {
     );
 }
 
-#[tokio::test]
-async fn retry_with_backoff_gets_past_a_store_outage() {
+/// A command whose target store fails is not the event's failure: an inline catch-up reports
+/// the store error and stores nothing, a spawned saga reconnects until it gets past the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_not_the_events_failure_and_the_saga_gets_past_it() {
     let app = App::with_show(10).await;
     app.request(1, 2, Card::Good).await;
     app.store.fail_next_appends(2);
 
-    let runner = app
-        .runner()
-        .failure_policy(FailurePolicy::retry(3, Duration::from_millis(1)));
-    let report = runner.catch_up().await.expect("retries");
-
-    assert_eq!(report.retries, 2);
-    assert_eq!(app.status(1).await, BookingStatus::Confirmed);
+    let outage = app.runner().catch_up().await;
     assert!(
-        app.sagas
-            .failures("checkout")
-            .await
-            .expect("readable")
-            .is_empty()
+        matches!(outage, Err(CatchUpError::Store(StoreError::Backend(_)))),
+        "{outage:?}"
     );
+    assert!(app.dead_letters().await.is_empty());
+    assert_eq!(app.status(1).await, BookingStatus::Pending);
+
+    let handle = app
+        .runner()
+        .reconnect(Reconnect {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        })
+        .spawn();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.status(1).await != BookingStatus::Confirmed {
+        assert!(tokio::time::Instant::now() < deadline, "never confirmed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let live = handle
+        .wait_until(WAIT, |status| status.state == ProcessorState::Live)
+        .await
+        .expect("goes live");
+    // The outage was never an event's failure: nothing went through the policy.
+    assert_eq!((live.last_error, live.dead_letters), (None, 0));
+    handle.shutdown().await;
+    assert_eq!(app.reserved_seats().await, 2);
 }
 
 #[tokio::test]
 async fn retries_that_run_out_fall_back_to_the_policy() {
     let app = App::with_show(10).await;
     app.request(1, 2, Card::Good).await;
-    app.store.fail_next_appends(10);
 
+    // No repository for the payment: the charge fails for a reason that is not a refusal.
     let runner = app
-        .runner()
-        .failure_policy(FailurePolicy::retry(2, Duration::from_millis(1)));
+        .runner_without_payments()
+        .failure_policy(FailurePolicy::retry(3, Duration::from_millis(1)));
     let stopped = runner.catch_up().await;
-    let Err(SagaError::Stopped { failure, .. }) = stopped else {
+    let Err(CatchUpError::Failed(failure)) = stopped else {
         panic!("expected a stop, got {stopped:?}");
     };
-    assert_eq!(failure.attempts, 3);
-    assert!(failure.error.contains("injected"), "{}", failure.error);
-    assert_eq!(failure.instance.as_deref(), Some("1"));
+    assert_eq!((failure.kind, failure.attempts), (FailureKind::Command, 3));
+    assert!(
+        failure
+            .error
+            .contains("no repository for aggregate `payment`"),
+        "{}",
+        failure.error
+    );
+    let event = failure.event.as_ref().expect("names the event");
+    assert_eq!(
+        (event.stream.as_str(), event.event_type.as_deref()),
+        ("show-hamlet", Some("SeatsReserved"))
+    );
+    assert_eq!(app.status(1).await, BookingStatus::Pending);
 
-    app.store.fail_next_appends(0);
     app.runner()
         .catch_up()
         .await
-        .expect("the next run gets through");
+        .expect("the next run, with the repository, gets through");
     assert_eq!(app.status(1).await, BookingStatus::Confirmed);
 }
 

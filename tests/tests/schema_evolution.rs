@@ -7,13 +7,12 @@ use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
 
 use cqrs_core::event::{Metadata, NewEvent, Payload};
-use cqrs_core::projection::{
-    ErrorPolicy, EventContext, MemoryReadModel, Projection, ProjectionRunner, ProjectionState,
+use cqrs_core::processor::{
+    CatchUpError, FailureKind, FailurePolicy, Processor as _, ProcessorState, ProcessorStore,
     WaitError,
 };
-use cqrs_core::saga::{
-    CommandBus, FailurePolicy, ManualClock, MemorySagaStore, SagaRunner, SagaStore,
-};
+use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
+use cqrs_core::saga::{CommandBus, ManualClock, MemorySagaStore, SagaProcessor};
 use cqrs_core::store::Snapshot;
 use cqrs_core::{
     DecodeError, DomainEvent, EventId, EventStore, ExecuteError, ExpectedVersion, LoadError,
@@ -325,7 +324,9 @@ impl Projection for SeatsPerBooking {
 async fn an_old_history_feeds_a_projection_through_the_upcasters() {
     let store = store_with_old_history().await;
     let model = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(SeatsPerBooking, store.clone(), model.clone()).spawn();
+    let handle = Projector::new(SeatsPerBooking, store.clone(), model.clone())
+        .runner()
+        .spawn();
     handle
         .wait_for(Position(5), WAIT)
         .await
@@ -335,7 +336,7 @@ async fn an_old_history_feeds_a_projection_through_the_upcasters() {
 }
 
 #[tokio::test]
-async fn an_undecodable_event_goes_through_the_projection_error_policy() {
+async fn an_undecodable_event_goes_through_the_projection_failure_policy() {
     let store = store_with_old_history().await;
     let bad = stored("SeatsBooked", 1, r#"{"seats":4}"#);
     store
@@ -358,7 +359,10 @@ async fn an_undecodable_event_goes_through_the_projection_error_policy() {
 
     // Stop: the projection halts right before the bad event, with the error visible.
     let stopping = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(SeatsPerBooking, store.clone(), stopping.clone()).spawn();
+    let handle = Projector::new(SeatsPerBooking, store.clone(), stopping.clone())
+        .runner()
+        .failure_policy(FailurePolicy::Stop)
+        .spawn();
     let error = handle
         .wait_for(Position(7), WAIT)
         .await
@@ -374,23 +378,25 @@ async fn an_undecodable_event_goes_through_the_projection_error_policy() {
         "{error:?}"
     );
     let status = handle.status().await;
-    assert_eq!(status.state, ProjectionState::Failed);
+    assert_eq!(status.state, ProcessorState::Failed);
     let failure = status.last_error.expect("the failure is visible");
     assert_eq!(
         failure.event.as_ref().map(|event| event.position),
         Some(Position(6))
     );
-    let message = failure.error.to_string();
+    assert_eq!(failure.kind, FailureKind::Decode);
+    let message = failure.error;
     assert!(
         message.contains("upcasting from schema version 1 failed"),
         "{message}"
     );
     handle.shutdown().await;
 
-    // Skip: the projection goes on, and the skipped event is recorded with its error.
+    // Skip: the projection goes on, and the skipped event is parked with its error.
     let skipping = MemoryReadModel::new();
-    let handle = ProjectionRunner::new(SeatsPerBooking, store.clone(), skipping.clone())
-        .error_policy(ErrorPolicy::Skip)
+    let handle = Projector::new(SeatsPerBooking, store.clone(), skipping.clone())
+        .runner()
+        .failure_policy(FailurePolicy::Skip)
         .spawn();
     handle
         .wait_for(Position(7), WAIT)
@@ -401,10 +407,22 @@ async fn an_undecodable_event_goes_through_the_projection_error_policy() {
         BTreeMap::from([(8, 3), (9, 1), (10, 2)])
     );
     let status = handle.status().await;
-    assert_eq!(status.skipped_total, 1);
+    assert_eq!(status.dead_letters, 1);
+    let parked = handle.dead_letters().await.expect("readable");
     assert_eq!(
-        status.skipped[0].event.as_ref().map(|event| event.position),
-        Some(Position(6))
+        parked
+            .iter()
+            .map(|letter| (letter.position(), letter.failure.kind))
+            .collect::<Vec<_>>(),
+        [(Some(Position(6)), FailureKind::Decode)]
+    );
+    assert!(
+        parked[0]
+            .failure
+            .error
+            .contains("upcasting from schema version 1 failed"),
+        "{}",
+        parked[0].failure
     );
     handle.shutdown().await;
 }
@@ -444,11 +462,12 @@ async fn an_old_event_drives_a_saga_through_the_upcasters() {
         .register(shows.clone())
         .register(bookings.clone())
         .register(payments);
-    let runner = SagaRunner::<Checkout, _, _>::new(store.clone(), bus, MemorySagaStore::new())
+    let runner = SagaProcessor::<Checkout, _, _>::new(store.clone(), bus, MemorySagaStore::new())
         .clock(ManualClock::at(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ))
-        .failure_policy(FailurePolicy::stop());
+        .runner()
+        .failure_policy(FailurePolicy::Stop);
     runner.catch_up().await.expect("the saga runs");
 
     let booking = bookings.load(7).await.expect("loads").state;
@@ -460,8 +479,8 @@ async fn an_old_event_drives_a_saga_through_the_upcasters() {
     );
 }
 
-/// An event the saga cannot decode stops it (the default policy) with the failure recorded,
-/// instead of being skipped silently.
+/// An event the saga cannot decode stops it (policy Stop) with the failure reported, or is
+/// parked as a dead letter (policy Skip), instead of being skipped silently.
 #[tokio::test]
 async fn an_undecodable_event_goes_through_the_saga_failure_policy() {
     let store = MemStore::new();
@@ -482,19 +501,55 @@ async fn an_undecodable_event_goes_through_the_saga_failure_policy() {
         .await
         .expect("appends");
 
-    let sagas = MemorySagaStore::new();
     let bus = CommandBus::new()
         .register(shows)
         .register(bookings)
         .register(payments);
-    let runner = SagaRunner::<Checkout, _, _>::new(store.clone(), bus, sagas.clone())
-        .failure_policy(FailurePolicy::stop());
+
+    let sagas = MemorySagaStore::new();
+    let runner = SagaProcessor::<Checkout, _, _>::new(store.clone(), bus.clone(), sagas.clone())
+        .runner()
+        .failure_policy(FailurePolicy::Stop);
     let error = runner
         .catch_up()
         .await
         .expect_err("the saga stops at the corrupt event");
     let message = error.to_string();
     assert!(message.contains("SeatsBooked"), "{message}");
-    let failures = sagas.failures("checkout").await.expect("readable");
-    assert_eq!(failures.len(), 1, "{failures:?}");
+    match error {
+        CatchUpError::Failed(failure) => {
+            assert_eq!(failure.kind, FailureKind::Decode);
+            assert_eq!(failure.position(), Some(Position(2)));
+        }
+        other => panic!("expected the event's failure, got {other:?}"),
+    }
+    // Stopped right before it; the failure is the caller's to see, not a stored record.
+    assert_eq!(
+        sagas.checkpoint("checkout").await.expect("readable"),
+        Position(1)
+    );
+    assert!(
+        sagas
+            .dead_letters("checkout")
+            .await
+            .expect("readable")
+            .is_empty()
+    );
+
+    let sagas = MemorySagaStore::new();
+    let runner = SagaProcessor::<Checkout, _, _>::new(store.clone(), bus, sagas.clone())
+        .runner()
+        .failure_policy(FailurePolicy::Skip);
+    let caught_up = runner
+        .catch_up()
+        .await
+        .expect("parks the event and goes on");
+    assert_eq!(
+        (caught_up.checkpoint, caught_up.dead_letters),
+        (Position(2), 1)
+    );
+    let parked = sagas.dead_letters("checkout").await.expect("readable");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].position(), Some(Position(2)));
+    assert_eq!(parked[0].failure.kind, FailureKind::Decode);
 }

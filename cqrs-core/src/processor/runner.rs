@@ -776,10 +776,17 @@ impl<P: Processor> Worker<P> {
                 let _ = done.send(Ok(()));
             }
             Control::Resume(done) => {
+                let stood_still = self.paused || self.failed;
                 self.paused = false;
                 self.failed = false;
                 // A resumed processor gives a failing event the policy's attempts again.
                 self.failing = None;
+                // Shown before the answer: a caller that waits for a position right after
+                // `resume` must not find the processor still `Failed` (`wait_for` would return
+                // at once) or `Paused`.
+                if stood_still {
+                    self.show_progress();
+                }
                 let _ = done.send(Ok(()));
             }
             Control::Rebuild(done) => {

@@ -92,8 +92,7 @@ impl<G: Saga> SagaGiven<G> {
     /// When `event`, recorded in `stream` (e.g. `"order-7"`), arrives: the handler's
     /// [`SagaContext::event`] tells that stream, its aggregate id and the event's metadata, as
     /// the runner's would. The route is checked too: the event must go to an instance
-    /// ([`Saga::route`] does not say [`Route::Ignore`](crate::saga::Route::Ignore)), or the test
-    /// fails.
+    /// ([`Saga::route`] does not say [`Route::Ignore`]), or the test fails.
     ///
     /// Panics when `stream` is not a stream id or the event does not encode: the test itself is
     /// wrong then.

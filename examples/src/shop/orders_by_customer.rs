@@ -1,5 +1,5 @@
 //! The orders-per-customer read model: what a "my orders" page shows, kept up to date from the
-//! order events by a [`ProjectionRunner`](cqrs_core::projection::ProjectionRunner).
+//! order events by a [`Projector`](cqrs_core::projection::Projector).
 
 use std::collections::BTreeMap;
 

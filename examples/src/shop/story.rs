@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use cqrs_core::projection::{MemoryReadModel, ProjectionRunner};
-use cqrs_core::saga::{CommandBus, FailurePolicy, MemorySagaStore, RunReport, SagaRunner};
+use cqrs_core::processor::{FailurePolicy, Processor as _};
+use cqrs_core::projection::{MemoryReadModel, Projector};
+use cqrs_core::saga::{CommandBus, MemorySagaStore, SagaProcessor, SagaRunner};
 use cqrs_core::{EventStore, Repository};
 
 use crate::payment::Card;
+use crate::replay::{self, Replay};
 use crate::shop::cart::{Cart, CartCommand};
 use crate::shop::checkout::Checkout;
 use crate::shop::order::{Order, OrderStatus};
@@ -51,7 +53,7 @@ pub struct ShopReport {
     /// The run's number: ids of this run end with it, so runs on one database never collide.
     pub run: u64,
     /// What the checkout saga did while catching up with earlier runs (nothing is sent twice).
-    pub replayed: RunReport,
+    pub replayed: Replay,
     /// Customer ids by the story's names.
     pub customers: BTreeMap<&'static str, String>,
     /// The cart whose item was taken out again.
@@ -91,8 +93,9 @@ impl<S: EventStore + Clone> Shop<S> {
         // database that holds earlier runs this is still correct: every command the saga sends
         // carries an id derived from the triggering event, so the commands of earlier runs are
         // recognised by their repositories and not applied again (see `ShopReport::replayed`).
-        let checkout = SagaRunner::new(store.clone(), bus, MemorySagaStore::new())
-            .failure_policy(FailurePolicy::stop());
+        let checkout = SagaProcessor::new(store.clone(), bus, MemorySagaStore::new())
+            .runner()
+            .failure_policy(FailurePolicy::Stop);
         Shop {
             carts,
             orders,
@@ -175,17 +178,13 @@ where
     let run = store.head().await?.0 + 1;
     let shop = Shop::open(&store, run);
     let orders_by_customer = MemoryReadModel::<CustomerOrders>::new();
-    let read_model =
-        ProjectionRunner::new(OrdersByCustomer, store.clone(), orders_by_customer.clone()).spawn();
+    let read_model = Projector::new(OrdersByCustomer, store.clone(), orders_by_customer.clone())
+        .runner()
+        .spawn();
 
-    let replayed = shop.checkout.catch_up().await?;
+    let replayed = replay::catch_up(&shop.checkout).await?;
     if replayed.events > 0 {
-        writeln!(
-            out,
-            "The store holds {} events of earlier runs. The checkout saga replayed them: {} of \
-             its commands were already applied and were not sent again, {} were new.\n",
-            replayed.events, replayed.deduplicated, replayed.commands
-        )?;
+        writeln!(out, "{replayed}\n")?;
     }
     writeln!(out, "Run {run}: the tea shop opens.\n")?;
     let customers: BTreeMap<&'static str, String> = ["Ada", "Ben", "Cleo"]
