@@ -31,6 +31,7 @@
 pub mod available_seats;
 pub mod booking;
 pub mod database;
+pub mod health;
 pub mod latency;
 pub mod payment;
 pub mod replay;

@@ -12,10 +12,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cqrs_core::processor::{FailurePolicy, Processor as _, ProcessorHandle};
+use cqrs_core::processor::{FailurePolicy, Health, HealthCheck, Processor as _, ProcessorHandle};
 use cqrs_core::projection::{MemoryReadModel, Projector};
 use cqrs_core::saga::{CommandBus, ManualClock, MemorySagaStore, SagaProcessor, SagaRunner};
 use cqrs_core::{EventStore, ExecuteError, Repository, RetryPolicy};
+
+use crate::health::describe_health;
 use tokio::sync::Barrier;
 
 use crate::available_seats::{AvailableSeats, SeatsByShow, ShowSeats};
@@ -91,6 +93,8 @@ pub struct Report {
     pub shows: SeatsByShow,
     /// This run's shows as the read model says.
     pub read_model: SeatsByShow,
+    /// The processors' health at the end of the run.
+    pub health: Health,
 }
 
 impl Report {
@@ -229,6 +233,8 @@ where
     let read_model = Projector::new(AvailableSeats, store.clone(), seats.clone())
         .runner()
         .spawn();
+    // What a readiness probe asks: is every processor live or catching up?
+    let health = HealthCheck::new().with(&read_model);
 
     let replayed = replay::catch_up(&office.checkout).await?;
     if replayed.events > 0 {
@@ -353,6 +359,7 @@ where
         read_model: BTreeMap::new(),
         premiere,
         matinee,
+        health: Health::default(),
     };
     let winners = report
         .race
@@ -366,7 +373,7 @@ where
         report.retries()
     )?;
 
-    let report = check_invariants(&office, &store, &seats, &read_model, report).await?;
+    let mut report = check_invariants(&office, &store, &seats, &read_model, report).await?;
     let premiere = report
         .shows
         .get(&report.premiere)
@@ -383,6 +390,9 @@ where
          oversold, every acknowledged reservation is stored, the read model equals the shows.",
         premiere.reserved, premiere.capacity, matinee.reserved, matinee.capacity
     )?;
+    let health = health.check();
+    writeln!(out, "{}", describe_health(&health))?;
+    report.health = health;
     read_model.shutdown().await;
     Ok(report)
 }

@@ -85,6 +85,11 @@ async fn the_story_holds_its_invariants_on_the_in_memory_store() {
     assert_eq!(report.replayed.events, 0);
     assert!(story.contains("15 minutes later: seats released (payment timed out)"));
     assert!(story.contains("Checked:"));
+    assert!(
+        story.contains("Health: every processor is healthy (available_seats: Live"),
+        "{story}"
+    );
+    assert!(report.health.healthy, "{:?}", report.health);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -48,6 +48,9 @@ fn assert_story(report: &ShopReport) {
             .is_some_and(|reason| reason.contains("35.00 refunded"))
     );
     assert_eq!(order(4).status, OrderStatus::Shipped);
+    // The read model's processor is healthy at the end (live, nothing parked).
+    assert!(report.health.healthy, "{:?}", report.health);
+    assert_eq!(report.health.processors.len(), 1);
 
     // The cart as of the version before the removal still holds the sampler.
     let products =

@@ -26,11 +26,19 @@ const COMMANDS_PER_WRITER: u64 = 5_000;
 const METERS: u64 = 100;
 const PATIENCE: Duration = Duration::from_secs(180);
 
+/// What a meter records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum MeterEvent {
-    Read { kwh: u64, bonus: bool },
+    /// A reading; every tenth earns a bonus.
+    Read {
+        /// The consumption read.
+        kwh: u64,
+        /// Whether the reading earns a bonus credit.
+        bonus: bool,
+    },
 }
 
+/// A meter.
 #[derive(Debug, Default, Aggregate)]
 #[aggregate(name = "meter", event = MeterEvent, error = Infallible)]
 pub struct Meter;
@@ -47,11 +55,17 @@ impl Meter {
     }
 }
 
+/// What a meter's ledger records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum LedgerEvent {
-    Credited { source: String },
+    /// A bonus credited for a reading.
+    Credited {
+        /// The id of the reading's event.
+        source: String,
+    },
 }
 
+/// A meter's ledger of bonus credits.
 #[derive(Debug, Default, Aggregate)]
 #[aggregate(name = "ledger", event = LedgerEvent, error = Infallible)]
 pub struct Ledger;

@@ -18,16 +18,29 @@ use cqrs_postgres::{
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// What a meter records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum MeterEvent {
-    Read { kwh: u64, bonus: bool },
+    /// A reading; every tenth earns a bonus.
+    Read {
+        /// The consumption read.
+        kwh: u64,
+        /// Whether the reading earns a bonus credit.
+        bonus: bool,
+    },
 }
 
+/// What a meter's ledger records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum LedgerEvent {
-    Credited { source: String },
+    /// A bonus credited for a reading.
+    Credited {
+        /// The id of the reading's event.
+        source: String,
+    },
 }
 
+/// A meter.
 #[derive(Debug, Default, Aggregate)]
 #[aggregate(name = "meter", event = MeterEvent, error = Infallible)]
 pub struct Meter;
@@ -44,6 +57,7 @@ impl Meter {
     }
 }
 
+/// A meter's ledger of bonus credits.
 #[derive(Debug, Default, Aggregate)]
 #[aggregate(name = "ledger", event = LedgerEvent, error = Infallible)]
 pub struct Ledger;
@@ -60,6 +74,7 @@ impl Ledger {
     }
 }
 
+/// Credits the meter's ledger for every bonus reading.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Bonus;
 

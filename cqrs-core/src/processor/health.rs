@@ -84,6 +84,16 @@ pub struct Health {
     pub processors: Vec<ProcessorHealth>,
 }
 
+impl Default for Health {
+    /// The health of no processors: healthy.
+    fn default() -> Self {
+        Health {
+            healthy: true,
+            processors: Vec::new(),
+        }
+    }
+}
+
 /// One processor's verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessorHealth {

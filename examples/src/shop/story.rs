@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use cqrs_core::processor::{FailurePolicy, Processor as _};
+use cqrs_core::processor::{FailurePolicy, Health, HealthCheck, Processor as _};
+
+use crate::health::describe_health;
 use cqrs_core::projection::{MemoryReadModel, Projector};
 use cqrs_core::saga::{CommandBus, MemorySagaStore, SagaProcessor, SagaRunner};
 use cqrs_core::{EventStore, Repository};
@@ -66,6 +68,8 @@ pub struct ShopReport {
     pub orders: BTreeMap<String, OrderOutcome>,
     /// The orders-per-customer read model after the run.
     pub read_model: CustomerOrders,
+    /// The processors' health at the end of the run.
+    pub health: Health,
 }
 
 /// The shop: the repositories and the checkout saga, over one store.
@@ -181,6 +185,8 @@ where
     let read_model = Projector::new(OrdersByCustomer, store.clone(), orders_by_customer.clone())
         .runner()
         .spawn();
+    // What a readiness probe asks: is every processor live or catching up?
+    let health = HealthCheck::new().with(&read_model);
 
     let replayed = replay::catch_up(&shop.checkout).await?;
     if replayed.events > 0 {
@@ -280,7 +286,7 @@ where
         writeln!(out, "  {name:<5} {}", listed.join(", "))?;
     }
 
-    let report = ShopReport {
+    let mut report = ShopReport {
         run,
         replayed,
         customers,
@@ -289,6 +295,7 @@ where
         cart_now: now.state.lines(),
         orders,
         read_model: model,
+        health: Health::default(),
     };
     check_invariants(&report)?;
     writeln!(
@@ -296,6 +303,9 @@ where
         "\nChecked: every order is shipped and paid, or cancelled with its money back; the \
          cart's past still holds what was removed; the read model equals the orders."
     )?;
+    let health = health.check();
+    writeln!(out, "{}", describe_health(&health))?;
+    report.health = health;
     read_model.shutdown().await;
     Ok(report)
 }
