@@ -459,6 +459,35 @@ impl PostgresStore {
             .clone()
     }
 
+    /// The rows of up to `limit` numbered events after `after`, in position order: what
+    /// `read_all` and `read_log` decode (one prepared statement serves both).
+    async fn log_rows(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        // Beyond every position a `bigint` holds: nothing after it.
+        let Ok(after) = i64::try_from(after.0) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM cqrs_events WHERE position > $1 ORDER BY position LIMIT $2",
+                rows::EVENT_COLUMNS
+            ))
+            .await
+            .map_err(crate::error::backend)?;
+        client
+            .query(&statement, &[&after, &limit])
+            .await
+            .map_err(crate::error::backend)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         loop {
             let client = self
@@ -951,25 +980,7 @@ impl EventStore for PostgresStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let Ok(after) = i64::try_from(after.0) else {
-            return Ok(Vec::new());
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {} FROM cqrs_events WHERE position > $1 ORDER BY position LIMIT $2",
-                rows::EVENT_COLUMNS
-            ))
-            .await
-            .map_err(crate::error::backend)?;
-        let rows = client
-            .query(&statement, &[&after, &limit])
-            .await
-            .map_err(crate::error::backend)?;
+        let rows = self.log_rows(after, limit).await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             // `position > $1` never matches an unnumbered event.
@@ -986,26 +997,7 @@ impl EventStore for PostgresStore {
         limit: usize,
         aggregates: &[&str],
     ) -> Result<LogBatch, StoreError> {
-        let Ok(after) = i64::try_from(after.0) else {
-            return Ok(LogBatch::default());
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        if limit == 0 {
-            return Ok(LogBatch::default());
-        }
-        let client = self.client().await?;
-        // The statement of `read_all`: one prepared statement serves both.
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {} FROM cqrs_events WHERE position > $1 ORDER BY position LIMIT $2",
-                rows::EVENT_COLUMNS
-            ))
-            .await
-            .map_err(crate::error::backend)?;
-        let rows = client
-            .query(&statement, &[&after, &limit])
-            .await
-            .map_err(crate::error::backend)?;
+        let rows = self.log_rows(after, limit).await?;
         let last = rows.last().map(rows::log_position).transpose()?;
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {

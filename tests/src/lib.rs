@@ -10,4 +10,5 @@
 //! ```
 
 pub mod conformance;
+pub mod meters;
 pub mod processors;

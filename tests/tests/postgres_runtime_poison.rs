@@ -2,8 +2,8 @@
 //! not read never reaches them; a poison event in a stream they read is parked (one dead letter
 //! each, everything after it handled), and retried after the row is fixed it is handled once.
 
+use cqrs_tests::meters::{Bonus, Ledger, LedgerEvent, Meter, MeterCommand, MeterEvent};
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use cqrs_core::prelude::*;
@@ -17,89 +17,6 @@ use cqrs_postgres::{
 };
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// What a meter records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
-pub enum MeterEvent {
-    /// A reading; every tenth earns a bonus.
-    Read {
-        /// The consumption read.
-        kwh: u64,
-        /// Whether the reading earns a bonus credit.
-        bonus: bool,
-    },
-}
-
-/// What a meter's ledger records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
-pub enum LedgerEvent {
-    /// A bonus credited for a reading.
-    Credited {
-        /// The id of the reading's event.
-        source: String,
-    },
-}
-
-/// A meter.
-#[derive(Debug, Default, Aggregate)]
-#[aggregate(name = "meter", event = MeterEvent, error = Infallible)]
-pub struct Meter;
-
-impl Meter {
-    fn apply(&mut self, _: MeterEvent) {}
-}
-
-#[command_handler]
-impl Meter {
-    /// Records a reading.
-    pub fn read(&self, kwh: u64, bonus: bool) -> MeterEvent {
-        MeterEvent::Read { kwh, bonus }
-    }
-}
-
-/// A meter's ledger of bonus credits.
-#[derive(Debug, Default, Aggregate)]
-#[aggregate(name = "ledger", event = LedgerEvent, error = Infallible)]
-pub struct Ledger;
-
-impl Ledger {
-    fn apply(&mut self, _: LedgerEvent) {}
-}
-
-#[command_handler]
-impl Ledger {
-    /// Credits a bonus for the reading `source`.
-    pub fn credit(&self, source: String) -> LedgerEvent {
-        LedgerEvent::Credited { source }
-    }
-}
-
-/// Credits the meter's ledger for every bonus reading.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Bonus;
-
-#[saga(name = "poison_bonus")]
-impl Bonus {
-    fn route(input: &BonusInput, event: &EventContext<'_>) -> Route {
-        match input {
-            BonusInput::Meter(MeterEvent::Read { bonus: true, .. }) => {
-                Route::start(event.aggregate_id())
-            }
-            BonusInput::Meter(_) => Route::Ignore,
-        }
-    }
-
-    #[on(Meter)]
-    fn on_meter(&mut self, _: MeterEvent, saga: &mut SagaContext) {
-        let Some((meter, source)) = saga
-            .event()
-            .map(|event| (event.aggregate_id().to_owned(), event.event_id.to_string()))
-        else {
-            return;
-        };
-        saga.send::<Ledger>(meter, LedgerCommand::Credit { source });
-    }
-}
 
 struct Usage;
 
