@@ -50,6 +50,9 @@ pub const TALLY: &str = "tally";
 /// A boxed future, as [`Tally::applied`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How a backend reads the positions a processor of [`Tally`] applied, in the order applied.
+pub type Applied<P> = Box<dyn for<'a> Fn(&'a P) -> BoxFuture<'a, Vec<Position>> + Send + Sync>;
+
 /// A processor under test and how to read its effects.
 pub struct Tally<P: Processor> {
     /// A processor named whatever the backend likes, reading the streams of [`TALLY`]
@@ -57,7 +60,7 @@ pub struct Tally<P: Processor> {
     /// on `Counted { fail: true }`, over a fresh, empty store.
     pub processor: P,
     /// The positions it has applied, in the order applied.
-    pub applied: Box<dyn for<'a> Fn(&'a P) -> BoxFuture<'a, Vec<Position>> + Send + Sync>,
+    pub applied: Applied<P>,
 }
 
 impl<P: Processor> Tally<P> {
