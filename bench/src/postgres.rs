@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cqrs_core::processor::Processor as _;
 use cqrs_core::projection::EventContext;
 use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
-use cqrs_postgres::{PostgresProjection, PostgresProjectionRunner, PostgresStore, Transaction};
+use cqrs_postgres::{PostgresProjection, PostgresProjector, PostgresStore, Transaction};
 
 use crate::{BenchResult, BoxError, per_second, report, show_history};
 
@@ -449,7 +450,8 @@ async fn pg_projection_catchup() -> BenchResult {
     // Every earlier event in the database (other benchmarks, earlier runs) is read too: the
     // figure counts the whole log from zero.
     let started = Instant::now();
-    let handle = PostgresProjectionRunner::new(projection, store.clone())
+    let handle = PostgresProjector::new(projection, store.clone())
+        .runner()
         .batch_size(5_000)
         .spawn();
     handle.wait_for(head, Duration::from_secs(600)).await?;

@@ -1,7 +1,7 @@
 //! Projections on PostgreSQL: the read model's SQL and the checkpoint commit in one transaction,
-//! error policies roll a failing event back, a rebuild starts from zero, and of two nodes running
-//! the same projection only the leader applies; when it dies, the other takes over from the
-//! checkpoint.
+//! failure policies roll a failing event back (stopping at it, or parking it as a dead letter), a
+//! rebuild starts from zero, and of two nodes running the same projection only the leader applies;
+//! when it dies, the other takes over from the checkpoint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,13 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cqrs_core::event::Metadata;
-use cqrs_core::projection::{ErrorPolicy, EventContext, FailureKind, ProjectionState};
+use cqrs_core::processor::{
+    FailureKind, FailurePolicy, Processor as _, ProcessorHandle, ProcessorState,
+    ProcessorStore as _,
+};
+use cqrs_core::projection::EventContext;
 use cqrs_core::{EventStore, ExpectedVersion, NewEvent, Position, StreamId};
 use cqrs_examples::show::{BookingId, ShowEvent};
 use cqrs_postgres::testing::TestCluster;
 use cqrs_postgres::{
-    PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner, PostgresStore,
-    Transaction,
+    LEADER_LOCK_CLASS, PostgresProjection, PostgresProjectionRunner, PostgresProjector,
+    PostgresStore, Transaction,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -215,12 +219,18 @@ async fn stored_checkpoint(store: &PostgresStore) -> Position {
     Position(position as u64)
 }
 
-async fn wait_until_leader(handle: &PostgresProjectionHandle) {
-    let mut leader = handle.leader_updates();
-    tokio::time::timeout(TIMEOUT, leader.wait_for(|leader| *leader))
+/// A runner of `seats` on `store` that tries to lead every 50 ms.
+fn runner(seats: Seats, store: &PostgresStore) -> PostgresProjectionRunner<Seats> {
+    PostgresProjector::new(seats, store.clone())
+        .runner()
+        .leader_poll(Duration::from_millis(50))
+}
+
+async fn wait_until_leader(handle: &ProcessorHandle) {
+    handle
+        .wait_until(TIMEOUT, |status| status.leader)
         .await
-        .expect("became the leader in time")
-        .expect("runner alive");
+        .expect("became the leader in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -229,10 +239,7 @@ async fn read_model_and_checkpoint_commit_together_and_a_rebuild_gives_the_same_
     let head = write(&store, 7, 0, 2_000).await;
     let seats = Seats::on("a");
     let applied = Arc::clone(&seats.applied);
-    let projection = PostgresProjectionRunner::new(seats, store.clone())
-        .batch_size(300)
-        .leader_poll(Duration::from_millis(50))
-        .spawn();
+    let projection = runner(seats, &store).batch_size(300).spawn();
     projection.wait_for(head, TIMEOUT).await.expect("caught up");
     assert_eq!(stored_checkpoint(&store).await, head);
     let model = read_model(&store).await;
@@ -250,8 +257,8 @@ async fn read_model_and_checkpoint_commit_together_and_a_rebuild_gives_the_same_
     assert_eq!(read_model(&store).await, expected(&store, &[]).await);
     assert_eq!(applied.load(Ordering::Relaxed), 2 * head.0);
     let status = projection.shutdown().await;
-    assert_eq!(status.state, ProjectionState::ShutDown);
-    assert_eq!(status.position, head);
+    assert_eq!(status.state, ProcessorState::Stopped);
+    assert_eq!(status.checkpoint, head);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -274,23 +281,21 @@ async fn a_failing_event_is_rolled_back_and_stops_or_is_skipped() {
         .position;
 
     // Stop: everything before the failing event is committed, nothing of it or after it.
-    let projection = PostgresProjectionRunner::new(
-        Seats {
-            fail_on: Some(refused),
-            ..Seats::on("a")
-        },
-        store.clone(),
-    )
-    .batch_size(200)
-    .leader_poll(Duration::from_millis(50))
-    .spawn();
+    let refusing = || Seats {
+        fail_on: Some(refused),
+        ..Seats::on("a")
+    };
+    let projection = runner(refusing(), &store)
+        .batch_size(200)
+        .failure_policy(FailurePolicy::Stop)
+        .spawn();
     let stopped = projection.wait_for(head, TIMEOUT).await;
     assert!(stopped.is_err(), "stopped before the head");
     let status = projection.status().await;
-    assert_eq!(status.state, ProjectionState::Failed);
-    assert_eq!(status.position.0, refused_position.0 - 1);
+    assert_eq!(status.state, ProcessorState::Failed);
+    assert_eq!(status.checkpoint.0, refused_position.0 - 1);
     let failure = status.last_error.expect("the failure is visible");
-    assert_eq!(failure.kind, FailureKind::Apply);
+    assert_eq!(failure.kind, FailureKind::Handler);
     assert_eq!(
         failure.event.map(|event| event.position),
         Some(refused_position)
@@ -307,27 +312,34 @@ async fn a_failing_event_is_rolled_back_and_stops_or_is_skipped() {
         .get(0);
     // The failing event's first INSERT was rolled back with it.
     assert_eq!(applied as u64, refused_position.0 - 1);
+    // Stopped, it waits for a person rather than ending: resuming tries the event again, which
+    // fails again at the same place.
+    projection.resume().await.expect("resume");
+    let failed_again = projection
+        .wait_until(TIMEOUT, |status| status.is_failed())
+        .await
+        .expect("failed again");
+    assert_eq!(failed_again.checkpoint.0, refused_position.0 - 1);
+    assert_eq!(stored_checkpoint(&store).await.0, refused_position.0 - 1);
     drop(projection);
 
     // Skip: a new runner resumes at the failing event, skips it (its writes rolled back) and
     // applies the rest.
-    let projection = PostgresProjectionRunner::new(
-        Seats {
-            fail_on: Some(refused),
-            ..Seats::on("a")
-        },
-        store.clone(),
-    )
-    .batch_size(200)
-    .leader_poll(Duration::from_millis(50))
-    .error_policy(ErrorPolicy::Skip)
-    .spawn();
+    let projection = runner(refusing(), &store)
+        .batch_size(200)
+        .failure_policy(FailurePolicy::Skip)
+        .spawn();
     projection.wait_for(head, TIMEOUT).await.expect("caught up");
     let status = projection.shutdown().await;
-    assert_eq!(status.skipped_total, 1);
+    assert_eq!(status.dead_letters, 1);
+    // The skipped event is parked as a dead letter, stored with the checkpoint that passed it.
+    let letters = store.dead_letters(Seats::NAME).await.expect("dead letters");
     assert_eq!(
-        status.skipped[0].event.as_ref().map(|event| event.position),
-        Some(refused_position)
+        letters
+            .iter()
+            .map(|letter| (letter.position(), letter.failure.kind))
+            .collect::<Vec<_>>(),
+        [(Some(refused_position), FailureKind::Handler)]
     );
     assert_eq!(read_model(&store).await, expected(&store, &[refused]).await);
 }
@@ -338,17 +350,11 @@ async fn of_two_nodes_only_the_leader_applies_and_the_other_takes_over_when_it_d
     let second = node(first.config()).await;
     write(&first, 5, 0, 500).await;
 
-    let a = PostgresProjectionRunner::new(Seats::on("a"), first.clone())
-        .batch_size(100)
-        .leader_poll(Duration::from_millis(50))
-        .spawn();
+    let a = runner(Seats::on("a"), &first).batch_size(100).spawn();
     wait_until_leader(&a).await;
     let b_seats = Seats::on("b");
     let b_applied = Arc::clone(&b_seats.applied);
-    let b = PostgresProjectionRunner::new(b_seats, second.clone())
-        .batch_size(100)
-        .leader_poll(Duration::from_millis(50))
-        .spawn();
+    let b = runner(b_seats, &second).batch_size(100).spawn();
     let head = write(&first, 5, 500, 500).await;
     a.wait_for(head, TIMEOUT).await.expect("a caught up");
     // The standby follows the stored checkpoint, so reading your writes works on it too.
@@ -389,20 +395,13 @@ async fn a_leader_whose_lock_connection_is_terminated_stands_down_and_the_projec
     let second = node(first.config()).await;
     let head = write(&first, 5, 0, 500).await;
 
-    let a = PostgresProjectionRunner::new(Seats::on("a"), first.clone())
-        .batch_size(100)
-        .leader_poll(Duration::from_millis(50))
-        .spawn();
+    let a = runner(Seats::on("a"), &first).batch_size(100).spawn();
     wait_until_leader(&a).await;
-    let b = PostgresProjectionRunner::new(Seats::on("b"), second.clone())
-        .batch_size(100)
-        .leader_poll(Duration::from_millis(50))
-        .spawn();
+    let b = runner(Seats::on("b"), &second).batch_size(100).spawn();
     a.wait_for(head, TIMEOUT).await.expect("a caught up");
     assert!(!b.is_leader());
 
     // The server ends the session that holds the leader lock.
-    let mut a_leadership = a.leader_updates();
     let terminated: i64 = first
         .pool()
         .get()
@@ -412,16 +411,15 @@ async fn a_leader_whose_lock_connection_is_terminated_stands_down_and_the_projec
             "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
              WHERE locktype = 'advisory' AND classid = $1::int4::oid AND granted \
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&cqrs_postgres::projection::LEADER_LOCK_CLASS],
+            &[&LEADER_LOCK_CLASS],
         )
         .await
         .expect("terminate")
         .get(0);
     assert_eq!(terminated, 1, "exactly one session held the lock");
-    tokio::time::timeout(TIMEOUT, a_leadership.wait_for(|leader| !*leader))
+    a.wait_until(TIMEOUT, |status| !status.leader)
         .await
-        .expect("a noticed it lost the lock")
-        .expect("a alive");
+        .expect("a noticed it lost the lock");
 
     // Someone leads again (whichever node got there first) and goes on from the checkpoint.
     let head = write(&first, 5, 500, 700).await;

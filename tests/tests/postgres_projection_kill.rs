@@ -11,11 +11,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cqrs_core::event::Metadata;
+use cqrs_core::processor::Processor as _;
 use cqrs_core::projection::EventContext;
 use cqrs_core::{EventStore, ExpectedVersion, NewEvent, Position, StreamId};
 use cqrs_examples::show::{BookingId, ShowEvent};
 use cqrs_postgres::testing::TestCluster;
-use cqrs_postgres::{PostgresProjection, PostgresProjectionRunner, PostgresStore, Transaction};
+use cqrs_postgres::{
+    PostgresProjection, PostgresProjectionRunner, PostgresProjector, PostgresStore, Transaction,
+};
 
 const SHOWS: u64 = 10;
 const RESERVATIONS: u64 = 30_000;
@@ -66,7 +69,8 @@ impl PostgresProjection for Seats {
 }
 
 fn runner(store: PostgresStore) -> PostgresProjectionRunner<Seats> {
-    PostgresProjectionRunner::new(Seats, store)
+    PostgresProjector::new(Seats, store)
+        .runner()
         .batch_size(1_000)
         .leader_poll(Duration::from_millis(50))
 }
@@ -80,8 +84,11 @@ async fn worker() {
     let store = PostgresStore::with_pool_size(&url, 2).expect("store");
     let projection = runner(store).spawn();
     let mut status = projection.status_updates();
-    // Never returns on its own: the parent kills this process. A failure ends it, visibly.
-    let stopped = status.wait_for(|status| status.is_stopped()).await;
+    // Never returns on its own: the parent kills this process. A failure ends it, visibly: a
+    // processor stopped at a failing event waits for a person, so that ends it too.
+    let stopped = status
+        .wait_for(|status| status.is_stopped() || status.is_failed())
+        .await;
     panic!(
         "the runner stopped: {:?}",
         stopped.map(|status| status.clone())

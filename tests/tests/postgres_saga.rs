@@ -6,7 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use cqrs_core::saga::{Clock, CommandBus, FailurePolicy, ManualClock, SagaRunner, SagaStore};
+use cqrs_core::processor::{
+    CatchUp, CatchUpError, FailurePolicy, Processor as _, ProcessorStore as _,
+};
+use cqrs_core::saga::{
+    Clock, CommandBus, ManualClock, SagaProcessor, SagaReport, SagaRunner, SagaStore,
+};
 use cqrs_core::{CommandMetadata, EventStore, Position, RecordedEvent, Repository};
 use cqrs_examples::booking::{Booking, BookingCommand, BookingStatus, Checkout, PAYMENT_TIMEOUT};
 use cqrs_examples::payment::{Card, Payment};
@@ -16,6 +21,26 @@ use cqrs_postgres::{PostgresSagaStore, PostgresStore};
 use uuid::Uuid;
 
 const SHOW: &str = "hamlet";
+
+/// What one catch-up did: the runner's counts and the saga's.
+#[derive(Debug)]
+struct Ran {
+    caught_up: CatchUp,
+    saga: SagaReport,
+}
+
+/// Catches `runner` up (its events and its due deadlines) and says what it did. Every runner
+/// here is made for one catch-up, so the saga's counts since its processor was made are this
+/// run's.
+async fn run(
+    runner: &SagaRunner<Checkout, PostgresStore, PostgresSagaStore>,
+) -> Result<Ran, CatchUpError> {
+    let caught_up = runner.catch_up().await?;
+    Ok(Ran {
+        caught_up,
+        saga: runner.processor().report(),
+    })
+}
 
 struct App {
     store: PostgresStore,
@@ -65,9 +90,10 @@ impl App {
             .register(self.shows.clone())
             .register(self.bookings.clone())
             .register(self.payments.clone());
-        SagaRunner::new(self.store.clone(), bus, self.sagas.clone())
+        SagaProcessor::new(self.store.clone(), bus, self.sagas.clone())
             .clock(self.clock.clone())
-            .failure_policy(FailurePolicy::stop())
+            .runner()
+            .failure_policy(FailurePolicy::Stop)
     }
 
     async fn request(&self, booking: u64, seats: u32, card: Card) {
@@ -136,7 +162,7 @@ async fn checkout_confirms_paid_bookings_releases_declined_ones_and_a_replay_wri
     app.request(2, 1, Card::Declining).await;
     app.request(3, 20, Card::Good).await; // sold out
 
-    let report = app.runner().catch_up().await.expect("saga runs");
+    let report = run(&app.runner()).await.expect("saga runs").saga;
     assert!(report.commands >= 6, "{report:?}");
     assert_eq!(app.status(1).await, BookingStatus::Confirmed);
     assert_eq!(app.status(2).await, BookingStatus::Failed);
@@ -181,18 +207,15 @@ async fn checkout_confirms_paid_bookings_releases_declined_ones_and_a_replay_wri
         app.sagas.checkpoint("checkout").await.expect("checkpoint"),
         Position::START
     );
-    let replay = app.restart().runner().catch_up().await.expect("replays");
-    assert_eq!(replay.events, head.0, "the whole log was read again");
-    assert_eq!(
-        (replay.handled, replay.commands, replay.deduplicated),
-        (0, 0, 0)
-    );
+    let Ran { caught_up, saga } = run(&app.restart().runner()).await.expect("replays");
+    assert_eq!(caught_up.events, head.0, "the whole log was read again");
+    assert_eq!((saga.handled, saga.commands, saga.deduplicated), (0, 0, 0));
     assert_eq!(app.all_events().await, before);
     assert!(
         app.sagas
-            .failures("checkout")
+            .dead_letters("checkout")
             .await
-            .expect("failures")
+            .expect("dead letters")
             .is_empty()
     );
 }
@@ -221,11 +244,11 @@ async fn the_payment_deadline_is_stored_and_fires_once_after_a_restart() {
             .expect("due")
             .is_empty()
     );
-    let early = app.runner().catch_up().await.expect("runs");
+    let early = run(&app.runner()).await.expect("runs").saga;
     assert_eq!(early.deadlines, 0, "not due yet");
 
     app.clock.advance(Duration::from_secs(1));
-    let fired = app.runner().catch_up().await.expect("runs");
+    let fired = run(&app.runner()).await.expect("runs").saga;
     assert_eq!(fired.deadlines, 1);
     assert_eq!(app.status(1).await, BookingStatus::Failed);
     assert_eq!(app.reserved_seats().await, 0);
@@ -236,7 +259,7 @@ async fn the_payment_deadline_is_stored_and_fires_once_after_a_restart() {
 
     let before = app.all_events().await;
     app.clock.advance(Duration::from_secs(3600));
-    let again = app.restart().runner().catch_up().await.expect("runs");
+    let again = run(&app.restart().runner()).await.expect("runs").saga;
     assert_eq!(again.deadlines, 0);
     app.sagas
         .set_checkpoint("checkout", Position::START)
