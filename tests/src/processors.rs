@@ -5,7 +5,7 @@
 //!   of the `tally` aggregate's events over a fresh store, and a way to read what it applied.
 //!   The checks drive [`Processor::commit`] directly (checkpoint atomic with effects, the prefix
 //!   on a failing event, dead letters recorded, listed, retried and discarded, reset, the leader
-//!   lock), then the one [`ProcessorRunner`] (poison events parked, unknown types never
+//!   lock), then the one [`ProcessorRunner`](cqrs_core::processor::ProcessorRunner) (poison events parked, unknown types never
 //!   skipped silently).
 //! - [`saga_store_tests!`](crate::saga_store_tests) takes a factory of fresh [`SagaStore`]s:
 //!   commits atomic and checked against the expected checkpoint, dead letters, deadlines,
@@ -47,7 +47,7 @@ pub enum TallyEvent {
 /// The aggregate whose streams a [`Tally`] processor reads.
 pub const TALLY: &str = "tally";
 
-/// A boxed future, as [`Tally::applied`] returns.
+/// A boxed future, as [`ReadApplied`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How a [`Tally`] reads what its processor applied.
