@@ -80,8 +80,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use cqrs_core::store::StreamTurn;
 use cqrs_core::store::command_id_of;
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
+    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
 use tokio::sync::watch;
 
@@ -700,6 +700,18 @@ impl EventStore for MemStore {
         let events = read(&self.inner.log).read_after(after, limit);
         self.pause().await;
         Ok(events)
+    }
+
+    async fn read_log(
+        &self,
+        after: Position,
+        limit: usize,
+        aggregates: &[&str],
+    ) -> Result<LogBatch, StoreError> {
+        self.pause().await;
+        let batch = read(&self.inner.log).read_log_after(after, limit, aggregates);
+        self.pause().await;
+        Ok(batch)
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

@@ -1,6 +1,6 @@
 //! The global log: every recorded event once, in position order.
 
-use cqrs_core::{Position, RecordedEvent};
+use cqrs_core::{LogBatch, LogEntry, Position, RecordedEvent};
 
 /// How many events one segment of the log holds.
 ///
@@ -72,6 +72,48 @@ impl Log {
             index += take;
         }
         events
+    }
+
+    /// Up to `limit` positions after `after`, as [`EventStore::read_log`] hands them out: only
+    /// the events of `aggregates`' streams are cloned, and `last` covers the others too.
+    ///
+    /// [`EventStore::read_log`]: cqrs_core::EventStore::read_log
+    pub(crate) fn read_log_after(
+        &self,
+        after: Position,
+        limit: usize,
+        aggregates: &[&str],
+    ) -> LogBatch {
+        let remaining = self.len.saturating_sub(after.0);
+        let count = usize::try_from(remaining).map_or(limit, |remaining| remaining.min(limit));
+        let mut batch = LogBatch::default();
+        let Ok(mut index) = usize::try_from(after.0) else {
+            return batch;
+        };
+        let end = index.saturating_add(count);
+        while index < end {
+            let Some(segment) = self.segments.get(index / SEGMENT_LEN) else {
+                break;
+            };
+            let start = index % SEGMENT_LEN;
+            let take = (end - index).min(segment.len().saturating_sub(start));
+            let Some(events) = segment
+                .get(start..start + take)
+                .filter(|events| !events.is_empty())
+            else {
+                break;
+            };
+            batch.entries.extend(
+                events
+                    .iter()
+                    .filter(|event| event.stream.is_of_any(aggregates))
+                    .cloned()
+                    .map(LogEntry::Event),
+            );
+            batch.last = events.last().map(|event| event.position);
+            index += take;
+        }
+        batch
     }
 }
 

@@ -273,6 +273,22 @@ impl<P: Processor> Worker<P> {
         self.status.send_modify(|status| status.moved_to(reached));
     }
 
+    /// Records the head the runner saw (and when the oldest event it has not handled was
+    /// recorded, if it did not know). Watchers are woken only when the head moved or the lag
+    /// started: a catching-up runner wakes them once per batch, when its checkpoint moves.
+    fn saw_head(&self, head: Position, oldest: Option<SystemTime>) {
+        self.status.send_if_modified(|status| {
+            let moved = head > status.head;
+            status.head = status.head.max(head);
+            let started = status.oldest_unhandled.is_none() && oldest.is_some();
+            if started {
+                status.oldest_unhandled = oldest;
+            }
+            status.refresh(SystemTime::now());
+            moved || started
+        });
+    }
+
     /// Sleeps `delay`, unless shutdown comes first.
     async fn sleep(&self, delay: Duration) -> Result<(), Interrupt> {
         let Some(shutdown) = &self.shutdown else {
@@ -320,13 +336,7 @@ impl<P: Processor> Worker<P> {
             LogEntry::Event(event) => Some(event.metadata.timestamp),
             LogEntry::Unreadable(_) => None,
         });
-        self.status.send_modify(|status| {
-            status.head = status.head.max(last);
-            if status.oldest_unhandled.is_none() {
-                status.oldest_unhandled = first_recorded;
-            }
-            status.refresh(SystemTime::now());
-        });
+        self.saw_head(last, first_recorded);
         let entries = read.entries;
         // Events parked in this step and not committed yet: the next commit records them.
         let mut parked: Vec<DeadLetter> = Vec::new();
@@ -604,10 +614,7 @@ impl<P: Processor> Worker<P> {
                 Ok(Step::Progress) => {
                     self.show_progress();
                     if let Ok(head) = self.processor.events().head().await {
-                        self.status.send_modify(|status| {
-                            status.head = status.head.max(head);
-                            status.refresh(SystemTime::now());
-                        });
+                        self.saw_head(head, None);
                     }
                     if let Err(interrupt) = self.tick().await {
                         match self.interrupted(interrupt, &mut store_attempts).await {
@@ -628,19 +635,13 @@ impl<P: Processor> Worker<P> {
                         }
                     };
                     self.set_state(ProcessorState::Live);
-                    self.status.send_modify(|status| {
-                        status.head = status.head.max(self.checkpoint);
-                        status.refresh(SystemTime::now());
-                    });
+                    self.saw_head(self.checkpoint, None);
                     let after = self.checkpoint;
                     match self.wait(controls, Some(lease), Some(after), timer).await {
                         Woken::ShutDown | Woken::Control(None) => return Led::ShutDown,
                         Woken::LeaseLost => return Led::Deposed,
                         Woken::Control(Some(control)) => self.control(control).await,
-                        Woken::Events(Ok(head)) => self.status.send_modify(|status| {
-                            status.head = status.head.max(head);
-                            status.refresh(SystemTime::now());
-                        }),
+                        Woken::Events(Ok(head)) => self.saw_head(head, None),
                         Woken::Events(Err(_)) => {
                             // The next read reports a failing store; this only keeps a broken
                             // wait from spinning.

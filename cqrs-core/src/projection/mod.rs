@@ -269,11 +269,6 @@ impl Deref for EventContext<'_> {
     }
 }
 
-/// Routes `recorded` for `P`, as [`route_from`] does.
-pub(crate) fn route<P: Projection>(recorded: &RecordedEvent) -> Result<P::Event, StoreError> {
-    route_from(P::AGGREGATES, recorded)
-}
-
 /// Decodes `recorded`, an event of one of the streams of `aggregates` (every stream when it is
 /// empty), into `E`: an event `E` does not recognize is an unknown event type, named with its
 /// stream, version and type. Processors on other stores decode with it, as
@@ -282,16 +277,25 @@ pub fn route_from<E: ProjectionEvent>(
     aggregates: &[&str],
     recorded: &RecordedEvent,
 ) -> Result<E, StoreError> {
-    let unknown = || StoreError::Decode {
+    if !recorded.stream.is_of_any(aggregates) {
+        return Err(unknown_event_type(recorded));
+    }
+    decode_read(recorded)
+}
+
+/// Decodes `recorded`, an event of a stream the processor reads (the runner has checked), into
+/// `E`: one `E` does not recognize is an unknown event type.
+pub(crate) fn decode_read<E: ProjectionEvent>(recorded: &RecordedEvent) -> Result<E, StoreError> {
+    E::route(recorded)?.ok_or_else(|| unknown_event_type(recorded))
+}
+
+fn unknown_event_type(recorded: &RecordedEvent) -> StoreError {
+    StoreError::Decode {
         stream: recorded.stream.clone(),
         version: recorded.version,
         event_type: recorded.event_type.to_string(),
         source: DecodeError::UnknownEventType {
             event_type: recorded.event_type.to_string(),
         },
-    };
-    if !recorded.stream.is_of_any(aggregates) {
-        return Err(unknown());
     }
-    E::route(recorded)?.ok_or_else(unknown)
 }

@@ -3,7 +3,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::checkpoint::{Applied, ProjectionCommit, ProjectionStore};
-use super::{EventContext, Projection, route};
+use super::{EventContext, Projection, decode_read};
 use crate::event::RecordedEvent;
 use crate::processor::{
     Batch, CommitError, Committed, EventFailure, FailureKind, Processor, ProcessorRunner,
@@ -125,7 +125,7 @@ pub(crate) fn apply_recorded<P: Projection>(
     // A panic in user code is caught here, before it could unwind through the store's lock,
     // and goes through the failure policy like an error.
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let routed = match route::<P>(event) {
+        let routed = match decode_read::<P::Event>(event) {
             Ok(routed) => routed,
             Err(error) => return Err(EventFailure::new(FailureKind::Decode, error)),
         };
