@@ -545,6 +545,74 @@ async fn a_failed_projection_is_unhealthy_until_resumed_after_the_fix() {
     healthy.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_stuck_behind_an_event_or_an_outage_turns_unhealthy_in_time() {
+    // Stuck retrying one event for ever: its checkpoint stands still while events wait.
+    let store = MemStore::new();
+    let head = write_show(&store, "1", &[1, REFUSED.0, 2]).await;
+    let refuse = Arc::new(AtomicBool::new(true));
+    let model = MemoryReadModel::new();
+    let stuck = spawn(
+        &store,
+        AvailableSeats::refusing(&refuse),
+        &model,
+        FailurePolicy::retry(u32::MAX, Duration::from_millis(20)),
+    );
+    let stall = Duration::from_millis(300);
+    let health = HealthCheck::new().stall_after(stall).with(&stuck);
+    stuck
+        .wait_until(WAIT, |status| {
+            matches!(status.state, ProcessorState::Retrying { .. })
+        })
+        .await
+        .unwrap_or_else(|status| panic!("not retrying: {status:?}"));
+    assert!(health.check().healthy, "retrying, but not for long yet");
+    tokio::time::sleep(stall + Duration::from_millis(200)).await;
+    let verdict = health.check();
+    assert!(!verdict.healthy, "{verdict:?}");
+    let reason = verdict.processors[0].reason.clone().expect("a reason");
+    assert!(reason.contains("has not moved"), "{reason}");
+    assert!(verdict.processors[0].status.lag > 0);
+    // Fixed: it moves on and is healthy again.
+    refuse.store(false, Ordering::SeqCst);
+    live(&stuck, head).await;
+    assert!(health.check().healthy, "{:?}", health.check());
+    stuck.shutdown().await;
+
+    // A store that stays away longer than the stall limit.
+    let flaky = Flaky {
+        store: MemStore::new(),
+        down: Arc::new(AtomicBool::new(true)),
+    };
+    let waiting = Projector::new(AvailableSeats::new(), flaky.clone(), MemoryReadModel::new())
+        .runner()
+        .reconnect(Reconnect {
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+        })
+        .spawn();
+    let health = HealthCheck::new().stall_after(stall).with(&waiting);
+    waiting
+        .wait_until(WAIT, |status| {
+            matches!(status.state, ProcessorState::Reconnecting { .. })
+        })
+        .await
+        .unwrap_or_else(|status| panic!("not reconnecting: {status:?}"));
+    assert!(health.check().healthy, "reconnecting, but not for long yet");
+    tokio::time::sleep(stall + Duration::from_millis(200)).await;
+    let verdict = health.check();
+    assert!(!verdict.healthy, "{verdict:?}");
+    let reason = verdict.processors[0].reason.clone().expect("a reason");
+    assert!(reason.contains("store has been failing"), "{reason}");
+    flaky.down.store(false, Ordering::SeqCst);
+    waiting
+        .wait_until(WAIT, |status| status.state == ProcessorState::Live)
+        .await
+        .unwrap_or_else(|status| panic!("not live: {status:?}"));
+    assert!(health.check().healthy, "{:?}", health.check());
+    waiting.shutdown().await;
+}
+
 // Sagas.
 
 /// What happened to an order (public, as the shipping saga's input is).
