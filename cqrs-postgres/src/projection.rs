@@ -119,9 +119,11 @@
 //! event's dead letter is written in the transaction that moves the checkpoint past it; a
 //! retried one is removed in the transaction that applies its event.
 //!
-//! A failure of the database itself (the connection lost, the pool exhausted, and a deadlock
-//! or serialization failure met by `apply`) is not the event's: nothing is committed and the
-//! runner reconnects and sends the batch again.
+//! A failure of the database itself is not the event's: the connection lost, the pool
+//! exhausted, and, met by `apply`, a deadlock or serialization failure (40P01, 40001), a
+//! connection exception (class 08), a server shutting down or refusing connections (57P01 to
+//! 57P03) or out of resources (class 53: a full disk, too many connections). Nothing is
+//! committed, and the runner reconnects and sends the batch again.
 //!
 //! # One runner per projection across nodes
 //!
@@ -271,10 +273,10 @@ impl<P: PostgresProjection> PostgresProjector<P> {
                 .await
                 .map_err(crate::error::backend)?;
             if let Attempt::EventFailed(_, failure) = &failed
-                && let Some(code) = transient_code(&*failure.error)
+                && let Some(why) = database_failure(&*failure.error)
             {
                 return Err(CommitError::Store(StoreError::backend(format!(
-                    "{} (SQLSTATE {code})",
+                    "{} ({why})",
                     describe(&*failure.error)
                 ))));
             }
@@ -452,26 +454,40 @@ fn decode<E: ProjectionEvent>(
     (decoded, None)
 }
 
-/// The SQLSTATE of an `apply` error that means the database failed rather than the event: a
-/// deadlock or a serialization failure the server met (another attempt does not meet it again),
-/// somewhere in the error's sources.
-fn transient_code<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e str> {
+/// What says, in an `apply` error's sources, that the database failed rather than the event: a
+/// connection that closed or broke (the server restarting, a network cut), a server shutting
+/// down or refusing connections, out of resources, or a deadlock or serialization failure that
+/// another attempt does not meet again. `None` for everything else, which is the event's failure
+/// (a constraint the projection's SQL broke, say).
+fn database_failure(error: &(dyn StdError + 'static)) -> Option<String> {
     let mut cause = Some(error);
     while let Some(error) = cause {
-        let code = match (
-            error.downcast_ref::<tokio_postgres::Error>(),
-            error.downcast_ref::<tokio_postgres::error::DbError>(),
-        ) {
-            (Some(driver), _) => driver.code(),
-            // An error written `#[error(transparent)]` around the driver's has the server's
-            // error as its source, not the driver's.
-            (None, Some(server)) => Some(server.code()),
-            (None, None) => None,
-        };
-        if let Some(code) = code.filter(|code| crate::error::is_transient_code(code)) {
-            return Some(code.code());
+        if let Some(driver) = error.downcast_ref::<tokio_postgres::Error>() {
+            match driver.code() {
+                Some(code) if transient_state(code) => {
+                    return Some(format!("SQLSTATE {}", code.code()));
+                }
+                Some(_) => return None,
+                // No server error: the connection itself failed.
+                None => return Some("the connection failed".to_owned()),
+            }
+        }
+        if let Some(server) = error.downcast_ref::<tokio_postgres::error::DbError>() {
+            let code = server.code();
+            return transient_state(code).then(|| format!("SQLSTATE {}", code.code()));
         }
         cause = error.source();
     }
     None
+}
+
+/// Whether a server error is about the server rather than the statement: a deadlock or
+/// serialization failure, a connection exception (class 08), the server shutting down or not
+/// taking connections (57P01 to 57P03), or resources it ran out of (class 53).
+fn transient_state(code: &tokio_postgres::error::SqlState) -> bool {
+    let code = code.code();
+    crate::error::is_transient_code(&tokio_postgres::error::SqlState::from_code(code))
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03")
 }

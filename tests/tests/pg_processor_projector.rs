@@ -39,6 +39,10 @@ struct Seats {
     batches: Arc<AtomicU64>,
     /// The booking whose reservation meets a serialization failure on the server.
     conflict_on: u64,
+    /// The booking whose reservation, once, kills its own connection (as a server restart would).
+    disconnect_on: Arc<AtomicU64>,
+    /// The booking whose reservation finds the server's disk full (while it is set).
+    disk_full_on: Arc<AtomicU64>,
 }
 
 impl Seats {
@@ -48,6 +52,8 @@ impl Seats {
             panic_on: NONE,
             batches: Arc::new(AtomicU64::new(0)),
             conflict_on: NONE,
+            disconnect_on: Arc::new(AtomicU64::new(NONE)),
+            disk_full_on: Arc::new(AtomicU64::new(NONE)),
         }
     }
 
@@ -92,6 +98,23 @@ impl PostgresProjection for Seats {
                 }
                 if booking == self.panic_on {
                     panic!("booking {booking} panics");
+                }
+                if self
+                    .disconnect_on
+                    .compare_exchange(booking, NONE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    transaction
+                        .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+                        .await?;
+                }
+                if booking == self.disk_full_on.load(Ordering::SeqCst) {
+                    transaction
+                        .batch_execute(
+                            "DO $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left \
+                             on device' USING ERRCODE = '53100'; END $$",
+                        )
+                        .await?;
                 }
                 if booking == self.conflict_on {
                     transaction
@@ -753,4 +776,59 @@ async fn a_failing_retry_never_moves_the_checkpoint() {
         store.checkpoint(Seats::NAME).await.expect("checkpoint"),
         first
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_or_a_full_disk_in_apply_is_the_databases_failure_not_the_events() {
+    let store = fresh_store().await;
+    let end = append(
+        &store,
+        "show-1",
+        &[ShowEvent::Scheduled { capacity: 9 }, reserve(1), reserve(2)],
+    )
+    .await;
+    let events = log(&store).await;
+    let seats = Seats::new();
+    seats.disconnect_on.store(1, Ordering::SeqCst);
+    let projector = PostgresProjector::new(seats.clone(), store.clone());
+    let error = projector
+        .commit(batch(Position::START, end, events.iter().collect(), vec![]))
+        .await
+        .expect_err("a store error: the runner reconnects and sends the batch again");
+    assert!(matches!(error, CommitError::Store(_)), "{error:?}");
+    assert!(applied(&store).await.is_empty());
+
+    // A server that ran out of disk: not the event's failure either.
+    seats.disk_full_on.store(1, Ordering::SeqCst);
+    let error = projector
+        .commit(batch(Position::START, end, events.iter().collect(), vec![]))
+        .await
+        .expect_err("a store error");
+    assert!(
+        matches!(&error, CommitError::Store(error) if error.to_string().contains("53100")),
+        "{error:?}"
+    );
+    assert!(applied(&store).await.is_empty());
+    seats.disk_full_on.store(NONE, Ordering::SeqCst);
+
+    // Through the runner, under Skip: nothing is parked, every event applied once.
+    seats.disconnect_on.store(2, Ordering::SeqCst);
+    let handle = PostgresProjector::new(seats, store.clone())
+        .runner()
+        .failure_policy(FailurePolicy::Skip)
+        .spawn();
+    handle
+        .wait_for(end, Duration::from_secs(30))
+        .await
+        .expect("caught up");
+    assert!(
+        handle
+            .dead_letters()
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
+    assert_eq!(applied(&store).await, positions(&events));
+    assert_eq!(reserved(&store, "1").await, Some(2));
+    handle.shutdown().await;
 }
