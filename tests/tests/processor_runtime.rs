@@ -572,7 +572,13 @@ async fn a_projection_stuck_behind_an_event_or_an_outage_turns_unhealthy_in_time
     assert!(!verdict.healthy, "{verdict:?}");
     let reason = verdict.processors[0].reason.clone().expect("a reason");
     assert!(reason.contains("has not moved"), "{reason}");
-    assert!(verdict.processors[0].status.lag > 0);
+    let stuck_status = &verdict.processors[0].status;
+    assert!(stuck_status.lag > 0);
+    // The event it is stuck on has waited since it was written, before the stall began.
+    assert!(
+        stuck_status.lag_seconds >= stall.as_secs_f64(),
+        "{stuck_status:?}"
+    );
     // Fixed: it moves on and is healthy again.
     refuse.store(false, Ordering::SeqCst);
     live(&stuck, head).await;

@@ -152,10 +152,13 @@ impl ProcessorHandle {
     }
 
     /// The processor's status, with its lag measured against the log's current head (the head
-    /// the runner saw last, when the store cannot be asked).
+    /// the runner saw last, when the store does not answer within a quarter of a second: a
+    /// status asked for during an outage comes back at once).
     pub async fn status(&self) -> ProcessorStatus {
         let mut current = self.status.borrow().clone();
-        if let Ok(head) = self.backing.head().await {
+        if let Ok(Ok(head)) =
+            tokio::time::timeout(Duration::from_millis(250), self.backing.head()).await
+        {
             current.head = current.head.max(head);
         }
         current.refresh(SystemTime::now());

@@ -274,18 +274,17 @@ impl<P: Processor> Worker<P> {
     }
 
     /// Records the head the runner saw (and when the oldest event it has not handled was
-    /// recorded, if it did not know). Watchers are woken only when the head moved or the lag
-    /// started: a catching-up runner wakes them once per batch, when its checkpoint moves.
+    /// recorded, if it did not know). Watchers are woken only when the head moved: a
+    /// catching-up runner wakes them once per batch, when its checkpoint moves.
     fn saw_head(&self, head: Position, oldest: Option<SystemTime>) {
         self.status.send_if_modified(|status| {
             let moved = head > status.head;
             status.head = status.head.max(head);
-            let started = status.oldest_unhandled.is_none() && oldest.is_some();
-            if started {
+            if status.oldest_unhandled.is_none() {
                 status.oldest_unhandled = oldest;
             }
             status.refresh(SystemTime::now());
-            moved || started
+            moved
         });
     }
 

@@ -131,11 +131,13 @@ impl ProcessorStatus {
         };
     }
 
-    /// Moves the checkpoint to `position` (and the head with it, if behind).
+    /// Moves the checkpoint to `position` (and the head with it, if behind). The oldest
+    /// unhandled event is then unknown until the runner reads the next one.
     pub(crate) fn moved_to(&mut self, position: Position) {
         if position != self.checkpoint {
             self.checkpoint = position;
             self.checkpoint_moved = SystemTime::now();
+            self.oldest_unhandled = None;
         }
         self.refresh(SystemTime::now());
     }
@@ -212,5 +214,48 @@ pub(crate) async fn wait_for_position(
             reached: current.checkpoint,
             error: current.last_error,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_counted_in_events_and_in_the_age_of_the_oldest_unhandled_one() {
+        let now = SystemTime::now();
+        let mut status = ProcessorStatus::new("lagging");
+        status.head = Position(10);
+        status.moved_to(Position(4));
+        status.oldest_unhandled = Some(now - Duration::from_secs(12));
+        status.refresh(now);
+        assert_eq!(status.lag, 6);
+        assert!(
+            (status.lag_seconds - 12.0).abs() < 0.001,
+            "{}",
+            status.lag_seconds
+        );
+        // Moving on forgets the oldest event: the next read says which one is oldest now.
+        status.moved_to(Position(10));
+        assert_eq!((status.lag, status.lag_seconds), (0, 0.0));
+        assert_eq!(status.oldest_unhandled, None);
+        assert_eq!(
+            status.stalled_for(now + Duration::from_secs(60)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_status_serializes_with_its_state_tagged() {
+        let mut status = ProcessorStatus::new("json");
+        status.state = ProcessorState::Reconnecting {
+            since: SystemTime::UNIX_EPOCH,
+            attempts: 3,
+            last_error: "connection refused".to_owned(),
+        };
+        let json = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(json["state"]["state"], "reconnecting");
+        assert_eq!(json["state"]["attempts"], 3);
+        assert_eq!(json["name"], "json");
     }
 }
