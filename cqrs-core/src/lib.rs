@@ -62,7 +62,8 @@
 //! ```
 //!
 //! Beyond one aggregate: [`saga`](mod@saga) for processes across aggregates, [`projection`] for read
-//! models, [`upcast`] for changing stored events. The [`guide`] walks through all of it, one
+//! models, both run by the one [`processor`] runtime (reconnecting, dead letters, health),
+//! [`upcast`] for changing stored events. The [`guide`] walks through all of it, one
 //! chapter per concept, with examples that run as tests.
 #![doc(html_root_url = "https://docs.rs/cqrs-core/0.1.0")]
 
