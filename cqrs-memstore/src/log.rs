@@ -50,26 +50,42 @@ impl Log {
             .get(index % SEGMENT_LEN)
     }
 
+    /// How many events after `after` a read of at most `limit` covers.
+    fn count_after(&self, after: Position, limit: usize) -> usize {
+        let remaining = self.len.saturating_sub(after.0);
+        usize::try_from(remaining).map_or(limit, |remaining| remaining.min(limit))
+    }
+
+    /// The events of up to `limit` positions after `after`, in position order, as the slices
+    /// of the segments that hold them.
+    fn slices_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> impl Iterator<Item = &[RecordedEvent]> + '_ {
+        // `after < len` whenever anything is left to read, so `after` fits in a usize then.
+        let mut index = usize::try_from(after.0).unwrap_or(usize::MAX);
+        let end = index.saturating_add(self.count_after(after, limit));
+        std::iter::from_fn(move || {
+            if index >= end {
+                return None;
+            }
+            let segment = self.segments.get(index / SEGMENT_LEN)?;
+            let start = index % SEGMENT_LEN;
+            let take = (end - index).min(segment.len().saturating_sub(start));
+            let events = segment
+                .get(start..start + take)
+                .filter(|events| !events.is_empty())?;
+            index += take;
+            Some(events)
+        })
+    }
+
     /// Clones up to `limit` events after `after` into a new vector, in position order.
     pub(crate) fn read_after(&self, after: Position, limit: usize) -> Vec<RecordedEvent> {
-        let remaining = self.len.saturating_sub(after.0);
-        let count = usize::try_from(remaining).map_or(limit, |remaining| remaining.min(limit));
-        let mut events = Vec::with_capacity(count);
-        // `after < len` whenever `count > 0`, so `after` fits in a usize.
-        let Ok(mut index) = usize::try_from(after.0) else {
-            return events;
-        };
-        while events.len() < count {
-            let Some(segment) = self.segments.get(index / SEGMENT_LEN) else {
-                break;
-            };
-            let start = index % SEGMENT_LEN;
-            let take = (count - events.len()).min(segment.len().saturating_sub(start));
-            if take == 0 {
-                break;
-            }
-            events.extend_from_slice(&segment[start..start + take]);
-            index += take;
+        let mut events = Vec::with_capacity(self.count_after(after, limit));
+        for slice in self.slices_after(after, limit) {
+            events.extend_from_slice(slice);
         }
         events
     }
@@ -84,34 +100,16 @@ impl Log {
         limit: usize,
         aggregates: &[&str],
     ) -> LogBatch {
-        let remaining = self.len.saturating_sub(after.0);
-        let count = usize::try_from(remaining).map_or(limit, |remaining| remaining.min(limit));
         let mut batch = LogBatch::default();
-        let Ok(mut index) = usize::try_from(after.0) else {
-            return batch;
-        };
-        let end = index.saturating_add(count);
-        while index < end {
-            let Some(segment) = self.segments.get(index / SEGMENT_LEN) else {
-                break;
-            };
-            let start = index % SEGMENT_LEN;
-            let take = (end - index).min(segment.len().saturating_sub(start));
-            let Some(events) = segment
-                .get(start..start + take)
-                .filter(|events| !events.is_empty())
-            else {
-                break;
-            };
+        for slice in self.slices_after(after, limit) {
             batch.entries.extend(
-                events
+                slice
                     .iter()
                     .filter(|event| event.stream.is_of_any(aggregates))
                     .cloned()
                     .map(LogEntry::Event),
             );
-            batch.last = events.last().map(|event| event.position);
-            index += take;
+            batch.last = slice.last().map(|event| event.position);
         }
         batch
     }
