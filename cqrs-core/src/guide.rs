@@ -13,6 +13,7 @@
 //!    PostgreSQL, and running several application nodes on one database.
 //! 7. [Upcasting](upcasting): changing the shape of stored events.
 //! 8. [Testing](testing): given / when / then for aggregates, sagas and projections.
+//! 9. [Running in production](production): traces, metrics, health, and what to alert on.
 //!
 //! The runnable examples (`cargo run --example seat_reservation`, `cargo run --example shop`) put
 //! all of it together; their code is in the repository's `examples/` directory.
@@ -40,3 +41,6 @@ pub mod upcasting {}
 
 #[doc = include_str!("../guide/testing.md")]
 pub mod testing {}
+
+#[doc = include_str!("../guide/production.md")]
+pub mod production {}

@@ -63,8 +63,8 @@
 //!
 //! Beyond one aggregate: [`saga`](mod@saga) for processes across aggregates, [`projection`] for read
 //! models, both run by the one [`processor`] runtime (reconnecting, dead letters, health),
-//! [`upcast`] for changing stored events. The [`guide`] walks through all of it, one
-//! chapter per concept, with examples that run as tests.
+//! [`upcast`] for changing stored events, [`telemetry`] for the spans and metrics it emits. The
+//! [`guide`] walks through all of it, one chapter per concept, with examples that run as tests.
 #![doc(html_root_url = "https://docs.rs/cqrs-core/0.1.0")]
 
 pub mod aggregate;
@@ -80,6 +80,7 @@ pub mod saga;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;
+pub mod telemetry;
 pub mod testing;
 pub mod upcast;
 

@@ -12,3 +12,4 @@
 pub mod conformance;
 pub mod meters;
 pub mod processors;
+pub mod telemetry;
