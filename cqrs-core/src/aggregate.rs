@@ -59,6 +59,14 @@ pub trait CommandHandler: Aggregate {
     /// What the handlers need from outside (a price list, a clock); `()` when nothing.
     type Services: Send + Sync + 'static;
 
+    /// The command's name in traces and logs: `#[command_handler]` returns the variant
+    /// (`ReserveSeats`). The default, for a hand-written impl, is the command type's name.
+    fn command_name(command: &Self::Command) -> &'static str {
+        let _ = command;
+        let name = std::any::type_name::<Self::Command>();
+        name.rsplit("::").next().unwrap_or(name)
+    }
+
     /// Decides what `command` means for the current state: the events to record (possibly none),
     /// or a domain error. Never changes the state.
     fn handle<'a>(

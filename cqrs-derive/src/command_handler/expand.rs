@@ -65,6 +65,23 @@ fn command_enum(handlers: &HandlerImpl<'_>) -> TokenStream {
             #variant #body
         }
     });
+    let names = handlers.handlers.iter().map(|handler| {
+        let variant = &handler.variant;
+        let cfgs = cfg_attributes(handler);
+        let name = variant.to_string();
+        quote! {
+            #(#cfgs)*
+            Self::#variant { .. } => #name,
+        }
+    });
+    let example = handlers
+        .handlers
+        .first()
+        .map_or_else(String::new, |handler| handler.variant.to_string());
+    let name_doc = format!(
+        " The command's name for traces and logs: its variant (`{command}::{example}` is \
+         `\"{example}\"`)."
+    );
     quote! {
         #[doc = #enum_doc]
         #[derive(
@@ -77,6 +94,16 @@ fn command_enum(handlers: &HandlerImpl<'_>) -> TokenStream {
         #[serde(crate = "::cqrs_core::__private::serde")]
         pub enum #command {
             #(#variants,)*
+        }
+
+        #[automatically_derived]
+        impl #command {
+            #[doc = #name_doc]
+            pub fn name(&self) -> &'static str {
+                match *self {
+                    #(#names)*
+                }
+            }
         }
     }
 }
@@ -110,6 +137,10 @@ fn handler_impl(handlers: &HandlerImpl<'_>) -> TokenStream {
         impl #impl_generics #impl_for #where_clause {
             type Command = #command;
             type Services = #services_type;
+
+            fn command_name(#command_value: &Self::Command) -> &'static str {
+                #command::name(#command_value)
+            }
 
             fn handle<'__cqrs>(
                 &'__cqrs self,
