@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::CommandHandler;
@@ -16,6 +17,10 @@ use crate::event::{
 use crate::retry::RetryPolicy;
 use crate::snapshot::SnapshotPolicy;
 use crate::store::{CommandRecord, EventStore, ExpectedVersion, StoreError, StreamTurn};
+
+mod instruments;
+
+use instruments::CommandMetrics;
 
 /// An aggregate's state and the stream version it covers.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +43,14 @@ struct Hydrated<A> {
 
 /// For how many commands after a conflict the repository keeps a copy of the state.
 const CONTENDED_COMMANDS: u32 = 16;
+
+/// What one command's attempts share: when it started (its retry budget runs from then), its
+/// span, and the count of decisions made.
+struct Attempts<'a> {
+    started: Instant,
+    span: &'a tracing::Span,
+    count: &'a mut u32,
+}
 
 /// How many events the repository reads from a stream in one call.
 const READ_BATCH: usize = 4096;
@@ -116,7 +129,7 @@ pub enum ExecuteError<E> {
         actual: Version,
         /// How many times the command was decided.
         attempts: u32,
-        /// How long the attempts took, from the first.
+        /// How long the command had run, from the call (the time budget counts from there too).
         elapsed: Duration,
     },
     /// The aggregate's `apply` panicked on an event the handler decided. Nothing was written.
@@ -300,6 +313,7 @@ impl<A: CommandHandler, S: EventStore> RepositoryBuilder<A, S> {
                 retry: self.retry,
                 snapshots: self.snapshots,
                 cache: (self.cache_capacity > 0).then(|| AggregateCache::new(self.cache_capacity)),
+                metrics: CommandMetrics::new(A::NAME),
             }),
         }
     }
@@ -325,6 +339,7 @@ struct Inner<A: CommandHandler, S> {
     retry: RetryPolicy,
     snapshots: Option<SnapshotPolicy<A>>,
     cache: Option<AggregateCache<Hydrated<A>>>,
+    metrics: CommandMetrics,
 }
 
 impl<A: CommandHandler, S> Clone for Repository<A, S> {
@@ -394,11 +409,36 @@ where
 
     /// [`execute`](Repository::execute) with a command id, correlation and causation ids and
     /// headers.
+    ///
+    /// Runs in a `command.handle` span and records the command metrics (see
+    /// [`telemetry`](crate::telemetry)).
     pub async fn execute_with(
         &self,
         id: impl fmt::Display,
         command: A::Command,
         metadata: CommandMetadata,
+    ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
+        let started = Instant::now();
+        let span = instruments::command_span::<A>(&command, &metadata);
+        let mut attempts = 0;
+        let result = self
+            .run_command(id, command, metadata, started, &span, &mut attempts)
+            .instrument(span.clone())
+            .await;
+        instruments::finished(&self.inner.metrics, &span, started, attempts, &result);
+        result
+    }
+
+    /// [`execute_with`](Repository::execute_with) inside its span; `attempts` counts the
+    /// decisions made.
+    async fn run_command(
+        &self,
+        id: impl fmt::Display,
+        command: A::Command,
+        metadata: CommandMetadata,
+        started: Instant,
+        span: &tracing::Span,
+        attempts: &mut u32,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
         // A cached aggregate's stream id is reused rather than made again for every command.
         let (stream, slot) = match &self.inner.cache {
@@ -409,6 +449,7 @@ where
             }
             None => (self.stream_id(id)?, None),
         };
+        instruments::stream(span, &stream);
         if let Some(command_id) = &metadata.command_id {
             if let Some(record) = self.inner.store.command_record(&stream, command_id).await? {
                 return self.earlier_outcome(record, 0).await;
@@ -416,8 +457,13 @@ where
         }
         let Some(slot) = slot else {
             let mut hydrated = Some(self.hydrate(&stream).await?);
+            let run = Attempts {
+                started,
+                span,
+                count: attempts,
+            };
             return self
-                .decide_and_append(&stream, &mut hydrated, command, metadata, true)
+                .decide_and_append(&stream, &mut hydrated, command, metadata, true, run)
                 .await;
         };
         // Held across the store calls on purpose: commands for one aggregate in this process take
@@ -432,7 +478,12 @@ where
         }
         // Whatever happens, the slot keeps a state that holds exactly the events read or written
         // so far, or none (the next command loads afresh).
-        self.decide_and_append(&stream, &mut cached, command, metadata, fresh)
+        let run = Attempts {
+            started,
+            span,
+            count: attempts,
+        };
+        self.decide_and_append(&stream, &mut cached, command, metadata, fresh, run)
             .await
     }
 
@@ -630,10 +681,15 @@ where
         command: A::Command,
         metadata: CommandMetadata,
         mut fresh: bool,
+        run: Attempts<'_>,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
         let inner = &*self.inner;
         let policy = inner.retry;
-        let started = Instant::now();
+        let Attempts {
+            started,
+            span,
+            count: attempt,
+        } = run;
         let deadline = policy.deadline.map(|budget| started + budget);
         let correlation_id = metadata
             .correlation_id
@@ -643,7 +699,6 @@ where
         let mut turn: Option<Box<dyn StreamTurn>> = None;
         let mut store_has_turns = true;
         let mut conflicts = 0;
-        let mut attempt = 0;
         loop {
             let Some(hydrated) = slot.as_mut() else {
                 *slot = Some(self.hydrate(stream).await?);
@@ -651,7 +706,8 @@ where
                 continue;
             };
             let loaded = &mut hydrated.loaded;
-            attempt += 1;
+            *attempt += 1;
+            instruments::deciding(span, *attempt, loaded.version);
             let decision = loaded.state.handle(command.clone(), &inner.services).await;
             let refused_or_no_op = decision.as_ref().map_or(true, Vec::is_empty);
             if refused_or_no_op && !fresh {
@@ -662,7 +718,7 @@ where
                     return Err(error.into());
                 }
                 if loaded.version != seen {
-                    attempt -= 1;
+                    *attempt -= 1;
                     continue;
                 }
             }
@@ -673,7 +729,7 @@ where
                     version: loaded.version,
                     position: None,
                     events,
-                    attempts: attempt,
+                    attempts: *attempt,
                     deduplicated: false,
                     snapshot_error: None,
                 });
@@ -721,15 +777,21 @@ where
                         StoreError::Conflict { actual, .. } => {
                             conflicts += 1;
                             let out_of_time = deadline.is_some_and(|end| Instant::now() >= end);
-                            if attempt >= max_attempts || out_of_time {
+                            if *attempt >= max_attempts || out_of_time {
                                 return Err(ExecuteError::Conflict {
                                     stream: stream.clone(),
                                     expected: expected_version,
                                     actual,
-                                    attempts: attempt,
+                                    attempts: *attempt,
                                     elapsed: started.elapsed(),
                                 });
                             }
+                            instruments::retrying(
+                                &inner.metrics,
+                                *attempt,
+                                expected_version,
+                                actual,
+                            );
                             let reloaded = slot.is_none();
                             if reloaded {
                                 // Loaded before a turn is waited for, so that the turn only
@@ -775,7 +837,7 @@ where
                             continue;
                         }
                         StoreError::DuplicateCommand { earlier } => {
-                            return self.earlier_outcome(earlier, attempt).await;
+                            return self.earlier_outcome(earlier, *attempt).await;
                         }
                         error => return Err(ExecuteError::Store(error)),
                     }
@@ -789,7 +851,7 @@ where
                 version: receipt.version,
                 position: receipt.position,
                 events,
-                attempts: attempt,
+                attempts: *attempt,
                 deduplicated: false,
                 snapshot_error,
             });

@@ -29,8 +29,8 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The largest ceiling any backoff delay is drawn under.
     pub max_delay: Duration,
-    /// The caller's time budget for one command, from its first attempt: no retry starts, and
-    /// no wait for a turn goes on, past it. `None`: attempts alone bound the retries.
+    /// The caller's time budget for one command, from the call (loading included): no retry
+    /// starts, and no wait for a turn goes on, past it. `None`: attempts alone bound the retries.
     pub deadline: Option<Duration>,
     /// After how many conflicts on one command the repository waits for an exclusive turn on the
     /// stream instead of backing off (`None`: never). At least 1.

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod conformance;
+pub mod interposed;
 pub mod meters;
 pub mod processors;
 pub mod telemetry;

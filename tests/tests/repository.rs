@@ -1,18 +1,15 @@
 //! The repository over the in-memory store: decide, append, retry on conflict, idempotency,
 //! snapshots, the cache, temporal loads, metadata, and bad stored data.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
 use cqrs_core::event::{Metadata, NewEvent, Payload};
-use cqrs_core::store::{AppendReceipt, CommandRecord, Snapshot};
+use cqrs_core::store::Snapshot;
 use cqrs_core::{
     CommandId, CommandMetadata, EventId, EventStore, ExecuteError, ExpectedVersion, Position,
-    RecordedEvent, Repository, RetryPolicy, StoreError, StreamId, Version,
+    Repository, RetryPolicy, StoreError, StreamId, Version,
 };
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowError, ShowEvent};
 use cqrs_memstore::MemStore;
+use cqrs_tests::interposed::Interposed;
 
 fn reserve(booking: u64, seats: u32) -> ShowCommand {
     ShowCommand::ReserveSeats {
@@ -48,94 +45,6 @@ fn competing(booking: u64, seats: u32, command_id: Option<&str>) -> Option<NewEv
         seats,
     };
     Some(NewEvent::encode(&event, metadata).expect("encodes"))
-}
-
-/// A store that lets a test act just before each append reaches the real store (to play a
-/// concurrent writer) and records where stream reads started.
-struct Interposed {
-    inner: MemStore,
-    before_append: Box<dyn Fn(u32) -> Option<NewEvent> + Send + Sync>,
-    appends: AtomicU32,
-    reads_from: Mutex<Vec<Version>>,
-}
-
-impl Interposed {
-    fn new(before_append: impl Fn(u32) -> Option<NewEvent> + Send + Sync + 'static) -> Arc<Self> {
-        Arc::new(Interposed {
-            inner: MemStore::new(),
-            before_append: Box::new(before_append),
-            appends: AtomicU32::new(0),
-            reads_from: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn reads_from(&self) -> Vec<Version> {
-        self.reads_from.lock().expect("not poisoned").clone()
-    }
-}
-
-#[async_trait]
-impl EventStore for Interposed {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendReceipt, StoreError> {
-        let call = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(competing) = (self.before_append)(call) {
-            self.inner
-                .append(stream, ExpectedVersion::Any, vec![competing])
-                .await?;
-        }
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Version,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.reads_from.lock().expect("not poisoned").push(from);
-        self.inner.read_stream(stream, from, limit).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-
-    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
-        self.inner.wait_for_events(after).await
-    }
-
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(stream, snapshot).await
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        schema_version: u32,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream, schema_version).await
-    }
-
-    async fn command_record(
-        &self,
-        stream: &StreamId,
-        command_id: &CommandId,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        self.inner.command_record(stream, command_id).await
-    }
 }
 
 #[tokio::test]
@@ -192,11 +101,7 @@ async fn domain_errors_return_at_once_and_write_nothing() {
         matches!(error, ExecuteError::Domain(ShowError::NotScheduled)),
         "{error:?}"
     );
-    assert_eq!(
-        store.appends.load(Ordering::SeqCst),
-        0,
-        "a refused command reached the store"
-    );
+    assert_eq!(store.appends(), 0, "a refused command reached the store");
 }
 
 #[tokio::test]
@@ -245,7 +150,7 @@ async fn a_retry_decides_on_a_freshly_loaded_state() {
         .build();
     schedule(&shows, "a", 10).await;
     shows.execute("a", reserve(1, 1)).await.expect("reserves");
-    store.reads_from.lock().expect("not poisoned").clear();
+    store.clear_reads();
 
     let outcome = shows
         .execute("a", reserve(2, 1))
@@ -270,7 +175,7 @@ async fn a_contended_cached_stream_catches_up_instead_of_loading_again() {
     let shows = Repository::<Show, _>::new(store.clone());
     schedule(&shows, "a", 10).await;
     shows.execute("a", reserve(1, 1)).await.expect("reserves");
-    store.reads_from.lock().expect("not poisoned").clear();
+    store.clear_reads();
 
     let first = shows.execute("a", reserve(2, 1)).await.expect("reserves");
     let second = shows.execute("a", reserve(3, 1)).await.expect("reserves");
@@ -321,7 +226,7 @@ async fn retries_are_bounded_and_the_conflict_names_the_attempts() {
         other => panic!("expected a conflict, got {other:?}"),
     }
     // 1 schedule + 4 attempts reached the store.
-    assert_eq!(store.appends.load(Ordering::SeqCst), 5);
+    assert_eq!(store.appends(), 5);
     assert!(
         !shows
             .load("a")
@@ -518,7 +423,7 @@ async fn snapshots_are_taken_and_loads_start_from_them() {
         .expect("a snapshot");
     assert_eq!(snapshot.version, Version(20));
 
-    store.reads_from.lock().expect("not poisoned").clear();
+    store.clear_reads();
     let loaded = shows.load("a").await.expect("loads");
     assert_eq!((loaded.version, loaded.state.reserved()), (Version(25), 24));
     assert_eq!(

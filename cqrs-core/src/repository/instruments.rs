@@ -1,0 +1,212 @@
+//! What a command tells the service: its `command.handle` span, the events in it, and the
+//! command metrics (see [`telemetry`](crate::telemetry) for the names).
+//!
+//! With no subscriber and no recorder installed, the span is disabled (nothing is formatted) and
+//! every metric goes to the no-op recorder through keys made once per repository.
+
+use std::time::Instant;
+
+use metrics::{Key, Label, Level as MetricLevel, Metadata as MetricMetadata};
+use tracing::field::{Empty, display};
+use tracing::{Level, Span};
+
+use super::{CommandMetadata, ExecuteError, ExecuteOutcome};
+use crate::aggregate::CommandHandler;
+use crate::event::{StreamId, Version};
+use crate::telemetry::{self, outcome};
+
+/// The target of the command's span and events: `RUST_LOG=cqrs_core::repository=debug` shows
+/// its retries.
+const TARGET: &str = "cqrs_core::repository";
+
+static METADATA: MetricMetadata<'static> =
+    MetricMetadata::new(TARGET, MetricLevel::INFO, Some(module_path!()));
+
+/// One repository's metric keys, made once: labels are the aggregate's name and the outcome.
+pub(super) struct CommandMetrics {
+    /// By outcome, in the order of [`OUTCOMES`].
+    durations: [Key; OUTCOMES.len()],
+    retried: Key,
+    exhausted: Key,
+    appended: Key,
+}
+
+const OUTCOMES: [&str; 5] = [
+    outcome::OK,
+    outcome::DEDUPLICATED,
+    outcome::DOMAIN_ERROR,
+    outcome::CONFLICT,
+    outcome::ERROR,
+];
+
+impl CommandMetrics {
+    pub(super) fn new(aggregate: &'static str) -> Self {
+        let with_outcome = |outcome: &'static str| {
+            Key::from_parts(
+                telemetry::COMMAND_DURATION,
+                vec![
+                    Label::from_static_parts("aggregate", aggregate),
+                    Label::from_static_parts("outcome", outcome),
+                ],
+            )
+        };
+        let conflicts = |result: &'static str| {
+            Key::from_parts(
+                telemetry::COMMAND_CONFLICTS,
+                vec![
+                    Label::from_static_parts("aggregate", aggregate),
+                    Label::from_static_parts("result", result),
+                ],
+            )
+        };
+        CommandMetrics {
+            durations: OUTCOMES.map(with_outcome),
+            retried: conflicts("retried"),
+            exhausted: conflicts("exhausted"),
+            appended: Key::from_parts(
+                telemetry::EVENTS_APPENDED,
+                vec![Label::from_static_parts("aggregate", aggregate)],
+            ),
+        }
+    }
+}
+
+/// The span of one command, with what is known before it runs.
+pub(super) fn command_span<A: CommandHandler>(
+    command: &A::Command,
+    metadata: &CommandMetadata,
+) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "command.handle",
+        cqrs.aggregate = A::NAME,
+        cqrs.stream = Empty,
+        cqrs.command = Empty,
+        cqrs.command.id = Empty,
+        cqrs.attempts = Empty,
+        cqrs.outcome = Empty,
+        cqrs.version.before = Empty,
+        cqrs.version.after = Empty,
+        cqrs.position = Empty,
+        otel.status_code = Empty,
+    );
+    if !span.is_disabled() {
+        span.record("cqrs.command", A::command_name(command));
+        if let Some(id) = &metadata.command_id {
+            span.record("cqrs.command.id", display(id));
+        }
+    }
+    span
+}
+
+/// The stream, once the aggregate id has made one.
+pub(super) fn stream(span: &Span, stream: &StreamId) {
+    span.record("cqrs.stream", display(stream));
+}
+
+/// The version an attempt decides on.
+pub(super) fn deciding(span: &Span, attempt: u32, version: Version) {
+    span.record("cqrs.attempts", attempt);
+    span.record("cqrs.version.before", version.0);
+}
+
+/// A conflict the command decides again after.
+pub(super) fn retrying(
+    metrics: &CommandMetrics,
+    attempts: u32,
+    expected: Version,
+    actual: Version,
+) {
+    tracing::event!(
+        target: TARGET,
+        Level::DEBUG,
+        cqrs.attempts = attempts,
+        cqrs.expected = expected.0,
+        cqrs.actual = actual.0,
+        "conflict: deciding again on the fresh state"
+    );
+    metrics::with_recorder(|recorder| {
+        recorder
+            .register_counter(&metrics.retried, &METADATA)
+            .increment(1);
+    });
+}
+
+/// Records how the command ended: the span's last fields, one event, and the metrics.
+pub(super) fn finished<E, Error: std::fmt::Display>(
+    metrics: &CommandMetrics,
+    span: &Span,
+    started: Instant,
+    attempts: u32,
+    result: &Result<ExecuteOutcome<E>, ExecuteError<Error>>,
+) {
+    let index = match result {
+        Ok(outcome) if outcome.deduplicated => 1,
+        Ok(_) => 0,
+        Err(ExecuteError::Domain(_)) => 2,
+        Err(ExecuteError::Conflict { .. }) => 3,
+        Err(_) => 4,
+    };
+    let name = OUTCOMES[index];
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::with_recorder(|recorder| {
+        recorder
+            .register_histogram(&metrics.durations[index], &METADATA)
+            .record(seconds);
+        match result {
+            Ok(outcome) if !outcome.deduplicated && outcome.position.is_some() => recorder
+                .register_counter(&metrics.appended, &METADATA)
+                .increment(outcome.events.len() as u64),
+            Err(ExecuteError::Conflict { .. }) => recorder
+                .register_counter(&metrics.exhausted, &METADATA)
+                .increment(1),
+            _ => {}
+        }
+    });
+    if span.is_disabled() && !tracing::enabled!(Level::WARN) {
+        return;
+    }
+    span.record("cqrs.outcome", name);
+    span.record("cqrs.attempts", attempts);
+    match result {
+        Ok(outcome) => {
+            span.record("cqrs.version.after", outcome.version.0);
+            if let Some(position) = outcome.position {
+                span.record("cqrs.position", position.0);
+            }
+            tracing::event!(
+                target: TARGET,
+                parent: span,
+                Level::INFO,
+                cqrs.attempts = attempts,
+                cqrs.outcome = name,
+                cqrs.version.after = outcome.version.0,
+                cqrs.events = outcome.events.len(),
+                "command handled"
+            );
+        }
+        Err(ExecuteError::Domain(error)) => {
+            tracing::event!(
+                target: TARGET,
+                parent: span,
+                Level::INFO,
+                cqrs.attempts = attempts,
+                cqrs.outcome = name,
+                error = %error,
+                "command refused"
+            );
+        }
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            tracing::event!(
+                target: TARGET,
+                parent: span,
+                Level::WARN,
+                cqrs.attempts = attempts,
+                cqrs.outcome = name,
+                error = %error,
+                "command failed"
+            );
+        }
+    }
+}
