@@ -421,10 +421,15 @@ where
         let started = Instant::now();
         let span = instruments::command_span::<A>(&command, &metadata);
         let mut attempts = 0;
-        let result = self
-            .run_command(id, command, metadata, started, &span, &mut attempts)
-            .instrument(span.clone())
-            .await;
+        // Without a subscriber the command runs as it would uninstrumented, its future built
+        // in place: a wrapper would move the whole future once more for nothing.
+        let result = if span.is_disabled() {
+            self.run_command(id, command, metadata, started, &span, &mut attempts)
+                .await
+        } else {
+            let run = self.run_command(id, command, metadata, started, &span, &mut attempts);
+            Box::pin(run).instrument(span.clone()).await
+        };
         instruments::finished(&self.inner.metrics, &span, started, attempts, &result);
         result
     }

@@ -49,8 +49,9 @@
 //! | [`PROCESSOR_DEAD_LETTERS`] | counter | `processor` |
 //! | [`PROCESSOR_RECONNECTS`] | counter | `processor` |
 //!
-//! A processor takes its metric handles when its runner starts: install the recorder before
-//! spawning processors. The [production chapter](crate::guide::production) says which of these
+//! A repository takes its metric handles when it is built, and a processor when its runner
+//! starts (so that recording costs a branch when no recorder is installed): install the
+//! recorder first, at the start of `main`, before building repositories and spawning processors. The [production chapter](crate::guide::production) says which of these
 //! to alert on.
 
 /// The span around one command: load, decide, append, retries.

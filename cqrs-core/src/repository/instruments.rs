@@ -2,11 +2,11 @@
 //! command metrics (see [`telemetry`](crate::telemetry) for the names).
 //!
 //! With no subscriber and no recorder installed, the span is disabled (nothing is formatted) and
-//! every metric goes to the no-op recorder through keys made once per repository.
+//! every metric handle is a no-op.
 
 use std::time::Instant;
 
-use metrics::{Key, Label, Level as MetricLevel, Metadata as MetricMetadata};
+use metrics::{Counter, Histogram};
 use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
@@ -19,16 +19,15 @@ use crate::telemetry::{self, outcome};
 /// its retries.
 const TARGET: &str = "cqrs_core::repository";
 
-static METADATA: MetricMetadata<'static> =
-    MetricMetadata::new(TARGET, MetricLevel::INFO, Some(module_path!()));
-
-/// One repository's metric keys, made once: labels are the aggregate's name and the outcome.
+/// One repository's metric handles, taken from the recorder installed when it is built (labels
+/// are the aggregate's name and the outcome). Taken once, a handle costs a branch per command
+/// when no recorder is installed.
 pub(super) struct CommandMetrics {
     /// By outcome, in the order of [`OUTCOMES`].
-    durations: [Key; OUTCOMES.len()],
-    retried: Key,
-    exhausted: Key,
-    appended: Key,
+    durations: [Histogram; OUTCOMES.len()],
+    retried: Counter,
+    exhausted: Counter,
+    appended: Counter,
 }
 
 const OUTCOMES: [&str; 5] = [
@@ -41,32 +40,25 @@ const OUTCOMES: [&str; 5] = [
 
 impl CommandMetrics {
     pub(super) fn new(aggregate: &'static str) -> Self {
-        let with_outcome = |outcome: &'static str| {
-            Key::from_parts(
+        let duration = |outcome: &'static str| {
+            metrics::histogram!(
                 telemetry::COMMAND_DURATION,
-                vec![
-                    Label::from_static_parts("aggregate", aggregate),
-                    Label::from_static_parts("outcome", outcome),
-                ],
+                "aggregate" => aggregate,
+                "outcome" => outcome
             )
         };
         let conflicts = |result: &'static str| {
-            Key::from_parts(
+            metrics::counter!(
                 telemetry::COMMAND_CONFLICTS,
-                vec![
-                    Label::from_static_parts("aggregate", aggregate),
-                    Label::from_static_parts("result", result),
-                ],
+                "aggregate" => aggregate,
+                "result" => result
             )
         };
         CommandMetrics {
-            durations: OUTCOMES.map(with_outcome),
+            durations: OUTCOMES.map(duration),
             retried: conflicts("retried"),
             exhausted: conflicts("exhausted"),
-            appended: Key::from_parts(
-                telemetry::EVENTS_APPENDED,
-                vec![Label::from_static_parts("aggregate", aggregate)],
-            ),
+            appended: metrics::counter!(telemetry::EVENTS_APPENDED, "aggregate" => aggregate),
         }
     }
 }
@@ -106,8 +98,10 @@ pub(super) fn stream(span: &Span, stream: &StreamId) {
 
 /// The version an attempt decides on.
 pub(super) fn deciding(span: &Span, attempt: u32, version: Version) {
-    span.record("cqrs.attempts", attempt);
-    span.record("cqrs.version.before", version.0);
+    if !span.is_disabled() {
+        span.record("cqrs.attempts", attempt);
+        span.record("cqrs.version.before", version.0);
+    }
 }
 
 /// A conflict the command decides again after.
@@ -125,11 +119,7 @@ pub(super) fn retrying(
         cqrs.actual = actual.0,
         "conflict: deciding again on the fresh state"
     );
-    metrics::with_recorder(|recorder| {
-        recorder
-            .register_counter(&metrics.retried, &METADATA)
-            .increment(1);
-    });
+    metrics.retried.increment(1);
 }
 
 /// Records how the command ended: the span's last fields, one event, and the metrics.
@@ -149,21 +139,17 @@ pub(super) fn finished<E, Error: std::fmt::Display>(
     };
     let name = OUTCOMES[index];
     let seconds = started.elapsed().as_secs_f64();
-    metrics::with_recorder(|recorder| {
-        recorder
-            .register_histogram(&metrics.durations[index], &METADATA)
-            .record(seconds);
-        match result {
-            Ok(outcome) if !outcome.deduplicated && outcome.position.is_some() => recorder
-                .register_counter(&metrics.appended, &METADATA)
-                .increment(outcome.events.len() as u64),
-            Err(ExecuteError::Conflict { .. }) => recorder
-                .register_counter(&metrics.exhausted, &METADATA)
-                .increment(1),
-            _ => {}
+    metrics.durations[index].record(seconds);
+    match result {
+        Ok(outcome) if !outcome.deduplicated && outcome.position.is_some() => {
+            metrics.appended.increment(outcome.events.len() as u64);
         }
-    });
-    if span.is_disabled() && !tracing::enabled!(Level::WARN) {
+        Err(ExecuteError::Conflict { .. }) => metrics.exhausted.increment(1),
+        _ => {}
+    }
+    // With the span off, only a failure's WARN line can still be wanted.
+    let failed = index >= 3;
+    if span.is_disabled() && !(failed && tracing::level_enabled!(Level::WARN)) {
         return;
     }
     span.record("cqrs.outcome", name);
