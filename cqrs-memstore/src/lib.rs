@@ -534,12 +534,11 @@ impl StreamTurn for MemTurn {
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
         let span = telemetry::append_span(&self.stream, expected, events.len());
-        let result = telemetry::in_span(
-            &span,
+        let result = telemetry::in_span!(&span, {
             self.store
-                .append_waiting_for_turns(&self.stream, expected, events, true),
-        )
-        .await;
+                .append_waiting_for_turns(&self.stream, expected, events, true)
+                .await
+        });
         telemetry::record_append(&span, &result);
         result
     }
@@ -661,15 +660,14 @@ impl EventStore for MemStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
         let span = telemetry::append_span(stream, expected, events.len());
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             self.pause().await;
             let result = self
                 .append_waiting_for_turns(stream, expected, events, false)
                 .await;
             self.pause().await;
             result
-        })
-        .await;
+        });
         telemetry::record_append(&span, &result);
         result
     }
@@ -709,13 +707,12 @@ impl EventStore for MemStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let span = telemetry::stream_read_span("read_stream", stream, limit);
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             self.pause().await;
             let events = self.read_stream_now(stream, from, limit);
             self.pause().await;
             Ok(events)
-        })
-        .await;
+        });
         telemetry::record_read(&span, &result, Vec::len);
         result
     }
@@ -728,8 +725,9 @@ impl EventStore for MemStore {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
         let span = telemetry::stream_read_span("visit_stream", stream, limit);
-        let result =
-            telemetry::in_span(&span, self.visit_stream_now(stream, from, limit, visit)).await;
+        let result = telemetry::in_span!(&span, {
+            self.visit_stream_now(stream, from, limit, visit).await
+        });
         telemetry::record_read(&span, &result, |visited| *visited);
         result
     }
@@ -740,13 +738,12 @@ impl EventStore for MemStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let span = telemetry::log_read_span("read_all", after, limit);
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             self.pause().await;
             let events = read(&self.inner.log).read_after(after, limit);
             self.pause().await;
             Ok(events)
-        })
-        .await;
+        });
         telemetry::record_read(&span, &result, Vec::len);
         result
     }
@@ -758,13 +755,12 @@ impl EventStore for MemStore {
         aggregates: &[&str],
     ) -> Result<LogBatch, StoreError> {
         let span = telemetry::log_read_span("read_log", after, limit);
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             self.pause().await;
             let batch = read(&self.inner.log).read_log_after(after, limit, aggregates);
             self.pause().await;
             Ok(batch)
-        })
-        .await;
+        });
         telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
         result
     }

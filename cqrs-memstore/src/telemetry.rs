@@ -5,12 +5,11 @@
 //! runs as a plain future, and nothing is formatted or recorded.
 
 use std::fmt;
-use std::future::Future;
 
 use cqrs_core::telemetry::{APPEND_SPAN, READ_SPAN};
 use cqrs_core::{AppendReceipt, ExpectedVersion, Position, StoreError, StreamId};
+use tracing::Span;
 use tracing::field::Empty;
-use tracing::{Instrument, Span};
 
 /// The value of `db.system.name` for this store.
 const SYSTEM: &str = "memory";
@@ -55,14 +54,25 @@ pub(crate) fn log_read_span(operation: &'static str, from: Position, limit: usiz
     )
 }
 
-/// Runs `work` inside `span`; a disabled span adds nothing to it.
-pub(crate) async fn in_span<F: Future>(span: &Span, work: F) -> F::Output {
-    if span.is_disabled() {
-        work.await
-    } else {
-        work.instrument(span.clone()).await
-    }
+/// Runs the async block `work` inside `span` (a `&Span`) and gives its value.
+///
+/// A disabled span adds nothing: `work` then runs inline, in the caller's own state machine, as
+/// if the macro were not there (wrapping it in a future of its own cost the in-memory store's
+/// appends about 200 instructions each, 3%, with no one listening). A `?` or `return` in `work`
+/// leaves the method when the span is disabled and only the block when it is enabled: the
+/// caller gets the same value either way as long as the code after the macro does nothing but
+/// record on the span (a no-op on a disabled one).
+macro_rules! in_span {
+    ($span:expr, $work:block $(,)?) => {{
+        let span: &::tracing::Span = $span;
+        if span.is_disabled() {
+            $work
+        } else {
+            ::tracing::Instrument::instrument(async $work, span.clone()).await
+        }
+    }};
 }
+pub(crate) use in_span;
 
 /// Records how an append ended on its span.
 pub(crate) fn record_append(span: &Span, result: &Result<AppendReceipt, StoreError>) {

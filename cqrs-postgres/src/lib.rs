@@ -984,8 +984,9 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
         let span = telemetry::append_span(stream, expected, events.len());
-        let result =
-            telemetry::in_span(&span, self.append_now(stream, expected, events, &span)).await;
+        let result = telemetry::in_span!(&span, {
+            self.append_now(stream, expected, events, &span).await
+        });
         telemetry::record_append(&span, &result);
         result
     }
@@ -1006,7 +1007,7 @@ impl EventStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let span = telemetry::stream_read_span("read_stream", stream, limit);
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             let mut events = Vec::new();
             self.visit_stream_now(stream, from, limit, &mut |event| {
                 events.push(event.clone());
@@ -1014,8 +1015,7 @@ impl EventStore for PostgresStore {
             })
             .await?;
             Ok(events)
-        })
-        .await;
+        });
         telemetry::record_read(&span, &result, Vec::len);
         result
     }
@@ -1028,8 +1028,9 @@ impl EventStore for PostgresStore {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
         let span = telemetry::stream_read_span("visit_stream", stream, limit);
-        let result =
-            telemetry::in_span(&span, self.visit_stream_now(stream, from, limit, visit)).await;
+        let result = telemetry::in_span!(&span, {
+            self.visit_stream_now(stream, from, limit, visit).await
+        });
         telemetry::record_read(&span, &result, |visited| *visited);
         result
     }
@@ -1040,7 +1041,7 @@ impl EventStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let span = telemetry::log_read_span("read_all", after, limit);
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             let rows = self.log_rows(after, limit).await?;
             let mut events = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -1050,8 +1051,7 @@ impl EventStore for PostgresStore {
                 }
             }
             Ok(events)
-        })
-        .await;
+        });
         telemetry::record_read(&span, &result, Vec::len);
         result
     }
@@ -1063,7 +1063,7 @@ impl EventStore for PostgresStore {
         aggregates: &[&str],
     ) -> Result<LogBatch, StoreError> {
         let span = telemetry::log_read_span("read_log", after, limit);
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             let rows = self.log_rows(after, limit).await?;
             let last = rows.last().map(rows::log_position).transpose()?;
             let mut entries = Vec::with_capacity(rows.len());
@@ -1073,8 +1073,7 @@ impl EventStore for PostgresStore {
                 }
             }
             Ok(LogBatch { entries, last })
-        })
-        .await;
+        });
         telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
         result
     }

@@ -141,10 +141,9 @@ impl StreamTurn for PostgresTurn {
         // sequencer lock until it ends: a turn never needs a second connection, so turns waiting
         // on the server can never take the connection the holder needs.
         let span = telemetry::stream_read_span("visit_stream", &self.stream, limit);
-        let result = telemetry::in_span(&span, async {
+        let result = telemetry::in_span!(&span, {
             visit_stream_on(self.client()?, &self.stream, from, limit, visit).await
-        })
-        .await;
+        });
         telemetry::record_read(&span, &result, |visited| *visited);
         result
     }
@@ -157,7 +156,7 @@ impl StreamTurn for PostgresTurn {
         // Not batched: the append goes in the turn's own transaction, so the span has no
         // `cqrs.batch.appends` and the batch size histogram does not count it.
         let span = telemetry::append_span(&self.stream, expected, events.len());
-        let result = telemetry::in_span(&span, self.append_now(expected, events)).await;
+        let result = telemetry::in_span!(&span, { self.append_now(expected, events).await });
         telemetry::record_append(&span, &result);
         result
     }
