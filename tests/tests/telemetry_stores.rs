@@ -473,3 +473,94 @@ async fn postgres_reads_and_refused_appends_say_what_they_did() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_batch_split_after_refused_data_says_so_in_each_append() {
+    let capture = Capture::start();
+    let store = fresh_postgres().await;
+    // As above: a held append, and three queued behind it in one batch, one of which carries a
+    // text the server refuses (a NUL character), so that the batch goes again one by one.
+    let gate = stream("gate", 1);
+    let held = gate.clone();
+    store.set_sql_before_commit(Some(Arc::new(move |stream: &StreamId| {
+        (*stream == held).then(|| "SELECT pg_sleep(0.5)".to_owned())
+    })));
+    let first = {
+        let (store, gate) = (store.clone(), gate.clone());
+        tokio::spawn(async move {
+            store
+                .append(&gate, ExpectedVersion::NoStream, events(1))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued = ["good", "bad", "fine"].map(|aggregate| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut written = events(2);
+            if aggregate == "bad" {
+                written[1].event_type = "Bad\0Type".into();
+            }
+            store
+                .append(&stream(aggregate, 1), ExpectedVersion::NoStream, written)
+                .await
+        })
+    });
+    first.await.expect("task").expect("held append");
+    let [good, bad, fine] = queued;
+    good.await.expect("task").expect("good");
+    fine.await.expect("task").expect("fine");
+    let bad = bad.await.expect("task").expect_err("refused");
+    store.set_sql_before_commit(None);
+    // The error still says what the server said.
+    assert!(bad.to_string().contains("22021"), "{bad}");
+
+    let spans = capture.spans_named(APPEND_SPAN);
+    let outcomes: BTreeMap<_, _> = spans
+        .iter()
+        .map(|span| {
+            assert_store_span(span, "cqrs_postgres", "postgresql");
+            (
+                span.field("cqrs.stream").unwrap_or_default(),
+                (span.field("cqrs.outcome"), span.field("cqrs.batch.appends")),
+            )
+        })
+        .collect();
+    // Each went to the server alone in the end.
+    assert_eq!(
+        outcomes,
+        BTreeMap::from([
+            ("bad-1", (Some("error"), Some("1"))),
+            ("fine-1", (Some("ok"), Some("1"))),
+            ("gate-1", (Some("ok"), Some("1"))),
+            ("good-1", (Some("ok"), Some("1"))),
+        ])
+    );
+    let samples = capture
+        .metrics()
+        .histogram(APPEND_BATCH_SIZE, &[("store", "postgres")]);
+    assert_eq!(samples, vec![1.0; 4], "the split batch is not counted");
+
+    let split: Vec<_> = capture
+        .events()
+        .into_iter()
+        .filter(|event| event.message.contains("refused the data"))
+        .collect();
+    println!("{split:#?}");
+    let mut streams: Vec<_> = split
+        .iter()
+        .map(|event| {
+            assert_eq!(event.level, Level::DEBUG, "{event:?}");
+            assert!(event.target.starts_with("cqrs_postgres"), "{event:?}");
+            assert_eq!(event.span, Some(APPEND_SPAN), "{event:?}");
+            assert_eq!(event.fields["cqrs.batch.appends"], "3", "{event:?}");
+            assert_eq!(
+                event.fields["db.response.status_code"], "22021",
+                "{event:?}"
+            );
+            event.span_fields["cqrs.stream"].clone()
+        })
+        .collect();
+    streams.sort();
+    assert_eq!(streams, ["bad-1", "fine-1", "good-1"]);
+}
