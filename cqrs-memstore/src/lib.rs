@@ -68,10 +68,18 @@
 //! [`MemStore::fail_next_appends`] and [`MemStore::fail_next_appends_after_writing`] make the next
 //! appends fail with [`StoreError::Backend`], before or after writing, so that callers (a
 //! repository's retry loop, a saga's idempotency) can be tested against a failing store.
+//!
+//! # Telemetry
+//!
+//! Each append and each read (of a stream or of the global log) runs in a DEBUG span,
+//! `store.append` or `store.read`, with `db.system.name = "memory"` and the fields that
+//! [`cqrs_core::telemetry`] lists. The store writes each append on its own, so it records no
+//! `cqrs.batch.appends` and no batch size histogram.
 #![doc(html_root_url = "https://docs.rs/cqrs-memstore/0.1.0")]
 
 mod fault;
 mod log;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -525,9 +533,14 @@ impl StreamTurn for MemTurn {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        self.store
-            .append_waiting_for_turns(&self.stream, expected, events, true)
-            .await
+        let span = telemetry::append_span(&self.stream, expected, events.len());
+        let result = telemetry::in_span!(&span, {
+            self.store
+                .append_waiting_for_turns(&self.stream, expected, events, true)
+                .await
+        });
+        telemetry::record_append(&span, &result);
+        result
     }
 }
 
@@ -590,63 +603,9 @@ impl MemStore {
     }
 }
 
-#[async_trait::async_trait]
-impl EventStore for MemStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendReceipt, StoreError> {
-        self.pause().await;
-        let result = self
-            .append_waiting_for_turns(stream, expected, events, false)
-            .await;
-        self.pause().await;
-        result
-    }
-
-    async fn take_turn(
-        &self,
-        stream: &StreamId,
-    ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
-        self.pause().await;
-        let state = self.find_or_create_stream(stream);
-        let turns = {
-            let mut state = lock(&state);
-            state.turn_waiters += 1;
-            Arc::clone(
-                state
-                    .turns
-                    .get_or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))),
-            )
-        };
-        // Counted out again however the wait ends, a caller's deadline included.
-        let waiting = Waiting(&state);
-        // Writers get turns in the order they asked (tokio's mutex is fair).
-        let queue = turns.lock_owned().await;
-        waiting.hold();
-        Ok(Some(Box::new(MemTurn {
-            store: self.clone(),
-            stream: stream.clone(),
-            state,
-            _queue: queue,
-        })))
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Version,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.pause().await;
-        let events = self.read_stream_now(stream, from, limit);
-        self.pause().await;
-        Ok(events)
-    }
-
-    async fn visit_stream(
+impl MemStore {
+    /// [`EventStore::visit_stream`]'s work, outside its span.
+    async fn visit_stream_now(
         &self,
         stream: &StreamId,
         from: Version,
@@ -690,16 +649,103 @@ impl EventStore for MemStore {
         self.pause().await;
         Ok(visited)
     }
+}
+
+#[async_trait::async_trait]
+impl EventStore for MemStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let span = telemetry::append_span(stream, expected, events.len());
+        let result = telemetry::in_span!(&span, {
+            self.pause().await;
+            let result = self
+                .append_waiting_for_turns(stream, expected, events, false)
+                .await;
+            self.pause().await;
+            result
+        });
+        telemetry::record_append(&span, &result);
+        result
+    }
+
+    async fn take_turn(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+        self.pause().await;
+        let state = self.find_or_create_stream(stream);
+        let turns = {
+            let mut state = lock(&state);
+            state.turn_waiters += 1;
+            Arc::clone(
+                state
+                    .turns
+                    .get_or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))),
+            )
+        };
+        // Counted out again however the wait ends, a caller's deadline included.
+        let waiting = Waiting(&state);
+        // Writers get turns in the order they asked (tokio's mutex is fair).
+        let queue = turns.lock_owned().await;
+        waiting.hold();
+        Ok(Some(Box::new(MemTurn {
+            store: self.clone(),
+            stream: stream.clone(),
+            state,
+            _queue: queue,
+        })))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let span = telemetry::stream_read_span("read_stream", stream, limit);
+        let result = telemetry::in_span!(&span, {
+            self.pause().await;
+            let events = self.read_stream_now(stream, from, limit);
+            self.pause().await;
+            Ok(events)
+        });
+        telemetry::record_read(&span, &result, Vec::len);
+        result
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let span = telemetry::stream_read_span("visit_stream", stream, limit);
+        let result = telemetry::in_span!(&span, {
+            self.visit_stream_now(stream, from, limit, visit).await
+        });
+        telemetry::record_read(&span, &result, |visited| *visited);
+        result
+    }
 
     async fn read_all(
         &self,
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.pause().await;
-        let events = read(&self.inner.log).read_after(after, limit);
-        self.pause().await;
-        Ok(events)
+        let span = telemetry::log_read_span("read_all", after, limit);
+        let result = telemetry::in_span!(&span, {
+            self.pause().await;
+            let events = read(&self.inner.log).read_after(after, limit);
+            self.pause().await;
+            Ok(events)
+        });
+        telemetry::record_read(&span, &result, Vec::len);
+        result
     }
 
     async fn read_log(
@@ -708,10 +754,15 @@ impl EventStore for MemStore {
         limit: usize,
         aggregates: &[&str],
     ) -> Result<LogBatch, StoreError> {
-        self.pause().await;
-        let batch = read(&self.inner.log).read_log_after(after, limit, aggregates);
-        self.pause().await;
-        Ok(batch)
+        let span = telemetry::log_read_span("read_log", after, limit);
+        let result = telemetry::in_span!(&span, {
+            self.pause().await;
+            let batch = read(&self.inner.log).read_log_after(after, limit, aggregates);
+            self.pause().await;
+            Ok(batch)
+        });
+        telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
+        result
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

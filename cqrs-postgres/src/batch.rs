@@ -23,6 +23,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::rows::AppendAnswer;
+use crate::telemetry;
 use crate::{Columns, ExpectedArgument, KIND_EXACT, KIND_NO_STREAM, PostgresStore};
 
 /// The most appends in one batch: after a unique violation each one is a subtransaction, and a
@@ -56,6 +57,8 @@ pub(crate) struct Request {
     pub(crate) expected: ExpectedArgument,
     pub(crate) command_id: Option<CommandId>,
     pub(crate) columns: Arc<Columns>,
+    /// The append's span, whichever task sends the batch: the batch records its size on it.
+    pub(crate) span: tracing::Span,
     pub(crate) reply: oneshot::Sender<Reply>,
 }
 
@@ -242,6 +245,18 @@ async fn run_batch(store: &PostgresStore, mut batch: Vec<Request>) {
         && matches!(&result, Err(BatchError::Postgres(error)) if crate::error::is_transient(error))
     {
         retries += 1;
+        if let Err(BatchError::Postgres(error)) = &result {
+            for request in &batch {
+                tracing::debug!(
+                    parent: &request.span,
+                    cqrs.retry = retries,
+                    cqrs.batch.appends = batch.len(),
+                    db.response.status_code = error.code().map(SqlState::code),
+                    "the server rolled the append batch back (deadlock or serialization \
+                     failure): sending it again"
+                );
+            }
+        }
         tokio::time::sleep(TRANSIENT_BACKOFF.delay_after(retries)).await;
         result = send(store, &batch).await;
     }
@@ -250,12 +265,25 @@ async fn run_batch(store: &PostgresStore, mut batch: Vec<Request>) {
             // The server refused one append's data (a NUL in a text, a key too long for its
             // index) and the whole batch rolled back: each append goes again on its own, so that
             // only the guilty one fails.
+            for request in &batch {
+                tracing::debug!(
+                    parent: &request.span,
+                    cqrs.batch.appends = batch.len(),
+                    db.response.status_code = error.code().map(SqlState::code),
+                    "the server refused the data of an append in the batch: sending each append \
+                     again on its own"
+                );
+            }
             for request in batch {
                 let result = send(store, std::slice::from_ref(&request)).await;
+                telemetry::record_batch(std::iter::once(&request.span));
                 reply(vec![request], result);
             }
         }
-        result => reply(batch, result),
+        result => {
+            telemetry::record_batch(batch.iter().map(|request| &request.span));
+            reply(batch, result)
+        }
     }
 }
 

@@ -157,6 +157,18 @@
 //! window and the dead-appender case above), a waiter re-checks the head every
 //! [`FALLBACK_CHECK`].
 //!
+//! # Telemetry
+//!
+//! Each append and each read (of a stream or of the global log) runs in a DEBUG span,
+//! `store.append` or `store.read`, with `db.system.name = "postgresql"` and the fields that
+//! [`cqrs_core::telemetry`] lists. An append's `cqrs.batch.appends` is the number of appends
+//! its batch sent together (1 for a lone append), and each batch records that number once in the
+//! `cqrs_append_batch_size` histogram (label `store = "postgres"`). A batch sent again after a
+//! deadlock or a serialization failure, a batch whose appends go again one by one after the
+//! server refused one's data, and an append sent again after a unique violation or a turn are
+//! DEBUG events in the spans of the appends concerned. An append in a turn is not batched: its
+//! span has no `cqrs.batch.appends`.
+//!
 //! # Projections and sagas
 //!
 //! Projections and sagas are *processors*, run by cqrs-core's one
@@ -204,6 +216,7 @@ pub mod processor;
 pub mod projection;
 mod rows;
 pub mod saga;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod turn;
@@ -674,6 +687,78 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// [`EventStore::append`]'s work, inside `span`, which its batches record their size on.
+    async fn append_now(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        span: &tracing::Span,
+    ) -> Result<AppendReceipt, StoreError> {
+        let command_id = command_id_of(&events)?.cloned();
+        let columns = Arc::new(Columns::new(&events)?);
+        let argument = ExpectedArgument::from(expected);
+        loop {
+            let answer = loop {
+                if let Some(answer) = self
+                    .try_append(stream, argument, command_id.as_ref(), &columns, span)
+                    .await?
+                {
+                    break answer;
+                }
+                // Another writer committed the same version (or command id) first.
+                if let Some(refused) = self
+                    .refusal_after_unique_violation(stream, expected, command_id.as_ref())
+                    .await?
+                {
+                    return Err(refused);
+                }
+                // The expectation still holds (`Any`, `StreamExists`, or the winner rolled back):
+                // try again on top of the new version.
+                tracing::debug!(
+                    "another writer appended to the stream first and the expected version still \
+                     holds: sending the append again"
+                );
+                tokio::task::yield_now().await;
+            };
+            if answer.outcome == OUTCOME_IN_TURN {
+                // Nothing was written: another writer holds a turn on the stream. Should the
+                // wait fail (its connection dropped), nothing was written either: the append is
+                // sent again, and meets a lasting failure itself.
+                tracing::debug!(
+                    "another writer holds a turn on the stream: waiting for it, then sending the \
+                     append again"
+                );
+                if self.wait_for_turn(stream).await.is_err() {
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
+            return self
+                .receipt(
+                    stream,
+                    expected,
+                    command_id.as_ref(),
+                    answer,
+                    events.is_empty(),
+                    None,
+                )
+                .await;
+        }
+    }
+
+    /// [`EventStore::visit_stream`]'s work, outside any span: `read_stream` runs it in its own.
+    async fn visit_stream_now(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        visit_stream_on(&client, stream, from, limit, visit).await
+    }
+
     /// Runs one attempt of an append, in the store's next batch. `Ok(None)` means a unique
     /// violation: another writer got there first, and the caller works out what that means.
     async fn try_append(
@@ -682,6 +767,7 @@ impl PostgresStore {
         expected: ExpectedArgument,
         command_id: Option<&CommandId>,
         columns: &Arc<Columns>,
+        span: &tracing::Span,
     ) -> Result<Option<rows::AppendAnswer>, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = batch::Request {
@@ -689,6 +775,7 @@ impl PostgresStore {
             expected,
             command_id: command_id.cloned(),
             columns: Arc::clone(columns),
+            span: span.clone(),
             reply,
         };
         batch::submit(self, request, answer).await
@@ -896,48 +983,12 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        let command_id = command_id_of(&events)?.cloned();
-        let columns = Arc::new(Columns::new(&events)?);
-        let argument = ExpectedArgument::from(expected);
-        loop {
-            let answer = loop {
-                if let Some(answer) = self
-                    .try_append(stream, argument, command_id.as_ref(), &columns)
-                    .await?
-                {
-                    break answer;
-                }
-                // Another writer committed the same version (or command id) first.
-                if let Some(refused) = self
-                    .refusal_after_unique_violation(stream, expected, command_id.as_ref())
-                    .await?
-                {
-                    return Err(refused);
-                }
-                // The expectation still holds (`Any`, `StreamExists`, or the winner rolled back):
-                // try again on top of the new version.
-                tokio::task::yield_now().await;
-            };
-            if answer.outcome == OUTCOME_IN_TURN {
-                // Nothing was written: another writer holds a turn on the stream. Should the
-                // wait fail (its connection dropped), nothing was written either: the append is
-                // sent again, and meets a lasting failure itself.
-                if self.wait_for_turn(stream).await.is_err() {
-                    tokio::task::yield_now().await;
-                }
-                continue;
-            }
-            return self
-                .receipt(
-                    stream,
-                    expected,
-                    command_id.as_ref(),
-                    answer,
-                    events.is_empty(),
-                    None,
-                )
-                .await;
-        }
+        let span = telemetry::append_span(stream, expected, events.len());
+        let result = telemetry::in_span!(&span, {
+            self.append_now(stream, expected, events, &span).await
+        });
+        telemetry::record_append(&span, &result);
+        result
     }
 
     async fn take_turn(
@@ -955,13 +1006,18 @@ impl EventStore for PostgresStore {
         from: Version,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut events = Vec::new();
-        self.visit_stream(stream, from, limit, &mut |event| {
-            events.push(event.clone());
-            Ok(())
-        })
-        .await?;
-        Ok(events)
+        let span = telemetry::stream_read_span("read_stream", stream, limit);
+        let result = telemetry::in_span!(&span, {
+            let mut events = Vec::new();
+            self.visit_stream_now(stream, from, limit, &mut |event| {
+                events.push(event.clone());
+                Ok(())
+            })
+            .await?;
+            Ok(events)
+        });
+        telemetry::record_read(&span, &result, Vec::len);
+        result
     }
 
     async fn visit_stream(
@@ -971,8 +1027,12 @@ impl EventStore for PostgresStore {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
-        let client = self.client().await?;
-        visit_stream_on(&client, stream, from, limit, visit).await
+        let span = telemetry::stream_read_span("visit_stream", stream, limit);
+        let result = telemetry::in_span!(&span, {
+            self.visit_stream_now(stream, from, limit, visit).await
+        });
+        telemetry::record_read(&span, &result, |visited| *visited);
+        result
     }
 
     async fn read_all(
@@ -980,15 +1040,20 @@ impl EventStore for PostgresStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = self.log_rows(after, limit).await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // `position > $1` never matches an unnumbered event.
-            if let Some(event) = rows::recorded_event(row)? {
-                events.push(event);
+        let span = telemetry::log_read_span("read_all", after, limit);
+        let result = telemetry::in_span!(&span, {
+            let rows = self.log_rows(after, limit).await?;
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                // `position > $1` never matches an unnumbered event.
+                if let Some(event) = rows::recorded_event(row)? {
+                    events.push(event);
+                }
             }
-        }
-        Ok(events)
+            Ok(events)
+        });
+        telemetry::record_read(&span, &result, Vec::len);
+        result
     }
 
     async fn read_log(
@@ -997,15 +1062,20 @@ impl EventStore for PostgresStore {
         limit: usize,
         aggregates: &[&str],
     ) -> Result<LogBatch, StoreError> {
-        let rows = self.log_rows(after, limit).await?;
-        let last = rows.last().map(rows::log_position).transpose()?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(entry) = rows::log_entry(row, aggregates)? {
-                entries.push(entry);
+        let span = telemetry::log_read_span("read_log", after, limit);
+        let result = telemetry::in_span!(&span, {
+            let rows = self.log_rows(after, limit).await?;
+            let last = rows.last().map(rows::log_position).transpose()?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(entry) = rows::log_entry(row, aggregates)? {
+                    entries.push(entry);
+                }
             }
-        }
-        Ok(LogBatch { entries, last })
+            Ok(LogBatch { entries, last })
+        });
+        telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
+        result
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

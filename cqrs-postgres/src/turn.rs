@@ -20,6 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::batch::{APPEND_ISOLATED, AppendParts, Arguments};
 use crate::error::backend;
 use crate::rows::AppendAnswer;
+use crate::telemetry;
 use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES, visit_stream_on};
 
 /// Waits for the turn lock in exclusive mode, for the rest of the transaction, and marks the
@@ -139,10 +140,31 @@ impl StreamTurn for PostgresTurn {
         // A pending event is numbered inside the turn's transaction, which then holds the
         // sequencer lock until it ends: a turn never needs a second connection, so turns waiting
         // on the server can never take the connection the holder needs.
-        visit_stream_on(self.client()?, &self.stream, from, limit, visit).await
+        let span = telemetry::stream_read_span("visit_stream", &self.stream, limit);
+        let result = telemetry::in_span!(&span, {
+            visit_stream_on(self.client()?, &self.stream, from, limit, visit).await
+        });
+        telemetry::record_read(&span, &result, |visited| *visited);
+        result
     }
 
     async fn append(
+        self: Box<Self>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        // Not batched: the append goes in the turn's own transaction, so the span has no
+        // `cqrs.batch.appends` and the batch size histogram does not count it.
+        let span = telemetry::append_span(&self.stream, expected, events.len());
+        let result = telemetry::in_span!(&span, { self.append_now(expected, events).await });
+        telemetry::record_append(&span, &result);
+        result
+    }
+}
+
+impl PostgresTurn {
+    /// [`StreamTurn::append`]'s work, inside its span.
+    async fn append_now(
         mut self: Box<Self>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
