@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::failure::{DeadLetter, EventFailure, EventRef, Failure, FailureKind};
@@ -38,7 +39,7 @@ pub struct ProcessorRunner<P> {
 }
 
 /// What one [`ProcessorRunner::catch_up`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CatchUp {
     /// The checkpoint it reached.
     pub checkpoint: Position,

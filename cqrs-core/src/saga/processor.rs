@@ -41,7 +41,7 @@ pub const SAGA_INSTANCE_HEADER: &str = "saga-instance";
 pub type SagaRunner<G, S, St> = crate::processor::ProcessorRunner<SagaProcessor<G, S, St>>;
 
 /// What a [`SagaProcessor`] has done since it was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SagaReport {
     /// Events handled by a saga instance.
     pub handled: u64,
