@@ -25,8 +25,9 @@ use crate::store::{EventStore, LogEntry, StoreError};
 /// a saga's deadline sends commands whose events the saga then reads, hence more than one.
 const MAX_CATCH_UP_ROUNDS: u32 = 64;
 
-/// How often a processor that stands still (failed at an event, paused) sets its lag and stall
-/// gauges again: nothing else publishes its status then, and a stall alert must see it grow.
+/// How often a processor that stands still (failed at an event, paused, waiting to retry or to
+/// reconnect) sets its lag and stall gauges again: nothing else publishes its status then, and
+/// a stall alert must see the stall grow.
 const GAUGE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Sets up and runs one [`Processor`]: batch size, failure policy, reconnection backoff, and
@@ -267,25 +268,26 @@ impl<P: Processor> Worker<P> {
     }
 
     /// Changes the status with `change` (which says whether it changed anything) and, when it
-    /// did, wakes the watchers, sets the gauges and tells a change of state. Every change of the
+    /// did, sets the gauges, wakes the watchers and tells a change of state. Every change of the
     /// status goes through here, so the gauges are what the status says.
     fn publish(&self, change: impl FnOnce(&mut ProcessorStatus) -> bool) {
-        let mut published = None;
+        let mut changed = None;
         self.status.send_if_modified(|status| {
             let before = status.state.as_str();
             if !change(status) {
                 return false;
             }
-            let gauges = Gauges::of(status, SystemTime::now());
-            let after = status.state.as_str();
-            // Told after the status is released: a subscriber may be slow, watchers wait.
-            published = Some((gauges, before, after, status.checkpoint, status.lag));
+            // Set before the watchers wake (a gauge is an atomic store): whoever sees the
+            // status sees the gauges that go with it.
+            self.instruments
+                .set_gauges(Gauges::of(status, SystemTime::now()));
+            changed = Some((before, status.state.as_str(), status.checkpoint, status.lag));
             true
         });
-        let Some((gauges, before, after, checkpoint, lag)) = published else {
+        // Told once the status is released: a subscriber may be slow, and watchers wait.
+        let Some((before, after, checkpoint, lag)) = changed else {
             return;
         };
-        self.instruments.set_gauges(gauges);
         if before != after {
             self.instruments
                 .state_changed(before, after, checkpoint, lag);
@@ -342,8 +344,22 @@ impl<P: Processor> Worker<P> {
         });
     }
 
-    /// Sleeps `delay`, unless shutdown comes first.
+    /// Sleeps `delay`, unless shutdown comes first. The runner sleeps only when something is
+    /// wrong (a retry, a reconnect), and nothing publishes its status meanwhile: it sets the
+    /// gauges again every [`GAUGE_REFRESH`], so that a stall shows as it grows.
     async fn sleep(&self, delay: Duration) -> Result<(), Interrupt> {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            self.sleep_once(left.min(GAUGE_REFRESH)).await?;
+            self.refresh_gauges();
+        }
+    }
+
+    async fn sleep_once(&self, delay: Duration) -> Result<(), Interrupt> {
         let Some(shutdown) = &self.shutdown else {
             tokio::time::sleep(delay).await;
             return Ok(());
