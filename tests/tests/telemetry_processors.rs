@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use cqrs_core::event::{Metadata, NewEvent};
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{
-    FailurePolicy, HealthCheck, Processor as _, ProcessorHandle, ProcessorState, ProcessorStatus,
-    Reconnect,
+    AfterRetries, FailurePolicy, HealthCheck, Processor as _, ProcessorHandle, ProcessorState,
+    ProcessorStatus, Reconnect,
 };
 use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
 use cqrs_core::saga::SagaReport;
@@ -24,7 +24,8 @@ use cqrs_core::telemetry::{
     PROCESSOR_LAG_SECONDS, PROCESSOR_RECONNECTS, PROCESSOR_STALLED_SECONDS,
 };
 use cqrs_core::{
-    EventId, EventStore, ExpectedVersion, Position, RecordedEvent, StoreError, StreamId,
+    EventId, EventStore, ExpectedVersion, Position, RecordedEvent, RetryPolicy, StoreError,
+    StreamId,
 };
 use cqrs_memstore::MemStore;
 use cqrs_tests::meters::{Meter, MeterCommand, MeterEvent};
@@ -126,6 +127,16 @@ fn told(capture: &Capture, message: &str, processor: &str) -> Vec<CapturedEvent>
         .collect()
 }
 
+/// Waits until `done` holds, at most [`WAIT`]: a processor tells of a change of state once its
+/// status is published, so a test that saw the status may be a moment ahead of the event.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn gauge(capture: &Capture, name: &str, processor: &str) -> f64 {
     let metrics = capture.metrics();
     metrics
@@ -205,6 +216,7 @@ async fn each_batch_is_a_span_with_its_checkpoints_and_counts_and_the_events_are
             })
             .collect()
     };
+    eventually("told it is live", || states(&capture).len() >= 2).await;
     assert_eq!(
         states(&capture),
         [
@@ -271,7 +283,16 @@ async fn a_processor_stuck_behind_a_failing_event_shows_its_lag_and_warns_of_eac
         MemoryReadModel::new(),
     )
     .runner()
-    .failure_policy(FailurePolicy::retry(u32::MAX, Duration::from_millis(10)))
+    .failure_policy(FailurePolicy::Retry {
+        policy: RetryPolicy {
+            max_attempts: u32::MAX,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            deadline: None,
+            turn_after: None,
+        },
+        then: AfterRetries::Stop,
+    })
     .spawn();
     handle
         .wait_until(
@@ -284,9 +305,15 @@ async fn a_processor_stuck_behind_a_failing_event_shows_its_lag_and_warns_of_eac
     // Behind by three events (the refused one and two after it), for a while now.
     assert_eq!(gauge(&capture, PROCESSOR_LAG_EVENTS, name), 3.0);
     assert!(gauge(&capture, PROCESSOR_LAG_SECONDS, name) > 0.0);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let stalled = gauge(&capture, PROCESSOR_STALLED_SECONDS, name);
-    assert!(stalled >= 0.05, "stalled for {stalled} s");
+    // The stall grows as it tries again.
+    let stall = capture
+        .metrics()
+        .gauge(PROCESSOR_STALLED_SECONDS, &[("processor", name)]);
+    eventually("the stall grows past a second", || {
+        gauge(&capture, PROCESSOR_STALLED_SECONDS, name) >= 1.0
+    })
+    .await;
+    assert!(stall.is_some_and(|stall| stall < 1.0), "{stall:?}");
     assert_eq!(
         counter(&capture, PROCESSOR_EVENTS, name),
         1,
