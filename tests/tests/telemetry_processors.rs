@@ -1,7 +1,8 @@
 //! What the processor runtime tells a running service, in memory: a span per batch with its
 //! checkpoints and counts, the events and dead letters counters, the lag and stall gauges, and
 //! the events of a parked event, a retry, a store outage and its end, a stop under the policy,
-//! state and leadership changes. And every status type serializes, for a status endpoint.
+//! state and leadership changes; a saga's parked deadline told as an event is. And every status
+//! type serializes, for a status endpoint.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -17,7 +18,7 @@ use cqrs_core::processor::{
     ProcessorStatus, Reconnect,
 };
 use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
-use cqrs_core::saga::SagaReport;
+use cqrs_core::saga::{CommandBus, MemorySagaStore, SagaProcessor, SagaReport};
 use cqrs_core::store::{AppendReceipt, CommandRecord, LogBatch, Snapshot};
 use cqrs_core::telemetry::{
     PROCESSOR_BATCH_SPAN, PROCESSOR_DEAD_LETTERS, PROCESSOR_EVENTS, PROCESSOR_LAG_EVENTS,
@@ -738,5 +739,59 @@ async fn every_status_type_serializes_for_a_status_endpoint() {
     assert_eq!(json["healthy"], true);
     let json = serde_json::to_value(&health.processors[0]).expect("serializes");
     assert_eq!(json["status"]["name"], Reported::NAME);
+    handle.shutdown().await;
+}
+
+/// Reminds each meter at once of a deadline it has no handler for: every deadline fails.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Overdue;
+
+#[saga(name = "telemetry_overdue")]
+impl Overdue {
+    fn route(input: &OverdueInput, event: &EventContext<'_>) -> Route {
+        match input {
+            OverdueInput::Meter(_) => Route::start(event.aggregate_id()),
+        }
+    }
+
+    #[on(Meter)]
+    fn on_meter(&mut self, _: MeterEvent, saga: &mut SagaContext) {
+        saga.schedule("reminder", Duration::ZERO);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saga_deadline_parked_is_told_and_counted_as_an_event_is() {
+    let capture = Capture::start();
+    let name = "telemetry_overdue";
+    let store = MemStore::new();
+    read(&store, "7", &[1]).await;
+    let handle = SagaProcessor::<Overdue, _, _>::new(
+        store.clone(),
+        CommandBus::new(),
+        MemorySagaStore::new(),
+    )
+    .runner()
+    .failure_policy(FailurePolicy::Skip)
+    .spawn();
+    eventually("the deadline is parked", || {
+        !told(&capture, "processor parked an event as a dead letter", name).is_empty()
+    })
+    .await;
+
+    let parked = told(&capture, "processor parked an event as a dead letter", name);
+    assert_eq!(parked.len(), 1, "{parked:#?}");
+    let warning = &parked[0];
+    assert_eq!(warning.level, Level::WARN);
+    let subject = field(warning, "cqrs.subject").expect("names the deadline");
+    assert!(
+        subject.starts_with("deadline/7/") && subject.ends_with("/reminder"),
+        "{subject}"
+    );
+    assert_eq!(field(warning, "cqrs.dead_letter"), Some(subject));
+    assert_eq!(field(warning, "cqrs.position"), None, "not an event");
+    assert_eq!(field(warning, "cqrs.failure"), Some("handler"));
+    assert_eq!(counter(&capture, PROCESSOR_DEAD_LETTERS, name), 1);
+    assert_eq!(handle.dead_letters().await.expect("readable").len(), 1);
     handle.shutdown().await;
 }
