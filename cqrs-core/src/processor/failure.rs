@@ -27,6 +27,19 @@ pub enum FailureKind {
     Command,
 }
 
+impl FailureKind {
+    /// Its name, as serialized (`decode`, `handler`, `panic`, `command`): the value of the
+    /// `cqrs.failure` field of the processor's events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Decode => "decode",
+            FailureKind::Handler => "handler",
+            FailureKind::Panic => "panic",
+            FailureKind::Command => "command",
+        }
+    }
+}
+
 impl fmt::Display for FailureKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -239,4 +252,22 @@ pub fn describe(error: &(dyn StdError + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_kind_is_named_as_it_serializes() {
+        for kind in [
+            FailureKind::Decode,
+            FailureKind::Handler,
+            FailureKind::Panic,
+            FailureKind::Command,
+        ] {
+            let json = serde_json::to_value(kind).expect("serializes");
+            assert_eq!(json, kind.as_str());
+        }
+    }
 }

@@ -42,6 +42,7 @@
 mod failure;
 mod handle;
 mod health;
+mod instruments;
 mod policy;
 mod runner;
 mod status;
@@ -54,6 +55,7 @@ pub use self::failure::{
 };
 pub use self::handle::{ControlError, ProcessorHandle};
 pub use self::health::{Health, HealthCheck, ProcessorHealth};
+pub(crate) use self::instruments::parked;
 pub(crate) use self::policy::Verdict;
 pub use self::policy::{AfterRetries, FailurePolicy, Reconnect};
 pub use self::runner::{CatchUp, CatchUpError, ProcessorRunner};

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument as _;
 
 use super::failure::{DeadLetter, EventFailure, EventRef, Failure, FailureKind};
 use super::handle::{Backed, Control, ControlError, ProcessorHandle};
+use super::instruments::{Gauges, Instruments};
 use super::policy::{FailurePolicy, Reconnect, Verdict};
 use super::status::{ProcessorState, ProcessorStatus};
 use super::store::Lease;
@@ -22,12 +25,24 @@ use crate::store::{EventStore, LogEntry, StoreError};
 /// a saga's deadline sends commands whose events the saga then reads, hence more than one.
 const MAX_CATCH_UP_ROUNDS: u32 = 64;
 
+/// How often a processor that stands still (failed at an event, paused, waiting to retry or to
+/// reconnect) sets its lag and stall gauges again: nothing else publishes its status then, and
+/// a stall alert must see the stall grow.
+const GAUGE_REFRESH: Duration = Duration::from_secs(1);
+
 /// Sets up and runs one [`Processor`]: batch size, failure policy, reconnection backoff, and
 /// how often a standby node tries to lead.
 ///
 /// [`spawn`](ProcessorRunner::spawn) starts it on its own task and returns its
 /// [`ProcessorHandle`]; [`catch_up`](ProcessorRunner::catch_up) runs it inline until it has
 /// caught up (for tests and batch jobs). Both go through the same steps.
+///
+/// Both emit what [`telemetry`](crate::telemetry) names: a `processor.handle` span per batch,
+/// events for parked events, retries, store outages, state and leadership changes, and the
+/// `cqrs_processor_*` metrics. The runner takes its metric handles when it starts, from the
+/// recorder installed then: install the recorder (and the `tracing` subscriber) before calling
+/// [`spawn`](ProcessorRunner::spawn) or [`catch_up`](ProcessorRunner::catch_up), or the
+/// processor's metrics are lost for as long as it runs.
 #[derive(Debug)]
 pub struct ProcessorRunner<P> {
     processor: Arc<P>,
@@ -38,7 +53,7 @@ pub struct ProcessorRunner<P> {
 }
 
 /// What one [`ProcessorRunner::catch_up`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CatchUp {
     /// The checkpoint it reached.
     pub checkpoint: Position,
@@ -146,7 +161,10 @@ impl<P: Processor> ProcessorRunner<P> {
             match self.processor.tick(&self.policy).await {
                 Ok(_) => {}
                 Err(TickError::Store(error)) => return Err(error.into()),
-                Err(TickError::Stopped(failure)) => return Err(CatchUpError::Failed(failure)),
+                Err(TickError::Stopped(failure)) => {
+                    worker.instruments.stopped(&failure);
+                    return Err(CatchUpError::Failed(failure));
+                }
             }
             if self.processor.events().head().await? <= worker.checkpoint {
                 break;
@@ -169,6 +187,7 @@ impl<P: Processor> ProcessorRunner<P> {
             leader_poll: self.leader_poll,
             status,
             shutdown,
+            instruments: Instruments::new(self.processor.name()),
             checkpoint: Position::START,
             failing: None,
             counts: CatchUp::default(),
@@ -225,6 +244,7 @@ struct Worker<P> {
     status: watch::Sender<ProcessorStatus>,
     /// `None` for an inline catch-up, which nobody shuts down.
     shutdown: Option<watch::Receiver<bool>>,
+    instruments: Instruments,
     checkpoint: Position,
     /// The event failing last and the attempts at it.
     failing: Option<(Position, u32)>,
@@ -247,8 +267,41 @@ impl<P: Processor> Worker<P> {
             .is_some_and(|shutdown| *shutdown.borrow())
     }
 
-    fn set_state(&self, state: ProcessorState) {
+    /// Changes the status with `change` (which says whether it changed anything) and, when it
+    /// did, sets the gauges, wakes the watchers and tells a change of state. Every change of the
+    /// status goes through here, so the gauges are what the status says.
+    fn publish(&self, change: impl FnOnce(&mut ProcessorStatus) -> bool) {
+        let mut changed = None;
         self.status.send_if_modified(|status| {
+            let before = status.state.as_str();
+            if !change(status) {
+                return false;
+            }
+            // Set before the watchers wake (a gauge is an atomic store): whoever sees the
+            // status sees the gauges that go with it.
+            self.instruments
+                .set_gauges(Gauges::of(status, SystemTime::now()));
+            changed = Some((before, status.state.as_str(), status.checkpoint, status.lag));
+            true
+        });
+        // Told once the status is released: a subscriber may be slow, and watchers wait.
+        let Some((before, after, checkpoint, lag)) = changed else {
+            return;
+        };
+        if before != after {
+            self.instruments
+                .state_changed(before, after, checkpoint, lag);
+        }
+    }
+
+    /// Sets the gauges again from the status as it stands, as of now.
+    fn refresh_gauges(&self) {
+        let gauges = Gauges::of(&self.status.borrow(), SystemTime::now());
+        self.instruments.set_gauges(gauges);
+    }
+
+    fn set_state(&self, state: ProcessorState) {
+        self.publish(|status| {
             if status.state == state {
                 return false;
             }
@@ -270,14 +323,17 @@ impl<P: Processor> Worker<P> {
         {
             self.failing = None;
         }
-        self.status.send_modify(|status| status.moved_to(reached));
+        self.publish(|status| {
+            status.moved_to(reached);
+            true
+        });
     }
 
     /// Records the head the runner saw (and when the oldest event it has not handled was
     /// recorded, if it did not know). Watchers are woken only when the head moved: a
     /// catching-up runner wakes them once per batch, when its checkpoint moves.
     fn saw_head(&self, head: Position, oldest: Option<SystemTime>) {
-        self.status.send_if_modified(|status| {
+        self.publish(|status| {
             let moved = head > status.head;
             status.head = status.head.max(head);
             if status.oldest_unhandled.is_none() {
@@ -288,8 +344,22 @@ impl<P: Processor> Worker<P> {
         });
     }
 
-    /// Sleeps `delay`, unless shutdown comes first.
+    /// Sleeps `delay`, unless shutdown comes first. The runner sleeps only when something is
+    /// wrong (a retry, a reconnect), and nothing publishes its status meanwhile: it sets the
+    /// gauges again every [`GAUGE_REFRESH`], so that a stall shows as it grows.
     async fn sleep(&self, delay: Duration) -> Result<(), Interrupt> {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            self.sleep_once(left.min(GAUGE_REFRESH)).await?;
+            self.refresh_gauges();
+        }
+    }
+
+    async fn sleep_once(&self, delay: Duration) -> Result<(), Interrupt> {
         let Some(shutdown) = &self.shutdown else {
             tokio::time::sleep(delay).await;
             return Ok(());
@@ -365,7 +435,7 @@ impl<P: Processor> Worker<P> {
                 }
             }
             let handled = events.clone();
-            let committed = if end > self.checkpoint || !parked.is_empty() {
+            let (committed, span) = if end > self.checkpoint || !parked.is_empty() {
                 let batch = Batch {
                     processor: self.name(),
                     expected: self.checkpoint,
@@ -374,29 +444,35 @@ impl<P: Processor> Worker<P> {
                     dead_letters: parked.clone(),
                     retried: None,
                 };
-                match self.processor.commit(batch).await {
-                    Ok(committed) => committed,
+                let span = self.instruments.batch_span(self.checkpoint);
+                match self.processor.commit(batch).instrument(span.clone()).await {
+                    Ok(committed) => (committed, Some(span)),
                     Err(CommitError::CheckpointMoved { .. }) => return Err(Interrupt::Moved),
                     Err(CommitError::Store(error)) => return Err(Interrupt::Store(error)),
                 }
             } else {
-                Committed::all(self.checkpoint)
+                (Committed::all(self.checkpoint), None)
             };
             let reached = committed.reached;
-            let stored_letters = parked
-                .iter()
-                .filter(|letter| letter.position().is_none_or(|position| position <= reached))
-                .count();
-            parked.retain(|letter| letter.position().is_some_and(|position| position > reached));
+            let (stored, waiting): (Vec<DeadLetter>, Vec<DeadLetter>) = parked
+                .into_iter()
+                .partition(|letter| letter.position().is_none_or(|position| position <= reached));
+            parked = waiting;
+            let stored_letters = stored.len();
             let applied = match &committed.failed {
                 Some((index, _)) => *index,
                 None => handled.len(),
             };
+            if let Some(span) = &span {
+                self.instruments.committed(span, reached, applied, &stored);
+            }
             self.counts.events += (applied + stored_letters) as u64;
             self.counts.dead_letters += stored_letters as u64;
             if stored_letters > 0 {
-                self.status
-                    .send_modify(|status| status.dead_letters += stored_letters as u64);
+                self.publish(|status| {
+                    status.dead_letters += stored_letters as u64;
+                    true
+                });
             }
             self.advance(reached);
             if let Some((index, failure)) = committed.failed {
@@ -435,37 +511,51 @@ impl<P: Processor> Worker<P> {
         };
         self.failing = Some((event.position, attempts));
         let record = Failure::of_event(event, failure, attempts);
-        self.status
-            .send_modify(|status| status.last_error = Some(record.clone()));
+        self.publish(|status| {
+            status.last_error = Some(record.clone());
+            true
+        });
         match self.policy.after(attempts) {
+            // Told when the commit that records it succeeds: a letter lost with a failed commit
+            // was never parked.
             Verdict::Skip => {
                 self.failing = None;
                 Ok(Some(DeadLetter::new(self.name(), record)))
             }
             Verdict::Retry(delay) => {
+                self.instruments.retrying(&record);
                 self.counts.retries += 1;
                 self.set_state(ProcessorState::Retrying { attempts });
                 self.sleep(delay).await?;
                 Ok(None)
             }
-            Verdict::Stop => Err(Interrupt::Failed(record)),
+            Verdict::Stop => {
+                self.instruments.stopped(&record);
+                Err(Interrupt::Failed(record))
+            }
         }
     }
 
     /// Shows the store's failure and waits before the next attempt.
     async fn reconnecting(&self, error: &StoreError, attempts: u32) -> Result<(), Interrupt> {
         let last_error = super::failure::describe(error);
-        self.status.send_modify(|status| {
+        let mut first = false;
+        self.publish(|status| {
             let since = match &status.state {
                 ProcessorState::Reconnecting { since, .. } => *since,
-                _ => SystemTime::now(),
+                _ => {
+                    first = true;
+                    SystemTime::now()
+                }
             };
             status.state = ProcessorState::Reconnecting {
                 since,
                 attempts,
-                last_error,
+                last_error: last_error.clone(),
             };
+            true
         });
+        self.instruments.store_failed(first, attempts, &last_error);
         self.sleep(self.reconnect.delay_after(attempts)).await
     }
 
@@ -489,8 +579,10 @@ impl<P: Processor> Worker<P> {
     async fn count_dead_letters(&self) {
         if let Ok(letters) = self.processor.store().dead_letters(self.name()).await {
             let count = letters.len() as u64;
-            self.status
-                .send_modify(|status| status.dead_letters = count);
+            self.publish(|status| {
+                status.dead_letters = count;
+                true
+            });
         }
     }
 
@@ -516,9 +608,17 @@ impl<P: Processor> Worker<P> {
             };
             match lease {
                 Some(mut lease) => {
-                    self.status.send_modify(|status| status.leader = true);
+                    self.publish(|status| {
+                        status.leader = true;
+                        true
+                    });
+                    self.instruments.leadership(true);
                     let led = self.lead(&mut lease, &mut controls).await;
-                    self.status.send_modify(|status| status.leader = false);
+                    self.publish(|status| {
+                        status.leader = false;
+                        true
+                    });
+                    self.instruments.leadership(false);
                     match led {
                         Led::Deposed => continue,
                         Led::ShutDown => break,
@@ -531,8 +631,7 @@ impl<P: Processor> Worker<P> {
                 }
             }
         }
-        self.status
-            .send_modify(|status| status.state = ProcessorState::Stopped);
+        self.set_state(ProcessorState::Stopped);
         controls.close();
         while let Ok(control) = controls.try_recv() {
             control.refuse(ControlError::NotRunning {
@@ -593,11 +692,15 @@ impl<P: Processor> Worker<P> {
                     ProcessorState::Paused
                 };
                 self.set_state(state);
-                match self.wait(controls, Some(lease), None, None).await {
+                match self
+                    .wait(controls, Some(lease), None, Some(GAUGE_REFRESH))
+                    .await
+                {
                     Woken::ShutDown | Woken::Control(None) => return Led::ShutDown,
                     Woken::LeaseLost => return Led::Deposed,
                     Woken::Control(Some(control)) => self.control(control).await,
-                    Woken::Events(_) | Woken::Timer => {}
+                    Woken::Timer => self.refresh_gauges(),
+                    Woken::Events(_) => {}
                 }
                 continue;
             }
@@ -683,9 +786,10 @@ impl<P: Processor> Worker<P> {
             Interrupt::Moved => self.reload_checkpoint().await.map_err(|_| ()),
             Interrupt::Failed(failure) => {
                 self.failed = true;
-                self.status.send_modify(|status| {
+                self.publish(|status| {
                     status.state = ProcessorState::Failed;
                     status.last_error = Some(failure);
+                    true
                 });
                 Ok(())
             }
@@ -705,7 +809,10 @@ impl<P: Processor> Worker<P> {
         match self.processor.tick(&self.policy).await {
             Ok(timer) => Ok(timer),
             Err(TickError::Store(error)) => Err(Interrupt::Store(error)),
-            Err(TickError::Stopped(failure)) => Err(Interrupt::Failed(*failure)),
+            Err(TickError::Stopped(failure)) => {
+                self.instruments.stopped(&failure);
+                Err(Interrupt::Failed(*failure))
+            }
         }
     }
 
@@ -803,8 +910,9 @@ impl<P: Processor> Worker<P> {
                     .await
                     .map_err(ControlError::Store);
                 if let Ok(true) = discarded {
-                    self.status.send_modify(|status| {
+                    self.publish(|status| {
                         status.dead_letters = status.dead_letters.saturating_sub(1);
+                        true
                     });
                 }
                 let _ = done.send(discarded);
@@ -830,12 +938,13 @@ impl<P: Processor> Worker<P> {
             .unwrap_or(Position::START);
         self.rebuild_until = Some(head);
         self.checkpoint = Position::START;
-        self.status.send_modify(|status| {
+        self.publish(|status| {
             status.state = ProcessorState::Rebuilding;
             status.dead_letters = 0;
             status.oldest_unhandled = None;
             status.head = status.head.max(head);
             status.moved_to(Position::START);
+            true
         });
         Ok(())
     }
@@ -900,10 +1009,17 @@ impl<P: Processor> Worker<P> {
             dead_letters: Vec::new(),
             retried: Some(id),
         };
-        match self.processor.commit(batch).await {
+        let span = self.instruments.batch_span(self.checkpoint);
+        let committed = self.processor.commit(batch).instrument(span.clone()).await;
+        if let Ok(Committed { reached, failed }) = &committed {
+            let handled = usize::from(failed.is_none());
+            self.instruments.committed(&span, *reached, handled, &[]);
+        }
+        match committed {
             Ok(Committed { failed: None, .. }) => {
-                self.status.send_modify(|status| {
+                self.publish(|status| {
                     status.dead_letters = status.dead_letters.saturating_sub(1);
+                    true
                 });
                 Ok(())
             }

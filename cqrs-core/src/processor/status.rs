@@ -48,6 +48,25 @@ pub enum ProcessorState {
     Stopped,
 }
 
+impl ProcessorState {
+    /// Its name, as serialized (`catching_up`, `reconnecting`, ...): the value of the
+    /// `cqrs.state` field of the processor's events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProcessorState::Starting => "starting",
+            ProcessorState::Standby => "standby",
+            ProcessorState::CatchingUp => "catching_up",
+            ProcessorState::Live => "live",
+            ProcessorState::Retrying { .. } => "retrying",
+            ProcessorState::Reconnecting { .. } => "reconnecting",
+            ProcessorState::Paused => "paused",
+            ProcessorState::Rebuilding => "rebuilding",
+            ProcessorState::Failed => "failed",
+            ProcessorState::Stopped => "stopped",
+        }
+    }
+}
+
 /// A snapshot of a processor's progress and health.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessorStatus {
@@ -257,5 +276,29 @@ mod tests {
         assert_eq!(json["state"]["state"], "reconnecting");
         assert_eq!(json["state"]["attempts"], 3);
         assert_eq!(json["name"], "json");
+    }
+
+    #[test]
+    fn a_state_is_named_as_it_serializes() {
+        let states = [
+            ProcessorState::Starting,
+            ProcessorState::Standby,
+            ProcessorState::CatchingUp,
+            ProcessorState::Live,
+            ProcessorState::Retrying { attempts: 1 },
+            ProcessorState::Reconnecting {
+                since: SystemTime::UNIX_EPOCH,
+                attempts: 1,
+                last_error: String::new(),
+            },
+            ProcessorState::Paused,
+            ProcessorState::Rebuilding,
+            ProcessorState::Failed,
+            ProcessorState::Stopped,
+        ];
+        for state in states {
+            let json = serde_json::to_value(&state).expect("serializes");
+            assert_eq!(json["state"], state.as_str());
+        }
     }
 }

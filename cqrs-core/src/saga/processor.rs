@@ -25,6 +25,7 @@ use crate::saga::context::{DeadlineChange, DispatchFailure, HandlerError, Reject
 use crate::saga::store::{Deadline, InstanceRecord, SagaCommit, SagaStore};
 use crate::saga::{Route, Saga};
 use crate::store::{EventStore, StoreError};
+use crate::telemetry::PROCESSOR_DEAD_LETTERS;
 
 /// The most commands one event (or deadline) may lead to, refusals and their compensations
 /// included: a saga that keeps compensating its own refused compensations fails under its
@@ -41,7 +42,7 @@ pub const SAGA_INSTANCE_HEADER: &str = "saga-instance";
 pub type SagaRunner<G, S, St> = crate::processor::ProcessorRunner<SagaProcessor<G, S, St>>;
 
 /// What a [`SagaProcessor`] has done since it was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SagaReport {
     /// Events handled by a saga instance.
     pub handled: u64,
@@ -367,7 +368,14 @@ where
                     crate::processor::Verdict::Skip => {
                         record.deadlines.retain(|d| d.id != deadline.id);
                         let letter = DeadLetter::new(G::NAME, failure);
-                        self.commit_instance(record, vec![letter]).await
+                        self.commit_instance(record, vec![letter.clone()]).await?;
+                        // Parked here, not by the runner: told and counted as the runner does
+                        // with an event (a failing deadline is rare, so the handle is looked up
+                        // each time).
+                        crate::processor::parked(G::NAME, &letter);
+                        metrics::counter!(PROCESSOR_DEAD_LETTERS, "processor" => G::NAME)
+                            .increment(1);
+                        Ok(())
                     }
                     crate::processor::Verdict::Stop => Err(TickError::Stopped(Box::new(failure))),
                 }
