@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 pub use serde;
 pub use serde_json;
 pub use std::vec::Vec;
+pub use tracing;
 
 use crate::aggregate::Aggregate;
 use crate::event::{DecodeError, DomainEvent, EncodeError, EventTypeInfo, Payload};

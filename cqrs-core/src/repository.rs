@@ -712,7 +712,7 @@ where
             };
             let loaded = &mut hydrated.loaded;
             *attempt += 1;
-            instruments::deciding(span, *attempt, loaded.version);
+            instruments::deciding(span, loaded.version);
             let decision = loaded.state.handle(command.clone(), &inner.services).await;
             let refused_or_no_op = decision.as_ref().map_or(true, Vec::is_empty);
             if refused_or_no_op && !fresh {

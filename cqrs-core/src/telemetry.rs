@@ -12,20 +12,45 @@
 //! | span | level | where | fields |
 //! |---|---|---|---|
 //! | [`COMMAND_SPAN`] | INFO | [`Repository::execute`](crate::Repository::execute) and `execute_with` | `cqrs.aggregate`, `cqrs.stream`, `cqrs.command` (the variant), `cqrs.command.id` (when given), `cqrs.attempts`, `cqrs.outcome`, `cqrs.version.before`, `cqrs.version.after`, `cqrs.position`, `otel.status_code` (on failure) |
-//! | [`APPEND_SPAN`] | DEBUG | each store's `append` | `db.system.name`, `db.operation.name`, `cqrs.stream`, `cqrs.expected`, `cqrs.events`, `cqrs.version.after`, `cqrs.position`, `cqrs.batch.appends` (PostgreSQL: how many appends shared the transaction), `cqrs.outcome` |
+//! | [`APPEND_SPAN`] | DEBUG | each store's `append` | `db.system.name`, `db.operation.name`, `cqrs.stream`, `cqrs.expected` (`any`, `no_stream`, `stream_exists`, `exact 3`), `cqrs.events`, `cqrs.version.after`, `cqrs.position`, `cqrs.batch.appends` (PostgreSQL: how many appends shared the transaction; none on an append in a turn), `cqrs.outcome` (`ok`, `conflict`, `duplicate_command`, `error`) |
 //! | [`READ_SPAN`] | DEBUG | each store's stream and log reads | `db.system.name`, `db.operation.name` (`read_stream`, `visit_stream`, `read_all`, `read_log`), `cqrs.stream` or `cqrs.from`, `cqrs.limit`, `cqrs.events` |
-//! | [`PROCESSOR_BATCH_SPAN`] | INFO | one batch of a projection or saga | `cqrs.processor`, `cqrs.checkpoint.before`, `cqrs.checkpoint.after`, `cqrs.events`, `cqrs.dead_letters` |
+//! | [`PROCESSOR_BATCH_SPAN`] | INFO | one batch of a projection or saga, around its commit | `cqrs.processor`, `cqrs.checkpoint.before`, `cqrs.checkpoint.after`, `cqrs.events` (handled; dead letters not counted), `cqrs.dead_letters` |
 //!
-//! Each conflict a command retries is a DEBUG event inside its span, with the conflict's
-//! `cqrs.expected` and `cqrs.actual` versions; a command ends with one event (INFO, or WARN when
-//! its retries ran out or the store failed) that carries its attempts and outcome: with
-//! `RUST_LOG=info` that is one line per command. Durations are the span's own (a subscriber
-//! measures them); the duration histogram below has them too.
+//! The store spans are made by [`store`](mod@store), so that every backend traces the same way;
+//! their target is `cqrs_core::telemetry::store`. A store call made by a command nests in the
+//! command's span.
 //!
-//! Processors emit WARN events for a parked (dead-lettered) event, a failed attempt it will
-//! retry, and the store failing (reconnecting); INFO when the store is back, when the state
-//! changes (catching up, live, paused, rebuilding) and when leadership moves; ERROR when the
-//! failure policy stops the processor.
+//! # Events
+//!
+//! Commands (target `cqrs_core::repository`), inside their span:
+//!
+//! | message | level | fields |
+//! |---|---|---|
+//! | `conflict: deciding again on the fresh state` | DEBUG | `cqrs.attempts`, `cqrs.expected`, `cqrs.actual` |
+//! | `command handled` | INFO | `cqrs.attempts`, `cqrs.outcome` (`ok`, `deduplicated`), `cqrs.version.after`, `cqrs.events` |
+//! | `command refused` | INFO | `cqrs.attempts`, `cqrs.outcome` (`domain_error`), `error` |
+//! | `command failed` | WARN | `cqrs.attempts`, `cqrs.outcome` (`conflict`: retries exhausted; `error`), `error` |
+//!
+//! With `RUST_LOG=info` that is one line per command. Durations are the span's own (a
+//! subscriber measures them); the duration histogram below has them too.
+//!
+//! Processors (target `cqrs_core::processor`), every event with `cqrs.processor`:
+//!
+//! | message | level | fields |
+//! |---|---|---|
+//! | `processor parked an event as a dead letter` | WARN | `cqrs.position`, `cqrs.stream`, `cqrs.version`, `cqrs.event_type` (or `cqrs.subject` for a saga deadline), `cqrs.dead_letter` (its id), `cqrs.attempts`, `cqrs.failure` (`decode`, `handler`, `panic`, `command`), `error` |
+//! | `processor will retry a failing event` | WARN | as above, without `cqrs.dead_letter` |
+//! | `processor stopped by its failure policy` | ERROR | as above |
+//! | `processor store failed, reconnecting` | WARN | `cqrs.attempts`, `error`; once per outage |
+//! | `processor store still failing` | DEBUG | `cqrs.attempts`, `error`; each later attempt |
+//! | `processor store is back` | INFO | `cqrs.checkpoint` |
+//! | `processor state changed` | INFO | `cqrs.state` (`catching_up`, `live`, `paused`, `rebuilding`), `cqrs.checkpoint`, `cqrs.lag`; not for the round trip a live processor makes with each new batch |
+//! | `processor leadership changed` | INFO | `cqrs.leader` |
+//!
+//! The PostgreSQL store adds DEBUG events inside an append's span when it sends a batch again
+//! (after a deadlock or serialization failure: `cqrs.retry`, `cqrs.batch.appends`,
+//! `db.response.status_code` with the SQLSTATE), splits a batch after the server refused one
+//! append's data, or waits for another writer's turn.
 //!
 //! Names follow OpenTelemetry's conventions where one exists (`db.system.name`,
 //! `db.operation.name`, `otel.status_code`), and Emmett's `command.handle` / `processor.handle`
@@ -51,8 +76,16 @@
 //!
 //! A repository takes its metric handles when it is built, and a processor when its runner
 //! starts (so that recording costs a branch when no recorder is installed): install the
-//! recorder first, at the start of `main`, before building repositories and spawning processors. The [production chapter](crate::guide::production) says which of these
-//! to alert on.
+//! recorder first, at the start of `main`, before building repositories and spawning
+//! processors. The gauges are set each time a processor's status changes, and every second while
+//! it waits (failed, paused, backing off), so a stuck processor's stall keeps growing. The
+//! [production chapter](crate::guide::production) says which of these to alert on.
+
+pub mod store;
+
+/// Runs an async block inside a span, inline when the span is disabled; see
+/// [`store`](mod@store) for its use in a store backend.
+pub use crate::__in_span as in_span;
 
 /// The span around one command: load, decide, append, retries.
 pub const COMMAND_SPAN: &str = "command.handle";

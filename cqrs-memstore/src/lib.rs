@@ -79,7 +79,6 @@
 
 mod fault;
 mod log;
-mod telemetry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -87,6 +86,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 use cqrs_core::store::StreamTurn;
 use cqrs_core::store::command_id_of;
+use cqrs_core::telemetry::store as store_telemetry;
 use cqrs_core::{
     AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
     Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
@@ -96,6 +96,9 @@ use tokio::sync::watch;
 use crate::fault::Faults;
 pub use crate::fault::InjectedFault;
 use crate::log::Log;
+
+/// The value of `db.system.name` on this store's spans.
+const SYSTEM: &str = "memory";
 
 /// An [`EventStore`] that keeps everything in memory.
 ///
@@ -533,13 +536,13 @@ impl StreamTurn for MemTurn {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        let span = telemetry::append_span(&self.stream, expected, events.len());
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::append_span(SYSTEM, &self.stream, expected, events.len());
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.store
                 .append_waiting_for_turns(&self.stream, expected, events, true)
                 .await
         });
-        telemetry::record_append(&span, &result);
+        store_telemetry::record_append(&span, &result);
         result
     }
 }
@@ -659,8 +662,8 @@ impl EventStore for MemStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        let span = telemetry::append_span(stream, expected, events.len());
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::append_span(SYSTEM, stream, expected, events.len());
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.pause().await;
             let result = self
                 .append_waiting_for_turns(stream, expected, events, false)
@@ -668,7 +671,7 @@ impl EventStore for MemStore {
             self.pause().await;
             result
         });
-        telemetry::record_append(&span, &result);
+        store_telemetry::record_append(&span, &result);
         result
     }
 
@@ -706,14 +709,14 @@ impl EventStore for MemStore {
         from: Version,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let span = telemetry::stream_read_span("read_stream", stream, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::stream_read_span(SYSTEM, "read_stream", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.pause().await;
             let events = self.read_stream_now(stream, from, limit);
             self.pause().await;
             Ok(events)
         });
-        telemetry::record_read(&span, &result, Vec::len);
+        store_telemetry::record_read(&span, &result, Vec::len);
         result
     }
 
@@ -724,11 +727,11 @@ impl EventStore for MemStore {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
-        let span = telemetry::stream_read_span("visit_stream", stream, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.visit_stream_now(stream, from, limit, visit).await
         });
-        telemetry::record_read(&span, &result, |visited| *visited);
+        store_telemetry::record_read(&span, &result, |visited| *visited);
         result
     }
 
@@ -737,14 +740,14 @@ impl EventStore for MemStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let span = telemetry::log_read_span("read_all", after, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::log_read_span(SYSTEM, "read_all", after, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.pause().await;
             let events = read(&self.inner.log).read_after(after, limit);
             self.pause().await;
             Ok(events)
         });
-        telemetry::record_read(&span, &result, Vec::len);
+        store_telemetry::record_read(&span, &result, Vec::len);
         result
     }
 
@@ -754,14 +757,14 @@ impl EventStore for MemStore {
         limit: usize,
         aggregates: &[&str],
     ) -> Result<LogBatch, StoreError> {
-        let span = telemetry::log_read_span("read_log", after, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::log_read_span(SYSTEM, "read_log", after, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.pause().await;
             let batch = read(&self.inner.log).read_log_after(after, limit, aggregates);
             self.pause().await;
             Ok(batch)
         });
-        telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
+        store_telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
         result
     }
 

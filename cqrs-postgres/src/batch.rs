@@ -23,8 +23,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::rows::AppendAnswer;
-use crate::telemetry;
 use crate::{Columns, ExpectedArgument, KIND_EXACT, KIND_NO_STREAM, PostgresStore};
+use cqrs_core::telemetry::store as store_telemetry;
 
 /// The most appends in one batch: after a unique violation each one is a subtransaction, and a
 /// transaction with more than 64 subtransactions makes every other session's snapshots slower.
@@ -276,12 +276,15 @@ async fn run_batch(store: &PostgresStore, mut batch: Vec<Request>) {
             }
             for request in batch {
                 let result = send(store, std::slice::from_ref(&request)).await;
-                telemetry::record_batch(std::iter::once(&request.span));
+                store_telemetry::record_batch(crate::STORE_LABEL, std::iter::once(&request.span));
                 reply(vec![request], result);
             }
         }
         result => {
-            telemetry::record_batch(batch.iter().map(|request| &request.span));
+            store_telemetry::record_batch(
+                crate::STORE_LABEL,
+                batch.iter().map(|request| &request.span),
+            );
             reply(batch, result)
         }
     }

@@ -216,7 +216,6 @@ pub mod processor;
 pub mod projection;
 mod rows;
 pub mod saga;
-mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod turn;
@@ -226,6 +225,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use cqrs_core::store::{StreamTurn, command_id_of};
+use cqrs_core::telemetry::store as store_telemetry;
 use cqrs_core::{
     AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
     Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
@@ -245,6 +245,11 @@ pub use crate::projection::{
 };
 pub use crate::rows::CorruptRow;
 pub use crate::saga::PostgresSagaStore;
+
+/// The value of `db.system.name` on this store's spans (OpenTelemetry's name for PostgreSQL).
+const SYSTEM: &str = "postgresql";
+/// The value of the batch size histogram's `store` label.
+const STORE_LABEL: &str = "postgres";
 /// The attribute a [`PostgresProjection`] implementation is written under (its methods are
 /// `async`), re-exported so that an application needs no dependency of its own.
 pub use async_trait::async_trait;
@@ -983,11 +988,11 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendReceipt, StoreError> {
-        let span = telemetry::append_span(stream, expected, events.len());
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::append_span(SYSTEM, stream, expected, events.len());
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.append_now(stream, expected, events, &span).await
         });
-        telemetry::record_append(&span, &result);
+        store_telemetry::record_append(&span, &result);
         result
     }
 
@@ -1006,8 +1011,8 @@ impl EventStore for PostgresStore {
         from: Version,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let span = telemetry::stream_read_span("read_stream", stream, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::stream_read_span(SYSTEM, "read_stream", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             let mut events = Vec::new();
             self.visit_stream_now(stream, from, limit, &mut |event| {
                 events.push(event.clone());
@@ -1016,7 +1021,7 @@ impl EventStore for PostgresStore {
             .await?;
             Ok(events)
         });
-        telemetry::record_read(&span, &result, Vec::len);
+        store_telemetry::record_read(&span, &result, Vec::len);
         result
     }
 
@@ -1027,11 +1032,11 @@ impl EventStore for PostgresStore {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
-        let span = telemetry::stream_read_span("visit_stream", stream, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             self.visit_stream_now(stream, from, limit, visit).await
         });
-        telemetry::record_read(&span, &result, |visited| *visited);
+        store_telemetry::record_read(&span, &result, |visited| *visited);
         result
     }
 
@@ -1040,8 +1045,8 @@ impl EventStore for PostgresStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let span = telemetry::log_read_span("read_all", after, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::log_read_span(SYSTEM, "read_all", after, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             let rows = self.log_rows(after, limit).await?;
             let mut events = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -1052,7 +1057,7 @@ impl EventStore for PostgresStore {
             }
             Ok(events)
         });
-        telemetry::record_read(&span, &result, Vec::len);
+        store_telemetry::record_read(&span, &result, Vec::len);
         result
     }
 
@@ -1062,8 +1067,8 @@ impl EventStore for PostgresStore {
         limit: usize,
         aggregates: &[&str],
     ) -> Result<LogBatch, StoreError> {
-        let span = telemetry::log_read_span("read_log", after, limit);
-        let result = telemetry::in_span!(&span, {
+        let span = store_telemetry::log_read_span(SYSTEM, "read_log", after, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             let rows = self.log_rows(after, limit).await?;
             let last = rows.last().map(rows::log_position).transpose()?;
             let mut entries = Vec::with_capacity(rows.len());
@@ -1074,7 +1079,7 @@ impl EventStore for PostgresStore {
             }
             Ok(LogBatch { entries, last })
         });
-        telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
+        store_telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
         result
     }
 

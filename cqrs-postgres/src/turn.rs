@@ -20,8 +20,8 @@ use tokio::sync::OwnedMutexGuard;
 use crate::batch::{APPEND_ISOLATED, AppendParts, Arguments};
 use crate::error::backend;
 use crate::rows::AppendAnswer;
-use crate::telemetry;
 use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES, visit_stream_on};
+use cqrs_core::telemetry::store as store_telemetry;
 
 /// Waits for the turn lock in exclusive mode, for the rest of the transaction, and marks the
 /// transaction as the stream's turn (`cqrs.turn`, which `cqrs_turn_free` reads). A turn lock is
@@ -140,11 +140,12 @@ impl StreamTurn for PostgresTurn {
         // A pending event is numbered inside the turn's transaction, which then holds the
         // sequencer lock until it ends: a turn never needs a second connection, so turns waiting
         // on the server can never take the connection the holder needs.
-        let span = telemetry::stream_read_span("visit_stream", &self.stream, limit);
-        let result = telemetry::in_span!(&span, {
+        let span =
+            store_telemetry::stream_read_span(crate::SYSTEM, "visit_stream", &self.stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
             visit_stream_on(self.client()?, &self.stream, from, limit, visit).await
         });
-        telemetry::record_read(&span, &result, |visited| *visited);
+        store_telemetry::record_read(&span, &result, |visited| *visited);
         result
     }
 
@@ -155,9 +156,11 @@ impl StreamTurn for PostgresTurn {
     ) -> Result<AppendReceipt, StoreError> {
         // Not batched: the append goes in the turn's own transaction, so the span has no
         // `cqrs.batch.appends` and the batch size histogram does not count it.
-        let span = telemetry::append_span(&self.stream, expected, events.len());
-        let result = telemetry::in_span!(&span, { self.append_now(expected, events).await });
-        telemetry::record_append(&span, &result);
+        let span =
+            store_telemetry::append_span(crate::SYSTEM, &self.stream, expected, events.len());
+        let result =
+            cqrs_core::telemetry::in_span!(&span, { self.append_now(expected, events).await });
+        store_telemetry::record_append(&span, &result);
         result
     }
 }

@@ -7,6 +7,7 @@
 //! cargo run --example seat_reservation                                   # in memory
 //! cargo run --example seat_reservation -- --database-url postgres://...  # on PostgreSQL
 //! DATABASE_URL=postgres://... cargo run --example seat_reservation       # the same
+//! RUST_LOG=info cargo run --example seat_reservation  # one trace line per command, on stderr
 //! ```
 //!
 //! On PostgreSQL the database may be empty (the schema is created) or hold earlier runs (each run
@@ -26,6 +27,7 @@ const ROUND_TRIP: Duration = Duration::from_millis(1);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> ExitCode {
+    cqrs_examples::traces::install_from_env();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

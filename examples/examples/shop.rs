@@ -5,6 +5,7 @@
 //! cargo run --example shop                                   # in memory
 //! cargo run --example shop -- --database-url postgres://...  # on PostgreSQL
 //! DATABASE_URL=postgres://... cargo run --example shop       # the same
+//! RUST_LOG=info cargo run --example shop  # one trace line per command, on stderr
 //! ```
 //!
 //! On PostgreSQL the database may be empty (the schema is created) or hold earlier runs (each run
@@ -18,6 +19,7 @@ use cqrs_memstore::MemStore;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> ExitCode {
+    cqrs_examples::traces::install_from_env();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

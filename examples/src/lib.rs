@@ -11,6 +11,7 @@
 //! - [`replay`]: what a story's saga did when it caught up with earlier runs.
 //! - [`database`]: in memory by default, PostgreSQL with `--database-url` or `DATABASE_URL`.
 //! - [`latency`]: a database's round trip for the in-memory store, so races look as in production.
+//! - [`traces`]: the framework's traces on stderr when `RUST_LOG` is set.
 //!
 //! Both stories are library functions taking any event store, so the tests run them too:
 //!
@@ -38,6 +39,7 @@ pub mod replay;
 pub mod seat_reservation;
 pub mod shop;
 pub mod show;
+pub mod traces;
 
 /// The error of the example applications: anything, boxed, with its message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

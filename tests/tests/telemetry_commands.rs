@@ -88,6 +88,30 @@ async fn a_command_that_retries_twice_and_succeeds() {
     assert_eq!(span.field("cqrs.command.id"), None, "no id was given");
     assert_eq!(span.field("otel.status_code"), None, "it succeeded");
 
+    // The store's spans nest in the command's: a trace shows each attempt's append.
+    let appends: Vec<CapturedSpan> = capture
+        .spans_named(telemetry::APPEND_SPAN)
+        .into_iter()
+        .filter(|span| span.parent == Some(COMMAND_SPAN))
+        .collect();
+    let outcomes: Vec<Option<&str>> = appends
+        .iter()
+        .map(|span| span.field("cqrs.outcome"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            Some("ok"),
+            Some("ok"),
+            Some("conflict"),
+            Some("ok"),
+            Some("conflict"),
+            Some("ok")
+        ],
+        "the schedule, then twice the other writer's append and the attempt it beat, then the \
+         third attempt"
+    );
+
     let retries = command_events(&capture, RETRY_MESSAGE);
     let seen: Vec<(Level, &str, &str, &str)> = retries
         .iter()

@@ -51,9 +51,9 @@ async fn fresh_postgres() -> PostgresStore {
 }
 
 /// Checks what every store span has: level, target, closed, and no payload or header value.
-fn assert_store_span(span: &CapturedSpan, crate_name: &str, system: &str) {
+fn assert_store_span(span: &CapturedSpan, system: &str) {
     assert_eq!(span.level, Level::DEBUG, "{span:?}");
-    assert!(span.target.starts_with(crate_name), "{span:?}");
+    assert_eq!(span.target, "cqrs_core::telemetry::store", "{span:?}");
     assert!(span.closed, "{span:?}");
     assert_eq!(span.field("db.system.name"), Some(system), "{span:?}");
     for value in span.fields.values() {
@@ -128,7 +128,7 @@ async fn memory_appends_say_what_they_wrote_and_how_they_ended() {
 
     let spans = capture.spans_named(APPEND_SPAN);
     for span in &spans {
-        assert_store_span(span, "cqrs_memstore", "memory");
+        assert_store_span(span, "memory");
         assert_eq!(span.parent, None, "{span:?}");
     }
     let seen: Vec<_> = spans
@@ -209,7 +209,7 @@ async fn memory_reads_say_what_they_read_and_run_inside_their_span() {
 
     let spans = capture.spans_named(READ_SPAN);
     for span in &spans {
-        assert_store_span(span, "cqrs_memstore", "memory");
+        assert_store_span(span, "memory");
     }
     let seen: Vec<_> = spans
         .iter()
@@ -293,7 +293,7 @@ async fn postgres_appends_that_queue_up_go_in_one_batch_and_say_so() {
     assert_eq!(spans.len(), QUEUED + 1, "{spans:#?}");
     let mut sizes = Vec::new();
     for span in &spans {
-        assert_store_span(span, "cqrs_postgres", "postgresql");
+        assert_store_span(span, "postgresql");
         let gated = span.field("cqrs.stream") == Some(gate.as_str());
         let expected = [
             ("db.operation.name", Some("append")),
@@ -408,7 +408,7 @@ async fn postgres_reads_and_refused_appends_say_what_they_did() {
 
     let appends = capture.spans_named(APPEND_SPAN);
     for span in &appends {
-        assert_store_span(span, "cqrs_postgres", "postgresql");
+        assert_store_span(span, "postgresql");
     }
     let seen: Vec<_> = appends
         .iter()
@@ -432,7 +432,7 @@ async fn postgres_reads_and_refused_appends_say_what_they_did() {
     // One span per read: read_stream does not open a visit_stream span of its own.
     let reads = capture.spans_named(READ_SPAN);
     for span in &reads {
-        assert_store_span(span, "cqrs_postgres", "postgresql");
+        assert_store_span(span, "postgresql");
         assert_eq!(span.parent, None, "{span:?}");
     }
     let seen: Vec<_> = reads
@@ -519,7 +519,7 @@ async fn postgres_a_batch_split_after_refused_data_says_so_in_each_append() {
     let outcomes: BTreeMap<_, _> = spans
         .iter()
         .map(|span| {
-            assert_store_span(span, "cqrs_postgres", "postgresql");
+            assert_store_span(span, "postgresql");
             (
                 span.field("cqrs.stream").unwrap_or_default(),
                 (span.field("cqrs.outcome"), span.field("cqrs.batch.appends")),

@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use metrics::{Counter, Gauge};
-use tracing::Span;
 use tracing::field::Empty;
+use tracing::{Level, Span};
+
+/// The target of the processors' spans and events: `RUST_LOG=cqrs_core::processor=info`.
+const TARGET: &str = "cqrs_core::processor";
 
 use super::failure::{DeadLetter, Failure};
 use super::status::ProcessorStatus;
@@ -112,6 +115,7 @@ impl Instruments {
     /// and commit, then [records](Instruments::committed) what it committed.
     pub(super) fn batch_span(&self, before: Position) -> Span {
         tracing::info_span!(
+            target: TARGET,
             PROCESSOR_BATCH_SPAN,
             cqrs.processor = self.processor,
             cqrs.checkpoint.before = before.0,
@@ -147,7 +151,9 @@ impl Instruments {
     /// An event failed and will be tried again.
     pub(super) fn retrying(&self, failure: &Failure) {
         let event = failure.event.as_ref();
-        tracing::warn!(
+        tracing::event!(
+            target: TARGET,
+            Level::WARN,
             cqrs.processor = self.processor,
             cqrs.position = event.map(|event| event.position.0),
             cqrs.stream = event.map(|event| event.stream.as_str()),
@@ -167,7 +173,9 @@ impl Instruments {
     /// The failure policy stopped the processor at `failure`.
     pub(super) fn stopped(&self, failure: &Failure) {
         let event = failure.event.as_ref();
-        tracing::error!(
+        tracing::event!(
+            target: TARGET,
+            Level::ERROR,
             cqrs.processor = self.processor,
             cqrs.position = event.map(|event| event.position.0),
             cqrs.stream = event.map(|event| event.stream.as_str()),
@@ -191,7 +199,9 @@ impl Instruments {
     pub(super) fn store_failed(&self, first: bool, attempts: u32, error: &str) {
         if first {
             self.reconnects.increment(1);
-            tracing::warn!(
+            tracing::event!(
+                target: TARGET,
+                Level::WARN,
                 cqrs.processor = self.processor,
                 cqrs.attempts = attempts,
                 error,
@@ -199,7 +209,9 @@ impl Instruments {
                 message::RECONNECTING,
             );
         } else {
-            tracing::debug!(
+            tracing::event!(
+                target: TARGET,
+                Level::DEBUG,
                 cqrs.processor = self.processor,
                 cqrs.attempts = attempts,
                 error,
@@ -221,7 +233,9 @@ impl Instruments {
         lag: u64,
     ) {
         if before == RECONNECTING && after != STOPPED {
-            tracing::info!(
+            tracing::event!(
+                target: TARGET,
+                Level::INFO,
                 cqrs.processor = self.processor,
                 cqrs.checkpoint = checkpoint.0,
                 "{}",
@@ -240,7 +254,9 @@ impl Instruments {
             }
         };
         if !quiet && matches!(after, CATCHING_UP | LIVE | PAUSED | REBUILDING) {
-            tracing::info!(
+            tracing::event!(
+                target: TARGET,
+                Level::INFO,
                 cqrs.processor = self.processor,
                 cqrs.state = after,
                 cqrs.checkpoint = checkpoint.0,
@@ -253,7 +269,9 @@ impl Instruments {
 
     /// This runner started (`true`) or stopped leading its processor.
     pub(super) fn leadership(&self, leader: bool) {
-        tracing::info!(
+        tracing::event!(
+            target: TARGET,
+            Level::INFO,
             cqrs.processor = self.processor,
             cqrs.leader = leader,
             "{}",
@@ -275,7 +293,9 @@ const STOPPED: &str = "stopped";
 pub(crate) fn parked(processor: &'static str, letter: &DeadLetter) {
     let failure = &letter.failure;
     let event = failure.event.as_ref();
-    tracing::warn!(
+    tracing::event!(
+        target: TARGET,
+        Level::WARN,
         cqrs.processor = processor,
         cqrs.position = event.map(|event| event.position.0),
         cqrs.stream = event.map(|event| event.stream.as_str()),

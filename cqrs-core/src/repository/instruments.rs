@@ -96,12 +96,9 @@ pub(super) fn stream(span: &Span, stream: &StreamId) {
     span.record("cqrs.stream", display(stream));
 }
 
-/// The version an attempt decides on.
-pub(super) fn deciding(span: &Span, attempt: u32, version: Version) {
-    if !span.is_disabled() {
-        span.record("cqrs.attempts", attempt);
-        span.record("cqrs.version.before", version.0);
-    }
+/// The version an attempt decides on (the last attempt's stays on the span).
+pub(super) fn deciding(span: &Span, version: Version) {
+    span.record("cqrs.version.before", version.0);
 }
 
 /// A conflict the command decides again after.
@@ -152,6 +149,38 @@ pub(super) fn finished<E, Error: std::fmt::Display>(
     if span.is_disabled() && !(failed && tracing::level_enabled!(Level::WARN)) {
         return;
     }
+    // The line first, then the span's last fields: a formatter that prints the span's fields
+    // beside the event's then shows each once.
+    match result {
+        Ok(outcome) => tracing::event!(
+            target: TARGET,
+            parent: span,
+            Level::INFO,
+            cqrs.attempts = attempts,
+            cqrs.outcome = name,
+            cqrs.version.after = outcome.version.0,
+            cqrs.events = outcome.events.len(),
+            "command handled"
+        ),
+        Err(ExecuteError::Domain(error)) => tracing::event!(
+            target: TARGET,
+            parent: span,
+            Level::INFO,
+            cqrs.attempts = attempts,
+            cqrs.outcome = name,
+            error = %error,
+            "command refused"
+        ),
+        Err(error) => tracing::event!(
+            target: TARGET,
+            parent: span,
+            Level::WARN,
+            cqrs.attempts = attempts,
+            cqrs.outcome = name,
+            error = %error,
+            "command failed"
+        ),
+    }
     span.record("cqrs.outcome", name);
     span.record("cqrs.attempts", attempts);
     match result {
@@ -160,39 +189,10 @@ pub(super) fn finished<E, Error: std::fmt::Display>(
             if let Some(position) = outcome.position {
                 span.record("cqrs.position", position.0);
             }
-            tracing::event!(
-                target: TARGET,
-                parent: span,
-                Level::INFO,
-                cqrs.attempts = attempts,
-                cqrs.outcome = name,
-                cqrs.version.after = outcome.version.0,
-                cqrs.events = outcome.events.len(),
-                "command handled"
-            );
         }
-        Err(ExecuteError::Domain(error)) => {
-            tracing::event!(
-                target: TARGET,
-                parent: span,
-                Level::INFO,
-                cqrs.attempts = attempts,
-                cqrs.outcome = name,
-                error = %error,
-                "command refused"
-            );
-        }
-        Err(error) => {
+        Err(ExecuteError::Domain(_)) => {}
+        Err(_) => {
             span.record("otel.status_code", "ERROR");
-            tracing::event!(
-                target: TARGET,
-                parent: span,
-                Level::WARN,
-                cqrs.attempts = attempts,
-                cqrs.outcome = name,
-                error = %error,
-                "command failed"
-            );
         }
     }
 }

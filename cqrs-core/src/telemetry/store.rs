@@ -1,28 +1,42 @@
-//! The store's `tracing` spans and its batch size histogram (named in [`cqrs_core::telemetry`]):
-//! one DEBUG span around each append and each read, with counts, versions and positions, never
-//! payloads or headers; and, per batch, how many appends went to the server together.
+//! The spans every store backend wraps its appends and reads in, so that all of them (memory,
+//! PostgreSQL, and any backend written later) trace the same way: one DEBUG span per call, named
+//! [`APPEND_SPAN`] or [`READ_SPAN`], with counts, versions and positions, never payloads or
+//! headers. Their target is this module's path: `RUST_LOG=cqrs_core::telemetry::store=debug`
+//! shows every store call, and `db.system.name` says which backend made it.
 //!
-//! With no subscriber that wants them the spans are disabled and cost a level check: the work
-//! runs as a plain future, and nothing is formatted or recorded.
+//! ```
+//! use cqrs_core::telemetry::store;
+//! use cqrs_core::{AppendReceipt, ExpectedVersion, StoreError, StreamId};
+//!
+//! # async fn write() -> Result<AppendReceipt, StoreError> { unimplemented!() }
+//! async fn append(stream: &StreamId, expected: ExpectedVersion, events: usize) -> Result<AppendReceipt, StoreError> {
+//!     let span = store::append_span("sqlite", stream, expected, events);
+//!     let result = cqrs_core::telemetry::in_span!(&span, { write().await });
+//!     store::record_append(&span, &result);
+//!     result
+//! }
+//! ```
 
 use std::fmt;
 
-use cqrs_core::telemetry::{APPEND_BATCH_SIZE, APPEND_SPAN, READ_SPAN};
-use cqrs_core::{AppendReceipt, ExpectedVersion, Position, StoreError, StreamId};
 use tracing::Span;
 use tracing::field::Empty;
 
-/// The value of `db.system.name` for this store (OpenTelemetry's name for PostgreSQL).
-const SYSTEM: &str = "postgresql";
+use super::{APPEND_BATCH_SIZE, APPEND_SPAN, READ_SPAN};
+use crate::event::{Position, StreamId};
+use crate::store::{AppendReceipt, ExpectedVersion, StoreError};
 
-/// The value of the batch size histogram's `store` label.
-const STORE_LABEL: &str = "postgres";
-
-/// The span around an append of `events` events to `stream`.
-pub(crate) fn append_span(stream: &StreamId, expected: ExpectedVersion, events: usize) -> Span {
+/// The span around an append of `events` events to `stream`, for the backend `system` (the
+/// value of `db.system.name`: OpenTelemetry's name for the database, e.g. `postgresql`).
+pub fn append_span(
+    system: &'static str,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: usize,
+) -> Span {
     tracing::debug_span!(
         APPEND_SPAN,
-        db.system.name = SYSTEM,
+        db.system.name = system,
         db.operation.name = "append",
         cqrs.stream = stream.as_str(),
         cqrs.expected = %Expected(expected),
@@ -35,10 +49,15 @@ pub(crate) fn append_span(stream: &StreamId, expected: ExpectedVersion, events: 
 }
 
 /// The span around a read of `stream` (`operation`: `read_stream` or `visit_stream`).
-pub(crate) fn stream_read_span(operation: &'static str, stream: &StreamId, limit: usize) -> Span {
+pub fn stream_read_span(
+    system: &'static str,
+    operation: &'static str,
+    stream: &StreamId,
+    limit: usize,
+) -> Span {
     tracing::debug_span!(
         READ_SPAN,
-        db.system.name = SYSTEM,
+        db.system.name = system,
         db.operation.name = operation,
         cqrs.stream = stream.as_str(),
         cqrs.limit = limit,
@@ -48,10 +67,15 @@ pub(crate) fn stream_read_span(operation: &'static str, stream: &StreamId, limit
 
 /// The span around a read of the global log after `from` (`operation`: `read_all` or
 /// `read_log`).
-pub(crate) fn log_read_span(operation: &'static str, from: Position, limit: usize) -> Span {
+pub fn log_read_span(
+    system: &'static str,
+    operation: &'static str,
+    from: Position,
+    limit: usize,
+) -> Span {
     tracing::debug_span!(
         READ_SPAN,
-        db.system.name = SYSTEM,
+        db.system.name = system,
         db.operation.name = operation,
         cqrs.from = from.0,
         cqrs.limit = limit,
@@ -67,20 +91,22 @@ pub(crate) fn log_read_span(operation: &'static str, from: Position, limit: usiz
 /// leaves the method when the span is disabled and only the block when it is enabled: the
 /// caller gets the same value either way as long as the code after the macro does nothing but
 /// record on the span (a no-op on a disabled one).
-macro_rules! in_span {
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __in_span {
     ($span:expr, $work:block $(,)?) => {{
-        let span: &::tracing::Span = $span;
+        let span: &$crate::__private::tracing::Span = $span;
         if span.is_disabled() {
             $work
         } else {
-            ::tracing::Instrument::instrument(async $work, span.clone()).await
+            $crate::__private::tracing::Instrument::instrument(async $work, span.clone()).await
         }
     }};
 }
-pub(crate) use in_span;
 
-/// Records how an append ended on its span.
-pub(crate) fn record_append(span: &Span, result: &Result<AppendReceipt, StoreError>) {
+/// Records how an append ended on its span: `cqrs.version.after`, `cqrs.position` and
+/// `cqrs.outcome` (`ok`, `conflict`, `duplicate_command`, `error`).
+pub fn record_append(span: &Span, result: &Result<AppendReceipt, StoreError>) {
     if span.is_disabled() {
         return;
     }
@@ -90,11 +116,11 @@ pub(crate) fn record_append(span: &Span, result: &Result<AppendReceipt, StoreErr
             span.record("cqrs.position", position.0);
         }
     }
-    span.record("cqrs.outcome", outcome(result));
+    span.record("cqrs.outcome", append_outcome(result));
 }
 
-/// Records how many events a read returned or visited on its span.
-pub(crate) fn record_read<T>(span: &Span, result: &Result<T, StoreError>, events: fn(&T) -> usize) {
+/// Records on a read's span how many events it returned or visited (`events` counts them).
+pub fn record_read<T>(span: &Span, result: &Result<T, StoreError>, events: fn(&T) -> usize) {
     if span.is_disabled() {
         return;
     }
@@ -103,11 +129,12 @@ pub(crate) fn record_read<T>(span: &Span, result: &Result<T, StoreError>, events
     }
 }
 
-/// Records one batch about to be sent: its size in the histogram, and on the span of each of
-/// its appends (`spans`).
-pub(crate) fn record_batch<'a>(spans: impl ExactSizeIterator<Item = &'a Span>) {
+/// Records one batch of appends a backend sends in one transaction: its size in the
+/// [`APPEND_BATCH_SIZE`] histogram (labelled `store`), and as `cqrs.batch.appends` on the span
+/// of each of its appends (`spans`).
+pub fn record_batch<'a>(store: &'static str, spans: impl ExactSizeIterator<Item = &'a Span>) {
     let appends = spans.len();
-    metrics::histogram!(APPEND_BATCH_SIZE, "store" => STORE_LABEL).record(appends as f64);
+    metrics::histogram!(APPEND_BATCH_SIZE, "store" => store).record(appends as f64);
     for span in spans {
         if !span.is_disabled() {
             span.record("cqrs.batch.appends", appends);
@@ -116,7 +143,7 @@ pub(crate) fn record_batch<'a>(spans: impl ExactSizeIterator<Item = &'a Span>) {
 }
 
 /// The value of `cqrs.outcome` for an append's result.
-fn outcome(result: &Result<AppendReceipt, StoreError>) -> &'static str {
+pub fn append_outcome(result: &Result<AppendReceipt, StoreError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(StoreError::Conflict { .. }) => "conflict",
