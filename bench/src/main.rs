@@ -3,6 +3,10 @@
 //!
 //! Run with `cargo run --release -p cqrs-bench` (add a name, e.g. `mem_rehydrate`, to run only the
 //! benchmarks whose names start with it). BENCHMARKS.md records the figures and the method.
+//!
+//! `CQRS_BENCH_TRACE=warn` (or `info`, or any `RUST_LOG`-style filter) installs a `tracing`
+//! subscriber that formats every enabled event into a sink: what the framework's traces cost a
+//! service that keeps them. Unset, no subscriber is installed.
 
 use std::time::{Duration, Instant};
 
@@ -232,8 +236,33 @@ async fn mem_contention(name: &str, cache: usize, per_task: u64) -> BenchResult 
     Ok(())
 }
 
+/// Installs the subscriber `CQRS_BENCH_TRACE` asks for: lines formatted as a service would
+/// print them, written to a sink. Says which filter it installed.
+fn install_trace_sink() -> Result<Option<String>, BoxError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    let Some(directives) = std::env::var("CQRS_BENCH_TRACE")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let filter = EnvFilter::builder().parse(&directives)?;
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::sink)
+        .with_ansi(false)
+        .with_filter(filter);
+    tracing_subscriber::registry().with(lines).try_init()?;
+    Ok(Some(directives))
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> BenchResult {
+    if let Some(filter) = install_trace_sink()? {
+        eprintln!("traces: {filter}, formatted into a sink");
+    }
     let filter = std::env::args().nth(1).unwrap_or_default();
     let wanted = move |name: &str| name.starts_with(&filter) || filter.starts_with(name);
     if wanted("mem_exec_distinct") {

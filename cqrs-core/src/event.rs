@@ -156,11 +156,14 @@ impl StreamId {
     ///
     /// Refuses a name that breaks [`validate_aggregate_name`] and an empty id.
     pub fn for_aggregate(aggregate: &str, id: impl fmt::Display) -> Result<Self, InvalidStreamId> {
+        validate_aggregate_name(aggregate)?;
         Self::with_aggregate_name(aggregate, id, Self::from_validated)
     }
 
     /// Formats and validates `{aggregate}-{id}` and hands it to `use_name`, without allocating
-    /// for it: the repository looks its cache up by name and reuses the cached id.
+    /// for it: the repository looks its cache up by name and reuses the cached id. `aggregate`
+    /// must have passed [`validate_aggregate_name`] (the repository checks its name once, when
+    /// it is built).
     pub(crate) fn with_aggregate_name<R>(
         aggregate: &str,
         id: impl fmt::Display,
@@ -172,7 +175,6 @@ impl StreamId {
         thread_local! {
             static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        validate_aggregate_name(aggregate)?;
         let build = |name: &mut String| {
             name.clear();
             name.push_str(aggregate);
@@ -208,8 +210,12 @@ impl StreamId {
                 max: MAX_STREAM_ID_LEN,
             });
         }
-        if let Some((index, character)) = id.char_indices().find(|(_, c)| c.is_control()) {
-            return Err(InvalidStreamId::ControlCharacter { character, index });
+        // Printable ASCII, the usual id, is checked a byte at a time; anything else char by char.
+        let printable_ascii = id.bytes().all(|byte| (0x20..0x7f).contains(&byte));
+        if !printable_ascii {
+            if let Some((index, character)) = id.char_indices().find(|(_, c)| c.is_control()) {
+                return Err(InvalidStreamId::ControlCharacter { character, index });
+            }
         }
         Ok(())
     }
@@ -751,6 +757,21 @@ mod tests {
         assert_eq!(
             StreamId::new("théâtre-1").map(|id| id.as_str().len()),
             Ok(11)
+        );
+        // DEL, and a control character outside ASCII (NEL) after non-ASCII text.
+        assert_eq!(
+            StreamId::new("show-\u{7f}"),
+            Err(InvalidStreamId::ControlCharacter {
+                character: '\u{7f}',
+                index: 5
+            })
+        );
+        assert_eq!(
+            StreamId::for_aggregate("show", "é\u{85}"),
+            Err(InvalidStreamId::ControlCharacter {
+                character: '\u{85}',
+                index: 7
+            })
         );
     }
 

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use crate::aggregate::CommandHandler;
 use crate::cache::AggregateCache;
 use crate::event::{
-    CommandId, EncodeError, InvalidStreamId, Metadata, NewEvent, Position, RecordedEvent, StreamId,
-    Version,
+    CommandId, EncodeError, InvalidAggregateName, InvalidStreamId, Metadata, NewEvent, Position,
+    RecordedEvent, StreamId, Version,
 };
 use crate::retry::RetryPolicy;
 use crate::snapshot::SnapshotPolicy;
@@ -314,6 +314,7 @@ impl<A: CommandHandler, S: EventStore> RepositoryBuilder<A, S> {
                 snapshots: self.snapshots,
                 cache: (self.cache_capacity > 0).then(|| AggregateCache::new(self.cache_capacity)),
                 metrics: CommandMetrics::new(A::NAME),
+                name: crate::event::validate_aggregate_name(A::NAME),
             }),
         }
     }
@@ -340,6 +341,8 @@ struct Inner<A: CommandHandler, S> {
     snapshots: Option<SnapshotPolicy<A>>,
     cache: Option<AggregateCache<Hydrated<A>>>,
     metrics: CommandMetrics,
+    /// Whether `A::NAME` makes stream ids, checked once.
+    name: Result<(), InvalidAggregateName>,
 }
 
 impl<A: CommandHandler, S> Clone for Repository<A, S> {
@@ -446,6 +449,9 @@ where
         attempts: &mut u32,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
         // A cached aggregate's stream id is reused rather than made again for every command.
+        if let Err(invalid) = &self.inner.name {
+            return Err(ExecuteError::InvalidStream(invalid.clone().into()));
+        }
         let (stream, slot) = match &self.inner.cache {
             Some(cache) => {
                 let (stream, slot) =

@@ -87,7 +87,7 @@ pub fn log_read_span(
 ///
 /// A disabled span adds nothing: `work` then runs inline, in the caller's own state machine, as
 /// if the macro were not there (wrapping it in a future of its own cost the in-memory store's
-/// appends about 200 instructions each, 3%, with no one listening). A `?` or `return` in `work`
+/// appends about 200 instructions each, 3%, with no one listening); an enabled span boxes it. A `?` or `return` in `work`
 /// leaves the method when the span is disabled and only the block when it is enabled: the
 /// caller gets the same value either way as long as the code after the macro does nothing but
 /// record on the span (a no-op on a disabled one).
@@ -99,7 +99,10 @@ macro_rules! __in_span {
         if span.is_disabled() {
             $work
         } else {
-            $crate::__private::tracing::Instrument::instrument(async $work, span.clone()).await
+            // Boxed, so that the enabled path adds a pointer to the caller's future, not a
+            // second copy of `work`'s state.
+            let work = ::std::boxed::Box::pin(async $work);
+            $crate::__private::tracing::Instrument::instrument(work, span.clone()).await
         }
     }};
 }
