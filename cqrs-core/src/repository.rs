@@ -103,8 +103,10 @@ pub struct ExecuteOutcome<E> {
     /// nothing was written now.
     pub deduplicated: bool,
     /// Set when the events were written but the snapshot due after them could not be saved.
-    /// The command still succeeded; the next snapshot will cover the state.
-    pub snapshot_error: Option<StoreError>,
+    /// The command still succeeded; the next snapshot will cover the state. (Boxed: it is rare,
+    /// and an outcome small enough to move without a call to `memcpy` keeps every command
+    /// cheaper.)
+    pub snapshot_error: Option<Box<StoreError>>,
 }
 
 /// Why [`Repository::execute`] did not succeed. Nothing was written in any of these cases.
@@ -856,7 +858,7 @@ where
             };
             hydrated.contended = hydrated.contended.saturating_sub(1);
             loaded.version = receipt.version;
-            let snapshot_error = self.snapshot_if_due(stream, hydrated).await;
+            let snapshot_error = self.snapshot_if_due(stream, hydrated).await.map(Box::new);
             return Ok(ExecuteOutcome {
                 stream: stream.clone(),
                 version: receipt.version,

@@ -15,9 +15,6 @@ use metrics::{Counter, Gauge};
 use tracing::field::Empty;
 use tracing::{Level, Span};
 
-/// The target of the processors' spans and events: `RUST_LOG=cqrs_core::processor=info`.
-const TARGET: &str = "cqrs_core::processor";
-
 use super::failure::{DeadLetter, Failure};
 use super::status::ProcessorStatus;
 use crate::event::Position;
@@ -25,6 +22,9 @@ use crate::telemetry::{
     PROCESSOR_BATCH_SPAN, PROCESSOR_DEAD_LETTERS, PROCESSOR_EVENTS, PROCESSOR_LAG_EVENTS,
     PROCESSOR_LAG_SECONDS, PROCESSOR_RECONNECTS, PROCESSOR_STALLED_SECONDS,
 };
+
+/// The target of the processors' spans and events: `RUST_LOG=cqrs_core::processor=info`.
+const TARGET: &str = "cqrs_core::processor";
 
 /// The messages of the events processors emit: what a log filter or an alert matches on.
 pub(crate) mod message {

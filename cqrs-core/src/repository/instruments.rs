@@ -102,11 +102,13 @@ pub(super) fn command_span<A: CommandHandler>(
 }
 
 /// The stream, once the aggregate id has made one.
+#[inline]
 pub(super) fn stream(span: &Span, stream: &StreamId) {
     span.record("cqrs.stream", display(stream));
 }
 
 /// The version an attempt decides on (the last attempt's stays on the span).
+#[inline]
 pub(super) fn deciding(span: &Span, version: Version) {
     span.record("cqrs.version.before", version.0);
 }

@@ -28,6 +28,7 @@ use crate::store::{AppendReceipt, ExpectedVersion, StoreError};
 
 /// The span around an append of `events` events to `stream`, for the backend `system` (the
 /// value of `db.system.name`: OpenTelemetry's name for the database, e.g. `postgresql`).
+#[inline]
 pub fn append_span(
     system: &'static str,
     stream: &StreamId,
@@ -49,6 +50,7 @@ pub fn append_span(
 }
 
 /// The span around a read of `stream` (`operation`: `read_stream` or `visit_stream`).
+#[inline]
 pub fn stream_read_span(
     system: &'static str,
     operation: &'static str,
@@ -67,6 +69,7 @@ pub fn stream_read_span(
 
 /// The span around a read of the global log after `from` (`operation`: `read_all` or
 /// `read_log`).
+#[inline]
 pub fn log_read_span(
     system: &'static str,
     operation: &'static str,
@@ -109,6 +112,7 @@ macro_rules! __in_span {
 
 /// Records how an append ended on its span: `cqrs.version.after`, `cqrs.position` and
 /// `cqrs.outcome` (`ok`, `conflict`, `duplicate_command`, `error`).
+#[inline]
 pub fn record_append(span: &Span, result: &Result<AppendReceipt, StoreError>) {
     if span.is_disabled() {
         return;
@@ -123,6 +127,7 @@ pub fn record_append(span: &Span, result: &Result<AppendReceipt, StoreError>) {
 }
 
 /// Records on a read's span how many events it returned or visited (`events` counts them).
+#[inline]
 pub fn record_read<T>(span: &Span, result: &Result<T, StoreError>, events: fn(&T) -> usize) {
     if span.is_disabled() {
         return;
@@ -146,6 +151,7 @@ pub fn record_batch<'a>(store: &'static str, spans: impl ExactSizeIterator<Item 
 }
 
 /// The value of `cqrs.outcome` for an append's result.
+#[inline]
 pub fn append_outcome(result: &Result<AppendReceipt, StoreError>) -> &'static str {
     match result {
         Ok(_) => "ok",
