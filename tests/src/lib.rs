@@ -10,6 +10,7 @@
 //! ```
 
 pub mod conformance;
+pub mod flaky;
 pub mod interposed;
 pub mod meters;
 pub mod processors;

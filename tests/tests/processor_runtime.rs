@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use cqrs_core::event::{Metadata, NewEvent};
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{
@@ -19,12 +18,10 @@ use cqrs_core::processor::{
 };
 use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
 use cqrs_core::saga::{CommandBus, HandlerError, MemorySagaStore, SagaProcessor, SagaStore};
-use cqrs_core::store::{AppendReceipt, CommandRecord, LogBatch, Snapshot};
-use cqrs_core::{
-    EventId, EventStore, ExpectedVersion, Position, RecordedEvent, StoreError, StreamId,
-};
+use cqrs_core::{EventId, EventStore, ExpectedVersion, Position, StreamId};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_memstore::MemStore;
+use cqrs_tests::flaky::Flaky;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -288,96 +285,6 @@ async fn a_dead_letter_retried_after_the_fix_is_applied_exactly_once() {
     handle.shutdown().await;
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("injected outage: the log cannot be read")]
-struct Outage;
-
-/// The in-memory store, whose log reads fail while `down` is set: a database that went away.
-#[derive(Debug, Clone)]
-struct Flaky {
-    store: MemStore,
-    down: Arc<AtomicBool>,
-}
-
-impl Flaky {
-    fn up(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::backend(Outage))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl EventStore for Flaky {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendReceipt, StoreError> {
-        self.store.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Version,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.store.read_stream(stream, from, limit).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.up()?;
-        self.store.read_all(after, limit).await
-    }
-
-    async fn read_log(
-        &self,
-        after: Position,
-        limit: usize,
-        aggregates: &[&str],
-    ) -> Result<LogBatch, StoreError> {
-        self.up()?;
-        self.store.read_log(after, limit, aggregates).await
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.up()?;
-        self.store.head().await
-    }
-
-    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
-        self.store.wait_for_events(after).await
-    }
-
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.store.save_snapshot(stream, snapshot).await
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        schema_version: u32,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        self.store.load_snapshot(stream, schema_version).await
-    }
-
-    async fn command_record(
-        &self,
-        stream: &StreamId,
-        command_id: &cqrs_core::CommandId,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        self.store.command_record(stream, command_id).await
-    }
-}
-
 fn reconnect_attempts(status: &ProcessorStatus) -> Option<u32> {
     match &status.state {
         ProcessorState::Reconnecting { attempts, .. } => Some(*attempts),
@@ -389,10 +296,7 @@ fn reconnect_attempts(status: &ProcessorStatus) -> Option<u32> {
 async fn a_projection_whose_store_fails_reconnects_and_goes_on_with_every_event_once() {
     let store = MemStore::new();
     let head = write_show(&store, "1", &[1, 2, 3]).await;
-    let flaky = Flaky {
-        store: store.clone(),
-        down: Arc::new(AtomicBool::new(false)),
-    };
+    let flaky = Flaky::new(store.clone(), false);
     let model = MemoryReadModel::new();
     let handle = Projector::new(AvailableSeats::new(), flaky.clone(), model.clone())
         .runner()
@@ -405,7 +309,7 @@ async fn a_projection_whose_store_fails_reconnects_and_goes_on_with_every_event_
     live(&handle, head).await;
 
     // The store goes away while new events wait: the runner says so and keeps trying.
-    flaky.down.store(true, Ordering::SeqCst);
+    flaky.set_down(true);
     let later = write_show(&store, "2", &[4, 5, 6, 7]).await;
     let reconnecting = handle
         .wait_until(WAIT, |status| reconnect_attempts(status).is_some())
@@ -440,7 +344,7 @@ async fn a_projection_whose_store_fails_reconnects_and_goes_on_with_every_event_
     );
 
     // Back: it resumes from its checkpoint and goes live again.
-    flaky.down.store(false, Ordering::SeqCst);
+    flaky.set_down(false);
     live(&handle, later).await;
     let (seats, checkpoint) = model.snapshot();
     assert_eq!(checkpoint, later);
@@ -586,10 +490,7 @@ async fn a_projection_stuck_behind_an_event_or_an_outage_turns_unhealthy_in_time
     stuck.shutdown().await;
 
     // A store that stays away longer than the stall limit.
-    let flaky = Flaky {
-        store: MemStore::new(),
-        down: Arc::new(AtomicBool::new(true)),
-    };
+    let flaky = Flaky::new(MemStore::new(), true);
     let waiting = Projector::new(AvailableSeats::new(), flaky.clone(), MemoryReadModel::new())
         .runner()
         .reconnect(Reconnect {
@@ -610,7 +511,7 @@ async fn a_projection_stuck_behind_an_event_or_an_outage_turns_unhealthy_in_time
     assert!(!verdict.healthy, "{verdict:?}");
     let reason = verdict.processors[0].reason.clone().expect("a reason");
     assert!(reason.contains("store has been failing"), "{reason}");
-    flaky.down.store(false, Ordering::SeqCst);
+    flaky.set_down(false);
     waiting
         .wait_until(WAIT, |status| status.state == ProcessorState::Live)
         .await

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use cqrs_core::event::{Metadata, NewEvent};
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{
@@ -19,16 +18,13 @@ use cqrs_core::processor::{
 };
 use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
 use cqrs_core::saga::{CommandBus, MemorySagaStore, SagaProcessor, SagaReport};
-use cqrs_core::store::{AppendReceipt, CommandRecord, LogBatch, Snapshot};
 use cqrs_core::telemetry::{
     PROCESSOR_BATCH_SPAN, PROCESSOR_DEAD_LETTERS, PROCESSOR_EVENTS, PROCESSOR_LAG_EVENTS,
     PROCESSOR_LAG_SECONDS, PROCESSOR_RECONNECTS, PROCESSOR_STALLED_SECONDS,
 };
-use cqrs_core::{
-    EventId, EventStore, ExpectedVersion, Position, RecordedEvent, RetryPolicy, StoreError,
-    StreamId,
-};
+use cqrs_core::{EventId, EventStore, ExpectedVersion, Position, RetryPolicy, StreamId};
 use cqrs_memstore::MemStore;
+use cqrs_tests::flaky::Flaky;
 use cqrs_tests::meters::{Meter, MeterCommand, MeterEvent};
 use cqrs_tests::telemetry::{Capture, CapturedEvent};
 use tracing::Level;
@@ -451,96 +447,6 @@ async fn a_parked_event_is_a_warning_naming_it_and_a_dead_letter_counted() {
     handle.shutdown().await;
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("injected outage: the log cannot be read")]
-struct Outage;
-
-/// The in-memory store, whose log reads fail while `down` is set: a database that went away.
-#[derive(Debug, Clone)]
-struct Flaky {
-    store: MemStore,
-    down: Arc<AtomicBool>,
-}
-
-impl Flaky {
-    fn up(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::backend(Outage))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl EventStore for Flaky {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendReceipt, StoreError> {
-        self.store.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Version,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.store.read_stream(stream, from, limit).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.up()?;
-        self.store.read_all(after, limit).await
-    }
-
-    async fn read_log(
-        &self,
-        after: Position,
-        limit: usize,
-        aggregates: &[&str],
-    ) -> Result<LogBatch, StoreError> {
-        self.up()?;
-        self.store.read_log(after, limit, aggregates).await
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.up()?;
-        self.store.head().await
-    }
-
-    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
-        self.store.wait_for_events(after).await
-    }
-
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.store.save_snapshot(stream, snapshot).await
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        schema_version: u32,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        self.store.load_snapshot(stream, schema_version).await
-    }
-
-    async fn command_record(
-        &self,
-        stream: &StreamId,
-        command_id: &cqrs_core::CommandId,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        self.store.command_record(stream, command_id).await
-    }
-}
-
 struct Outages;
 impl Named for Outages {
     const NAME: &'static str = "telemetry_outages";
@@ -552,10 +458,7 @@ async fn a_store_outage_is_one_warning_one_reconnect_counted_and_news_of_its_end
     let name = Outages::NAME;
     let store = MemStore::new();
     let head = read(&store, "1", &[1, 2]).await;
-    let flaky = Flaky {
-        store: store.clone(),
-        down: Arc::new(AtomicBool::new(false)),
-    };
+    let flaky = Flaky::new(store.clone(), false);
     let handle = Projector::new(
         Usage::<Outages>::new(),
         flaky.clone(),
@@ -570,7 +473,7 @@ async fn a_store_outage_is_one_warning_one_reconnect_counted_and_news_of_its_end
     live(&handle, head).await;
     assert_eq!(counter(&capture, PROCESSOR_RECONNECTS, name), 0);
 
-    flaky.down.store(true, Ordering::SeqCst);
+    flaky.set_down(true);
     let later = read(&store, "2", &[3, 4]).await;
     handle
         .wait_until(WAIT, |status| {
@@ -582,7 +485,7 @@ async fn a_store_outage_is_one_warning_one_reconnect_counted_and_news_of_its_end
         told(&capture, "processor store is back", name).is_empty(),
         "not back yet"
     );
-    flaky.down.store(false, Ordering::SeqCst);
+    flaky.set_down(false);
     live(&handle, later).await;
 
     // One outage: one warning with the store's error, one reconnect; the later attempts are

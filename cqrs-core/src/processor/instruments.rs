@@ -26,6 +26,34 @@ use crate::telemetry::{
 /// The target of the processors' spans and events: `RUST_LOG=cqrs_core::processor=info`.
 const TARGET: &str = "cqrs_core::processor";
 
+/// One event about `failure` at `level`, with every field that locates it (position, stream,
+/// version, type, or the saga deadline's subject) and says what failed; `extra` fields go
+/// before the attempts.
+macro_rules! failure_event {
+    ($level:expr, $processor:expr, $failure:expr, $message:expr $(, $($extra:tt)+)?) => {{
+        let failure: &Failure = $failure;
+        let event = failure.event.as_ref();
+        tracing::event!(
+            target: TARGET,
+            $level,
+            cqrs.processor = $processor,
+            cqrs.position = event.map(|event| event.position.0),
+            cqrs.stream = event.map(|event| event.stream.as_str()),
+            cqrs.version = event
+                .and_then(|event| event.version)
+                .map(|version| version.0),
+            cqrs.event_type = event.and_then(|event| event.event_type.as_deref()),
+            cqrs.subject = failure.subject.as_deref(),
+            $($($extra)+)?
+            cqrs.attempts = failure.attempts,
+            cqrs.failure = failure.kind.as_str(),
+            error = failure.error.as_str(),
+            "{}",
+            $message,
+        )
+    }};
+}
+
 /// The messages of the events processors emit: what a log filter or an alert matches on.
 pub(crate) mod message {
     /// WARN: an event (or a saga deadline) was parked as a dead letter.
@@ -150,46 +178,12 @@ impl Instruments {
 
     /// An event failed and will be tried again.
     pub(super) fn retrying(&self, failure: &Failure) {
-        let event = failure.event.as_ref();
-        tracing::event!(
-            target: TARGET,
-            Level::WARN,
-            cqrs.processor = self.processor,
-            cqrs.position = event.map(|event| event.position.0),
-            cqrs.stream = event.map(|event| event.stream.as_str()),
-            cqrs.version = event
-                .and_then(|event| event.version)
-                .map(|version| version.0),
-            cqrs.event_type = event.and_then(|event| event.event_type.as_deref()),
-            cqrs.subject = failure.subject.as_deref(),
-            cqrs.attempts = failure.attempts,
-            cqrs.failure = failure.kind.as_str(),
-            error = failure.error.as_str(),
-            "{}",
-            message::RETRYING,
-        );
+        failure_event!(Level::WARN, self.processor, failure, message::RETRYING);
     }
 
     /// The failure policy stopped the processor at `failure`.
     pub(super) fn stopped(&self, failure: &Failure) {
-        let event = failure.event.as_ref();
-        tracing::event!(
-            target: TARGET,
-            Level::ERROR,
-            cqrs.processor = self.processor,
-            cqrs.position = event.map(|event| event.position.0),
-            cqrs.stream = event.map(|event| event.stream.as_str()),
-            cqrs.version = event
-                .and_then(|event| event.version)
-                .map(|version| version.0),
-            cqrs.event_type = event.and_then(|event| event.event_type.as_deref()),
-            cqrs.subject = failure.subject.as_deref(),
-            cqrs.attempts = failure.attempts,
-            cqrs.failure = failure.kind.as_str(),
-            error = failure.error.as_str(),
-            "{}",
-            message::STOPPED,
-        );
+        failure_event!(Level::ERROR, self.processor, failure, message::STOPPED);
     }
 
     /// An attempt at the store failed with `error`; `first` when it starts an outage (the
@@ -291,25 +285,12 @@ const STOPPED: &str = "stopped";
 /// The WARN event of a dead letter `processor` parked. A free function: a saga parks its failing
 /// deadlines itself, outside the runner.
 pub(crate) fn parked(processor: &'static str, letter: &DeadLetter) {
-    let failure = &letter.failure;
-    let event = failure.event.as_ref();
-    tracing::event!(
-        target: TARGET,
+    failure_event!(
         Level::WARN,
-        cqrs.processor = processor,
-        cqrs.position = event.map(|event| event.position.0),
-        cqrs.stream = event.map(|event| event.stream.as_str()),
-        cqrs.version = event
-            .and_then(|event| event.version)
-            .map(|version| version.0),
-        cqrs.event_type = event.and_then(|event| event.event_type.as_deref()),
-        cqrs.subject = failure.subject.as_deref(),
-        cqrs.dead_letter = letter.id.as_str(),
-        cqrs.attempts = failure.attempts,
-        cqrs.failure = failure.kind.as_str(),
-        error = failure.error.as_str(),
-        "{}",
+        processor,
+        &letter.failure,
         message::PARKED,
+        cqrs.dead_letter = letter.id.as_str(),
     );
 }
 
