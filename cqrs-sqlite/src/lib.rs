@@ -1,0 +1,135 @@
+//! A durable embedded [`EventStore`] in one SQLite file: one writer thread per store batching
+//! appends into `BEGIN IMMEDIATE` transactions, dense global positions by construction, WAL
+//! readers that never wait for the writer, and waiters woken without busy polling.
+//!
+//! ```
+//! use cqrs_core::{EventId, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
+//! use cqrs_sqlite::SqliteStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let path = std::env::temp_dir().join(format!("cqrs-sqlite-doc-{}.db", std::process::id()));
+//! # let _ = std::fs::remove_file(&path);
+//! let store = SqliteStore::open(&path).await?;
+//! store.migrate().await?;
+//!
+//! let stream = StreamId::for_aggregate("show", 42)?;
+//! let scheduled = NewEvent {
+//!     event_id: EventId::new(),
+//!     event_type: "Scheduled".into(),
+//!     schema_version: 1,
+//!     payload: r#"{"capacity":100}"#.into(),
+//!     metadata: Metadata::default(),
+//! };
+//! let receipt = store
+//!     .append(&stream, ExpectedVersion::NoStream, vec![scheduled])
+//!     .await?;
+//! assert_eq!(receipt.position, Some(Position(1)));
+//!
+//! // A second writer that still believes the stream is new is refused.
+//! assert!(store.append(&stream, ExpectedVersion::NoStream, vec![]).await.is_err());
+//!
+//! let events = store.read_all(Position::START, 100).await?;
+//! assert_eq!(events[0].event_type, "Scheduled");
+//! # drop(store);
+//! # for suffix in ["", "-wal", "-shm"] {
+//! #     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+//! # }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # One writer
+//!
+//! SQLite lets one connection write to a file at a time. Rather than have every task open a
+//! write transaction and sleep on the lock (the busy handler backs off up to 100 ms), each
+//! [`SqliteStore`] (and its clones) owns one write connection on a thread of its own, fed by a
+//! channel. The writer takes every request that queued up while it was busy (up to
+//! [`SqliteOptions::max_batch`]) into one `BEGIN IMMEDIATE` transaction: one commit, one WAL
+//! flush for the whole batch. Each append runs in a `SAVEPOINT` of its own: its command id is
+//! looked up, then its stream's version checked against the expected version, then its events
+//! and command record inserted; an append that is refused (a conflict, a duplicate command) or
+//! fails is rolled back to its savepoint alone, and the others of the batch are committed.
+//! `IMMEDIATE` takes the write lock before anything is read, so what the writer reads cannot
+//! change before its commit (a deferred transaction that reads then writes would fail with
+//! `SQLITE_BUSY` without waiting).
+//!
+//! Global positions are assigned under that lock as `max(position) + 1`: they are dense and in
+//! commit order by construction, and an append rolled back leaves no hole. Another process (or
+//! a second store opened on the same file) has a writer of its own; the two meet on SQLite's
+//! lock, where a writer waits up to [`SqliteOptions::busy_timeout`] (5 s by default) before it
+//! fails with `SQLITE_BUSY`, nothing written.
+//!
+//! Reads run on a small pool of read connections, on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]): in WAL mode a reader sees the last commit and never waits
+//! for the writer, and the async runtime never blocks on SQLite.
+//!
+//! # Durability
+//!
+//! The file is in WAL mode (`journal_mode=WAL`). [`Synchronous::Full`], the default, flushes
+//! each commit to the disk before any append of its batch returns: an acknowledged append
+//! survives a power cut. [`Synchronous::Normal`] (see [`SqliteOptions::synchronous`]) flushes at
+//! checkpoints only: a crash of the process loses nothing, a power cut may lose the last
+//! acknowledged appends. Either way an append is all of its events or none.
+//!
+//! # Schema
+//!
+//! [`SqliteStore::migrate`] (or [`SqliteOptions::migrate_on_open`]) applies the migrations the
+//! crate ships ([`migrate::MIGRATIONS`]), each once, in one transaction, recorded in
+//! `cqrs_schema_migrations` with the SHA-256 of its SQL: a recorded migration whose shipped SQL
+//! changed is refused ([`MigrationError::Edited`]). The tables are `cqrs_events` (the position is
+//! the rowid; unique (stream, version)), `cqrs_commands` (primary key (stream, command id)) and
+//! `cqrs_snapshots` (one row per stream). Payloads are blobs and headers JSON text, so both come
+//! back exactly as written; UUIDs are 16-byte blobs; timestamps are microseconds since the epoch.
+//! Every value travels as a bind parameter.
+//!
+//! # Waiting for events
+//!
+//! The writer publishes the new head on a [`tokio::sync::watch`] channel after each commit, so
+//! waiters in the process wake without polling. Commits of other processes are noticed by one
+//! thread per store that checks `PRAGMA data_version` every
+//! [`SqliteOptions::change_check_interval`] (50 ms by default) while someone waits, and
+//! publishes the head it then reads.
+//!
+//! # Errors
+//!
+//! A failure of SQLite is [`StoreError::Backend`] around a [`SqliteError`]: what the store was
+//! doing, SQLite's message, its result code and extended code. A stored row that is not a valid
+//! event (bad UUID, bad headers JSON, an invalid stream id) is a [`CorruptRow`] that names its
+//! position, stream and version; [`read_log`](EventStore::read_log) hands such a row out as
+//! [`LogEntry::Unreadable`](cqrs_core::LogEntry::Unreadable) at its place instead.
+//!
+//! # Telemetry
+//!
+//! Each append and each read (of a stream or of the global log) runs in a DEBUG span,
+//! `store.append` or `store.read`, with `db.system.name = "sqlite"` and the fields that
+//! [`cqrs_core::telemetry`] lists. Each write transaction records its number of appends in the
+//! `cqrs_append_batch_size` histogram (label `store = "sqlite"`) and as `cqrs.batch.appends` on
+//! the span of each of its appends.
+//!
+//! # Turns
+//!
+//! [`take_turn`](EventStore::take_turn) answers `None` (the default): the repository then
+//! retries conflicts with backoff. Turns on SQLite are left for later.
+#![doc(html_root_url = "https://docs.rs/cqrs-sqlite/0.1.0")]
+
+mod change;
+mod connection;
+mod error;
+pub mod migrate;
+mod options;
+mod rows;
+mod store;
+mod writer;
+
+pub use crate::error::{SqliteError, SqliteStoreError};
+pub use crate::migrate::MigrationError;
+pub use crate::options::{
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CHANGE_CHECK_INTERVAL, DEFAULT_MAX_BATCH,
+    DEFAULT_READ_CONNECTIONS, SqliteOptions, Synchronous,
+};
+pub use crate::rows::CorruptRow;
+pub use crate::store::SqliteStore;
+
+#[cfg(doc)]
+use cqrs_core::{EventStore, StoreError};

@@ -1,0 +1,434 @@
+//! [`SqliteStore`]: the [`EventStore`] over one SQLite file, its writer thread and its read
+//! connections.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cqrs_core::store::command_id_of;
+use cqrs_core::telemetry::store as store_telemetry;
+use cqrs_core::{
+    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
+    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::connection::{self, Role};
+use crate::error::{SqliteStoreError, backend};
+use crate::options::SqliteOptions;
+use crate::rows;
+use crate::writer::{self, Append, Request};
+
+/// The value of `db.system.name` on this store's spans (OpenTelemetry's name for SQLite).
+const SYSTEM: &str = "sqlite";
+
+/// An [`EventStore`] in one SQLite file.
+///
+/// Clones share one writer thread, one pool of read connections and one change watcher. Open a
+/// file once per process and clone the store: a second [`open`](SqliteStore::open) of the same
+/// file gets a writer of its own, which competes with the first through SQLite's file lock as
+/// another process's would.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: mpsc::Sender<Request>,
+    /// Idle read connections.
+    readers: Mutex<Vec<Connection>>,
+    /// The highest head this store knows of: moved by its writer after each commit and by the
+    /// change watcher after another process's.
+    head: Arc<watch::Sender<Position>>,
+    /// Upgraded by the change watcher while the store lives.
+    _alive: Arc<()>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("synchronous", &self.inner.options.synchronous)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file at `path` with the default [`SqliteOptions`]:
+    /// `synchronous=FULL`, a 5 s busy timeout. Call [`migrate`](SqliteStore::migrate) before the
+    /// first use of a new file.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (or creates) the database file at `path` with `options`.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        let head = Arc::new(watch::Sender::new(Position::START));
+        let writer = writer::start(path.clone(), options.clone(), Arc::clone(&head)).await?;
+        let alive = Arc::new(());
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.clone(),
+                options: options.clone(),
+                writer,
+                readers: Mutex::new(Vec::new()),
+                head: Arc::clone(&head),
+                _alive: Arc::clone(&alive),
+            }),
+        };
+        if options.migrate_on_open {
+            store.migrate().await?;
+        }
+        let watched = options.clone();
+        let weak = Arc::downgrade(&alive);
+        // Opening its connection blocks: not on the runtime.
+        tokio::task::spawn_blocking(move || crate::change::start(path, &watched, head, weak))
+            .await
+            .map_err(|error| StoreError::backend(SqliteStoreError::ReadTask(error.to_string())))?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &SqliteOptions {
+        &self.inner.options
+    }
+
+    /// Applies the schema migrations this crate ships that the file lacks (see
+    /// [`migrate::MIGRATIONS`](crate::migrate::MIGRATIONS)) and returns the numbers of those it
+    /// applied. Safe to call on every start, and from several processes at once.
+    pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Migrate { reply }).await?;
+        answer
+            .await
+            .map_err(|_| writer::stopped(&self.inner.path))?
+    }
+
+    async fn send(&self, request: Request) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .send(request)
+            .await
+            .map_err(|_| writer::stopped(&self.inner.path))
+    }
+
+    /// Runs `read` on a read connection, on the blocking pool: SQLite calls block.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let idle = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let connection = match idle {
+                Some(connection) => connection,
+                None => connection::open(&inner.path, &inner.options, Role::Reader)?,
+            };
+            let result = read(&connection);
+            let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if readers.len() < inner.options.read_connections {
+                readers.push(connection);
+            }
+            result
+        })
+        .await
+        .map_err(|error| StoreError::backend(SqliteStoreError::ReadTask(error.to_string())))?
+    }
+
+    async fn append_now(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        span: &tracing::Span,
+    ) -> Result<AppendReceipt, StoreError> {
+        let command_id = command_id_of(&events)?.cloned();
+        let headers = events
+            .iter()
+            .map(|event| serde_json::to_string(&event.metadata.headers))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::backend)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append(Append {
+            stream: stream.clone(),
+            expected,
+            command_id,
+            events,
+            headers,
+            span: span.clone(),
+            reply,
+        }))
+        .await?;
+        answer
+            .await
+            .map_err(|_| writer::stopped(&self.inner.path))?
+    }
+
+    async fn read_stream_now(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = stream.clone();
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {} FROM cqrs_events WHERE stream = ?1 AND version >= ?2 \
+                     ORDER BY version LIMIT ?3",
+                    rows::EVENT_COLUMNS
+                ))
+                .map_err(backend("reading a stream"))?;
+            let mut found = statement
+                .query(params![
+                    stream.as_str(),
+                    rows::to_i64(from.0),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ])
+                .map_err(backend("reading a stream"))?;
+            let mut events = Vec::new();
+            while let Some(row) = found.next().map_err(backend("reading a stream"))? {
+                events.push(rows::recorded_event(row)?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    /// Reads up to `limit` rows after `after` and hands each to `decode`.
+    async fn read_log_rows<T, F>(
+        &self,
+        after: Position,
+        limit: usize,
+        decode: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Rows<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.read(move |connection| {
+            // Beyond every position an INTEGER holds, or nothing asked: an empty read.
+            let after = i64::try_from(after.0).unwrap_or(i64::MAX);
+            let limit = if limit == 0 {
+                0
+            } else {
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            };
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {} FROM cqrs_events WHERE position > ?1 ORDER BY position LIMIT ?2",
+                    rows::EVENT_COLUMNS
+                ))
+                .map_err(backend("reading the log"))?;
+            let mut found = statement
+                .query(params![after, limit])
+                .map_err(backend("reading the log"))?;
+            decode(&mut found)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let span = store_telemetry::append_span(SYSTEM, stream, expected, events.len());
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.append_now(stream, expected, events, &span).await
+        });
+        store_telemetry::record_append(&span, &result);
+        result
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let span = store_telemetry::stream_read_span(SYSTEM, "read_stream", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.read_stream_now(stream, from, limit).await
+        });
+        store_telemetry::record_read(&span, &result, Vec::len);
+        result
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            // The visitor borrows the caller's state, so it cannot run on the blocking pool:
+            // the rows are read there, then handed over here.
+            let events = self.read_stream_now(stream, from, limit).await?;
+            for event in &events {
+                visit(event)?;
+            }
+            Ok(events.len())
+        });
+        store_telemetry::record_read(&span, &result, |visited| *visited);
+        result
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let span = store_telemetry::log_read_span(SYSTEM, "read_all", after, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.read_log_rows(after, limit, |found| {
+                let mut events = Vec::new();
+                while let Some(row) = found.next().map_err(backend("reading the log"))? {
+                    events.push(rows::recorded_event(row)?);
+                }
+                Ok(events)
+            })
+            .await
+        });
+        store_telemetry::record_read(&span, &result, Vec::len);
+        result
+    }
+
+    async fn read_log(
+        &self,
+        after: Position,
+        limit: usize,
+        aggregates: &[&str],
+    ) -> Result<LogBatch, StoreError> {
+        let span = store_telemetry::log_read_span(SYSTEM, "read_log", after, limit);
+        let aggregates: Vec<String> = aggregates.iter().map(|name| (*name).to_owned()).collect();
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.read_log_rows(after, limit, move |found| {
+                let aggregates: Vec<&str> = aggregates.iter().map(String::as_str).collect();
+                let mut batch = LogBatch::default();
+                while let Some(row) = found.next().map_err(backend("reading the log"))? {
+                    batch.last = Some(rows::log_position(row)?);
+                    if let Some(entry) = rows::log_entry(row, &aggregates)? {
+                        batch.entries.push(entry);
+                    }
+                }
+                Ok(batch)
+            })
+            .await
+        });
+        store_telemetry::record_read(&span, &result, |batch: &LogBatch| batch.entries.len());
+        result
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.read(|connection| {
+            let head: i64 = connection
+                .prepare_cached("SELECT coalesce(max(position), 0) FROM cqrs_events")
+                .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+                .map_err(backend("reading the head"))?;
+            rows::stored_position(head, "")
+        })
+        .await
+    }
+
+    async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
+        // Subscribe first, read the head second: a commit in between is either in the head read
+        // or moves the watched head after it.
+        let mut receiver = self.inner.head.subscribe();
+        let head = self.head().await?;
+        if head > after {
+            return Ok(head);
+        }
+        // The sender lives as long as the store, which `&self` keeps alive: it never closes.
+        receiver
+            .wait_for(|head| *head > after)
+            .await
+            .map_err(StoreError::backend)?;
+        self.head().await
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::SaveSnapshot {
+            stream: stream.clone(),
+            snapshot,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| writer::stopped(&self.inner.path))?
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let stream = stream.clone();
+        self.read(move |connection| {
+            let found = connection
+                .prepare_cached(
+                    "SELECT version, schema_version, payload FROM cqrs_snapshots \
+                     WHERE stream = ?1 AND schema_version = ?2",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![stream.as_str(), i64::from(schema_version)], |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, i64>(1)?,
+                                row.get::<_, Vec<u8>>(2)?,
+                            ))
+                        })
+                        .optional()
+                })
+                .map_err(backend("loading a snapshot"))?;
+            let Some((version, stored_schema, payload)) = found else {
+                return Ok(None);
+            };
+            Ok(Some(Snapshot {
+                version: rows::stored_version(version, &stream)?,
+                schema_version: rows::stored_schema_version(stored_schema, &stream)?,
+                payload,
+            }))
+        })
+        .await
+    }
+
+    async fn command_record(
+        &self,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let (stream, command_id) = (stream.clone(), command_id.clone());
+        self.read(move |connection| writer::command_record(connection, &stream, &command_id))
+            .await
+    }
+}

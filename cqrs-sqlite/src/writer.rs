@@ -1,0 +1,435 @@
+//! The store's one writer: a thread that owns the write connection and turns the requests that
+//! queued up into one `BEGIN IMMEDIATE` transaction, each append in a savepoint of its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cqrs_core::telemetry::store as store_telemetry;
+use cqrs_core::{
+    AppendReceipt, CommandId, CommandRecord, ExpectedVersion, NewEvent, Position, Snapshot,
+    StoreError, StreamId, Version,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::connection::{self, Role};
+use crate::error::{SqliteError, SqliteStoreError, backend};
+use crate::options::SqliteOptions;
+use crate::rows;
+
+/// The value of the batch size histogram's `store` label.
+const STORE_LABEL: &str = "sqlite";
+
+/// One append on its way to the writer, checked and encoded by the caller.
+pub(crate) struct Append {
+    pub(crate) stream: StreamId,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) command_id: Option<CommandId>,
+    pub(crate) events: Vec<NewEvent>,
+    /// Each event's headers as JSON, encoded on the caller's task rather than the writer's.
+    pub(crate) headers: Vec<String>,
+    pub(crate) span: tracing::Span,
+    pub(crate) reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
+}
+
+/// What the writer is asked to do.
+pub(crate) enum Request {
+    Append(Append),
+    SaveSnapshot {
+        stream: StreamId,
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Migrate {
+        reply: oneshot::Sender<Result<Vec<u32>, StoreError>>,
+    },
+}
+
+/// Starts the writer thread on `path`; returns once its connection is open (or failed to open).
+pub(crate) async fn start(
+    path: PathBuf,
+    options: SqliteOptions,
+    head: Arc<watch::Sender<Position>>,
+) -> Result<mpsc::Sender<Request>, StoreError> {
+    let (sender, receiver) = mpsc::channel(options.max_batch.saturating_mul(16).max(64));
+    let (opened, open_result) = oneshot::channel();
+    let thread_path = path.clone();
+    std::thread::Builder::new()
+        .name("cqrs-sqlite-writer".into())
+        .spawn(move || {
+            let connection = match connection::open(&thread_path, &options, Role::Writer) {
+                Ok(connection) => connection,
+                Err(error) => {
+                    let _ = opened.send(Err(error));
+                    return;
+                }
+            };
+            if opened.send(Ok(())).is_err() {
+                return;
+            }
+            Writer {
+                connection,
+                options,
+                head,
+            }
+            .run(receiver);
+        })
+        .map_err(|_| StoreError::backend(SqliteStoreError::WriterStopped { path: path.clone() }))?;
+    match open_result.await {
+        Ok(Ok(())) => Ok(sender),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(StoreError::backend(SqliteStoreError::WriterStopped {
+            path,
+        })),
+    }
+}
+
+/// The error of a call whose request the writer never answered.
+pub(crate) fn stopped(path: &Path) -> StoreError {
+    StoreError::backend(SqliteStoreError::WriterStopped {
+        path: path.to_owned(),
+    })
+}
+
+struct Writer {
+    connection: Connection,
+    options: SqliteOptions,
+    head: Arc<watch::Sender<Position>>,
+}
+
+/// What one request did inside the transaction; it holds once the transaction commits.
+enum Done {
+    Appended(AppendReceipt),
+    Saved,
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone (the store and its clones dropped).
+    fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(self.options.max_batch);
+        while let Some(first) = receiver.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.options.max_batch {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.serve(&mut batch);
+        }
+    }
+
+    fn serve(&mut self, batch: &mut Vec<Request>) {
+        let mut writes = Vec::with_capacity(batch.len());
+        for request in batch.drain(..) {
+            match request {
+                // Rare, and DDL: a transaction of its own, before the batch's writes.
+                Request::Migrate { reply } => {
+                    let _ = reply.send(crate::migrate::run(&mut self.connection));
+                }
+                other => writes.push(other),
+            }
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let spans: Vec<&tracing::Span> = writes
+            .iter()
+            .filter_map(|request| match request {
+                Request::Append(append) => Some(&append.span),
+                _ => None,
+            })
+            .collect();
+        if !spans.is_empty() {
+            store_telemetry::record_batch(STORE_LABEL, spans.into_iter());
+        }
+        match self.transaction(&writes) {
+            Ok((outcomes, head)) => {
+                // Published before the replies, so that a caller that waits right after its
+                // receipt finds the head there.
+                self.head.send_if_modified(|published| {
+                    if head <= *published {
+                        return false;
+                    }
+                    *published = head;
+                    true
+                });
+                for (request, outcome) in writes.into_iter().zip(outcomes) {
+                    reply(request, outcome);
+                }
+            }
+            Err(error) => {
+                for request in writes {
+                    reply(request, Err(StoreError::backend(error.clone())));
+                }
+            }
+        }
+    }
+
+    /// Runs `writes` in one transaction, each in a savepoint of its own, so that one refused or
+    /// failed request leaves the others alone. `Err` when the transaction itself failed (to begin
+    /// or to commit): then nothing of it was written.
+    #[allow(clippy::type_complexity)]
+    fn transaction(
+        &mut self,
+        writes: &[Request],
+    ) -> Result<(Vec<Result<Done, StoreError>>, Position), SqliteError> {
+        // IMMEDIATE: the write lock is taken now (waiting up to the busy timeout for another
+        // process), so the head and versions read below cannot change before the commit. A
+        // deferred transaction that reads first and writes later fails with BUSY at once instead.
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|error| SqliteError::new("beginning a write transaction", &error))?;
+        let head: i64 = transaction
+            .query_row(
+                "SELECT coalesce(max(position), 0) FROM cqrs_events",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|error| SqliteError::new("reading the head", &error))?;
+        let mut head = u64::try_from(head).unwrap_or(0);
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for request in writes {
+            let outcome = match request {
+                Request::Append(append) => in_savepoint(&transaction, "appending", |connection| {
+                    append_one(connection, Position(head), append)
+                })
+                .inspect(|receipt| {
+                    if let Some(position) = receipt.position {
+                        head = position.0;
+                    }
+                })
+                .map(Done::Appended),
+                Request::SaveSnapshot {
+                    stream, snapshot, ..
+                } => in_savepoint(&transaction, "saving a snapshot", |connection| {
+                    save_snapshot(connection, stream, snapshot)
+                })
+                .map(|()| Done::Saved),
+                Request::Migrate { .. } => Ok(Done::Saved),
+            };
+            outcomes.push(outcome);
+        }
+        transaction
+            .commit()
+            .map_err(|error| SqliteError::new("committing", &error))?;
+        Ok((outcomes, Position(head)))
+    }
+}
+
+fn reply(request: Request, outcome: Result<Done, StoreError>) {
+    // A caller that stopped waiting (its future dropped) is not an error of the writer.
+    match request {
+        Request::Append(append) => {
+            let _ = append.reply.send(outcome.and_then(|done| match done {
+                Done::Appended(receipt) => Ok(receipt),
+                Done::Saved => Err(StoreError::backend(SqliteStoreError::ReadTask(
+                    "the writer answered an append as a snapshot".into(),
+                ))),
+            }));
+        }
+        Request::SaveSnapshot { reply, .. } => {
+            let _ = reply.send(outcome.map(|_| ()));
+        }
+        Request::Migrate { reply } => {
+            let _ = reply.send(Ok(Vec::new()));
+        }
+    }
+}
+
+/// Runs `work` in a savepoint: released when it succeeds, rolled back (undoing whatever part of
+/// it was written) when it fails.
+fn in_savepoint<T>(
+    connection: &Connection,
+    operation: &'static str,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    connection
+        .execute_batch("SAVEPOINT cqrs_append")
+        .map_err(backend(operation))?;
+    match work(connection) {
+        Ok(value) => {
+            connection
+                .execute_batch("RELEASE cqrs_append")
+                .map_err(backend(operation))?;
+            Ok(value)
+        }
+        Err(error) => {
+            // Should the rollback itself fail, the commit fails too and every request of the
+            // batch learns it: nothing is left half-written.
+            connection
+                .execute_batch("ROLLBACK TO cqrs_append; RELEASE cqrs_append")
+                .map_err(backend(operation))?;
+            Err(error)
+        }
+    }
+}
+
+/// The command record of `command_id` on `stream`, read on `connection`.
+pub(crate) fn command_record(
+    connection: &Connection,
+    stream: &StreamId,
+    command_id: &CommandId,
+) -> Result<Option<CommandRecord>, StoreError> {
+    let row = connection
+        .prepare_cached(
+            "SELECT first_version, version, position FROM cqrs_commands \
+             WHERE stream = ?1 AND command_id = ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![stream.as_str(), command_id.as_str()], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
+        })
+        .map_err(backend("reading a command record"))?;
+    let Some((first_version, version, position)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(CommandRecord {
+        command_id: command_id.clone(),
+        stream: stream.clone(),
+        first_version: rows::stored_version(first_version, stream)?,
+        version: rows::stored_version(version, stream)?,
+        position: rows::stored_position(position, stream.as_str())?,
+    }))
+}
+
+/// The version of `stream`, read on `connection`.
+pub(crate) fn stream_version(
+    connection: &Connection,
+    stream: &StreamId,
+) -> Result<Version, StoreError> {
+    let version: i64 = connection
+        .prepare_cached("SELECT coalesce(max(version), 0) FROM cqrs_events WHERE stream = ?1")
+        .and_then(|mut statement| statement.query_row([stream.as_str()], |row| row.get(0)))
+        .map_err(backend("reading a stream's version"))?;
+    rows::stored_version(version, stream)
+}
+
+/// One append inside the writer's transaction, after the last position `head`: the command id
+/// first (whatever `expected` says), then the expected version, then the events and the record.
+fn append_one(
+    connection: &Connection,
+    head: Position,
+    append: &Append,
+) -> Result<AppendReceipt, StoreError> {
+    let stream = &append.stream;
+    if let Some(command_id) = &append.command_id
+        && let Some(earlier) = command_record(connection, stream, command_id)?
+    {
+        return Err(StoreError::DuplicateCommand { earlier });
+    }
+    let actual = stream_version(connection, stream)?;
+    if !append.expected.matches(actual) {
+        return Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected: append.expected,
+            actual,
+        });
+    }
+    let first_version = actual.next();
+    if append.events.is_empty() {
+        return Ok(AppendReceipt {
+            first_version,
+            version: actual,
+            first_position: None,
+            position: None,
+        });
+    }
+    let mut insert = connection
+        .prepare_cached(&format!(
+            "INSERT INTO cqrs_events ({}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            rows::EVENT_COLUMNS
+        ))
+        .map_err(backend("appending"))?;
+    let mut position = head.0;
+    let mut version = actual.0;
+    for (event, headers) in append.events.iter().zip(&append.headers) {
+        position += 1;
+        version += 1;
+        let metadata = &event.metadata;
+        insert
+            .execute(params![
+                rows::to_i64(position),
+                stream.as_str(),
+                rows::to_i64(version),
+                event.event_id.0.as_bytes().as_slice(),
+                event.event_type.as_ref(),
+                i64::from(event.schema_version),
+                event.payload.as_bytes(),
+                metadata
+                    .correlation_id
+                    .as_ref()
+                    .map(|id| id.as_bytes().as_slice()),
+                metadata
+                    .causation_id
+                    .as_ref()
+                    .map(|id| id.as_bytes().as_slice()),
+                metadata.command_id.as_ref().map(CommandId::as_str),
+                rows::micros(metadata.timestamp),
+                headers.as_str(),
+            ])
+            .map_err(backend("appending"))?;
+    }
+    if let Some(command_id) = &append.command_id {
+        connection
+            .prepare_cached(
+                "INSERT INTO cqrs_commands (stream, command_id, first_version, version, position) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    stream.as_str(),
+                    command_id.as_str(),
+                    rows::to_i64(first_version.0),
+                    rows::to_i64(version),
+                    rows::to_i64(position),
+                ])
+            })
+            .map_err(backend("recording the command id"))?;
+    }
+    Ok(AppendReceipt {
+        first_version,
+        version: Version(version),
+        first_position: Some(Position(head.0 + 1)),
+        position: Some(Position(position)),
+    })
+}
+
+/// Stores `snapshot` of `stream`, unless the stored one has the same schema version and a later
+/// stream version (a slow snapshotter must not replace a newer snapshot with an older one).
+fn save_snapshot(
+    connection: &Connection,
+    stream: &StreamId,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO cqrs_snapshots (stream, version, schema_version, payload, saved_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+             schema_version = excluded.schema_version, payload = excluded.payload, \
+             saved_at = excluded.saved_at \
+             WHERE NOT (cqrs_snapshots.schema_version = excluded.schema_version \
+                        AND cqrs_snapshots.version > excluded.version)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                stream.as_str(),
+                rows::to_i64(snapshot.version.0),
+                i64::from(snapshot.schema_version),
+                snapshot.payload.as_slice(),
+                crate::migrate::now_micros(),
+            ])
+        })
+        .map_err(backend("saving a snapshot"))?;
+    Ok(())
+}
