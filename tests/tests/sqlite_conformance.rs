@@ -1,0 +1,243 @@
+//! The store conformance suite against [`SqliteStore`](cqrs_sqlite::SqliteStore), a fresh file
+//! per check, and what only a store shared through a file can show: dense positions under
+//! writers that compete through SQLite's lock, and waiters woken by another store's commits.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use cqrs_core::{EventId, EventStore, ExpectedVersion, NewEvent, Position, StreamId, Version};
+use cqrs_sqlite::{SqliteOptions, SqliteStore};
+
+/// The directory of this test process's database files. Directories that earlier runs left
+/// behind (a test that panicked keeps its files) are removed once they are an hour old.
+fn test_directory() -> PathBuf {
+    let root = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let stale = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("cqrs-sqlite-tests-")
+                && entry
+                    .metadata()
+                    .and_then(|metadata| metadata.modified())
+                    .ok()
+                    .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+                    .is_some_and(|age| age > Duration::from_secs(3600));
+            if stale {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let directory = root.join(format!("cqrs-sqlite-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("create the test directory");
+    directory
+}
+
+/// A path no other store of this run uses.
+fn fresh_path(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = test_directory().join(format!("{name}-{n}.db"));
+    remove_database(&path);
+    path
+}
+
+/// Removes a database file and its WAL and shared-memory files.
+fn remove_database(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+async fn fresh_store() -> SqliteStore {
+    let store = SqliteStore::open_with(fresh_path("conformance"), SqliteOptions::default())
+        .await
+        .unwrap_or_else(|error| panic!("open: {error}"));
+    let applied = store
+        .migrate()
+        .await
+        .unwrap_or_else(|error| panic!("migrate: {error}"));
+    assert_eq!(applied, [1], "a new file gets every migration");
+    store
+}
+
+cqrs_tests::conformance_tests!(fresh_store());
+
+fn event(n: u64) -> NewEvent {
+    NewEvent {
+        event_id: EventId::new(),
+        event_type: "Counted".into(),
+        schema_version: 1,
+        payload: format!(r#"{{"n":{n}}}"#).as_str().into(),
+        metadata: Default::default(),
+    }
+}
+
+const TASKS: usize = 8;
+const APPENDS_PER_TASK: usize = 200;
+const STREAMS: usize = 4;
+
+/// Eight tasks × 200 appends to four shared streams, half through one store and half through a
+/// second store opened on the same file (two writers that meet on SQLite's lock, as two
+/// processes would). Each task reads its stream's version and appends at exactly it, reading
+/// again after a conflict. Afterwards: every acknowledged event is in the log once, positions are
+/// 1..=N with no hole, each stream's versions are 1..=n in log order, and each receipt's
+/// positions hold its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn positions_are_dense_under_writers_competing_through_the_file() {
+    let path = fresh_path("dense");
+    let first = SqliteStore::open(&path).await.expect("open");
+    first.migrate().await.expect("migrate");
+    let second = SqliteStore::open(&path).await.expect("open again");
+    assert_eq!(
+        second.migrate().await.expect("migrate again"),
+        Vec::<u32>::new()
+    );
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let store = if task % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.spawn(async move {
+            let mut written = Vec::new();
+            let mut conflicts = 0u64;
+            for n in 0..APPENDS_PER_TASK {
+                let stream = StreamId::new(format!("dense-{}", (task + n) % STREAMS))
+                    .expect("valid stream id");
+                let event = event((task * APPENDS_PER_TASK + n) as u64);
+                let id = event.event_id;
+                loop {
+                    let version = store
+                        .read_stream(&stream, Version(1), usize::MAX)
+                        .await
+                        .expect("read_stream")
+                        .len() as u64;
+                    match store
+                        .append(
+                            &stream,
+                            ExpectedVersion::Exact(Version(version)),
+                            vec![event.clone()],
+                        )
+                        .await
+                    {
+                        Ok(receipt) => {
+                            written.push((stream.clone(), id, receipt));
+                            break;
+                        }
+                        Err(cqrs_core::StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(error) => panic!("append failed: {error}"),
+                    }
+                }
+            }
+            (written, conflicts)
+        });
+    }
+    let mut written = Vec::new();
+    let mut conflicts = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (task_written, task_conflicts) = joined.expect("writer task");
+        written.extend(task_written);
+        conflicts += task_conflicts;
+    }
+    let elapsed = started.elapsed();
+    let total = TASKS * APPENDS_PER_TASK;
+    println!(
+        "{TASKS} tasks x {APPENDS_PER_TASK} appends on {STREAMS} streams through two stores on one \
+         file: {total} appends in {elapsed:?} ({:.0} appends/s), {conflicts} conflicts retried",
+        total as f64 / elapsed.as_secs_f64()
+    );
+
+    for store in [&first, &second] {
+        let mut all = Vec::new();
+        let mut after = Position::START;
+        loop {
+            let batch = store.read_all(after, 333).await.expect("read_all");
+            let Some(last) = batch.last() else { break };
+            after = last.position;
+            all.extend(batch);
+        }
+        assert_eq!(all.len(), total, "every acknowledged append is in the log");
+        assert_eq!(
+            all.iter().map(|event| event.position.0).collect::<Vec<_>>(),
+            (1..=total as u64).collect::<Vec<_>>(),
+            "positions are 1..=N with no hole"
+        );
+        let ids: HashSet<EventId> = all.iter().map(|event| event.event_id).collect();
+        assert_eq!(ids.len(), total, "no event is stored twice");
+        let mut versions: HashMap<&StreamId, Vec<u64>> = HashMap::new();
+        for event in &all {
+            versions
+                .entry(&event.stream)
+                .or_default()
+                .push(event.version.0);
+        }
+        for (stream, versions) in versions {
+            assert_eq!(
+                versions,
+                (1..=versions.len() as u64).collect::<Vec<_>>(),
+                "the versions of `{stream}` are contiguous and in log order"
+            );
+        }
+        for (stream, id, receipt) in &written {
+            let position = receipt.position.expect("a written append has a position");
+            let logged = &all[(position.0 - 1) as usize];
+            assert_eq!((&logged.stream, logged.event_id), (stream, *id));
+            assert_eq!(logged.version, receipt.version);
+        }
+        assert_eq!(store.head().await.expect("head"), Position(total as u64));
+    }
+    drop((first, second));
+    remove_database(&path);
+}
+
+/// A task waiting on one store wakes when a second store on the same file appends: the second
+/// store's writer does not feed the first one's watch channel, so only the first store's
+/// `data_version` check can wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_wakes_when_another_store_on_the_file_appends() {
+    let path = fresh_path("wake");
+    let waiting = SqliteStore::open(&path).await.expect("open");
+    waiting.migrate().await.expect("migrate");
+    let other = SqliteStore::open(&path).await.expect("open again");
+    let stream = StreamId::new("wake-1").expect("valid stream id");
+
+    let waiter = {
+        let waiting = waiting.clone();
+        tokio::spawn(async move {
+            let head = waiting.wait_for_events(Position::START).await;
+            (head, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter returned before any append"
+    );
+
+    let appended = Instant::now();
+    let receipt = other
+        .append(&stream, ExpectedVersion::NoStream, vec![event(1), event(2)])
+        .await
+        .expect("append through the other store");
+    let (head, woken) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter wakes within 5 s")
+        .expect("waiter task");
+    assert_eq!(head.expect("wait_for_events"), Position(2));
+    assert_eq!(receipt.position, Some(Position(2)));
+    let latency = woken.duration_since(appended);
+    println!("woken {latency:?} after another store's append (check interval 50 ms)");
+    assert!(
+        latency < Duration::from_secs(1),
+        "woken only after {latency:?}"
+    );
+    drop((waiting, other));
+    remove_database(&path);
+}
