@@ -63,3 +63,73 @@ pub(crate) fn open(
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::options::Synchronous;
+    use crate::scratch::ScratchFile;
+
+    fn pragma(connection: &Connection, name: &str) -> String {
+        connection
+            .query_row(&format!("PRAGMA {name}"), [], |row| {
+                row.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|value| match value {
+                rusqlite::types::Value::Integer(number) => number.to_string(),
+                rusqlite::types::Value::Text(text) => text,
+                other => format!("{other:?}"),
+            })
+            .expect("pragma")
+    }
+
+    #[test]
+    fn the_writer_gets_wal_full_sync_and_the_busy_timeout_by_default() {
+        let file = ScratchFile::new("pragmas-default");
+        let writer =
+            open(file.path(), &SqliteOptions::default(), Role::Writer).expect("open writer");
+        assert_eq!(pragma(&writer, "journal_mode"), "wal");
+        // 2 is FULL.
+        assert_eq!(pragma(&writer, "synchronous"), "2");
+        assert_eq!(pragma(&writer, "busy_timeout"), "5000");
+        assert_eq!(pragma(&writer, "query_only"), "0");
+    }
+
+    #[test]
+    fn normal_sync_and_another_busy_timeout_are_applied_and_readers_only_read() {
+        let file = ScratchFile::new("pragmas-normal");
+        let options = SqliteOptions::default()
+            .synchronous(Synchronous::Normal)
+            .busy_timeout(Duration::from_millis(1_250));
+        let _writer = open(file.path(), &options, Role::Writer).expect("open writer");
+        let reader = open(file.path(), &options, Role::Reader).expect("open reader");
+        // 1 is NORMAL.
+        assert_eq!(pragma(&reader, "synchronous"), "1");
+        assert_eq!(pragma(&reader, "busy_timeout"), "1250");
+        assert_eq!(pragma(&reader, "journal_mode"), "wal");
+        let refused = reader
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .expect_err("a reader cannot write");
+        let message = crate::error::SqliteError::new("writing", &refused).to_string();
+        assert!(
+            message.contains("readonly") || message.contains("read-only"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_reader_does_not_create_a_missing_file() {
+        let file = ScratchFile::new("pragmas-missing");
+        let error = open(file.path(), &SqliteOptions::default(), Role::Reader)
+            .expect_err("no file to read");
+        let message = error.to_string();
+        assert!(
+            message.contains("cannot open the SQLite database"),
+            "{message}"
+        );
+        assert!(message.contains("SQLITE_CANTOPEN"), "{message}");
+        assert!(!file.path().exists());
+    }
+}

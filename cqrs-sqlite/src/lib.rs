@@ -119,6 +119,8 @@ mod error;
 pub mod migrate;
 mod options;
 mod rows;
+#[cfg(test)]
+mod scratch;
 mod store;
 mod writer;
 

@@ -432,3 +432,135 @@ impl EventStore for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cqrs_core::{EventId, LogEntry, Metadata};
+
+    use super::*;
+    use crate::rows::CorruptRow;
+    use crate::scratch::ScratchFile;
+
+    fn event() -> NewEvent {
+        NewEvent {
+            event_id: EventId::new(),
+            event_type: "Tested".into(),
+            schema_version: 1,
+            payload: "{}".into(),
+            metadata: Metadata::default(),
+        }
+    }
+
+    fn stream(name: &str) -> StreamId {
+        StreamId::new(name).expect("valid stream id")
+    }
+
+    fn corrupt_row(error: &StoreError) -> Option<&CorruptRow> {
+        match error {
+            StoreError::Backend(source) => source.downcast_ref::<CorruptRow>(),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_rows_are_typed_errors_and_unreadable_log_entries() {
+        let file = ScratchFile::new("corrupt");
+        let store =
+            SqliteStore::open_with(file.path(), SqliteOptions::default().migrate_on_open(true))
+                .await
+                .expect("open");
+        for name in ["show-1", "show-2", "show-3", "hall-1"] {
+            store
+                .append(&stream(name), ExpectedVersion::NoStream, vec![event()])
+                .await
+                .expect("append");
+        }
+        let editor = Connection::open(file.path()).expect("open by hand");
+        editor
+            .execute_batch(
+                "UPDATE cqrs_events SET event_id = x'0102' WHERE position = 2; \
+                 UPDATE cqrs_events SET headers = 'not json' WHERE position = 3;",
+            )
+            .expect("corrupt two rows");
+
+        let error = store
+            .read_all(Position::START, 10)
+            .await
+            .expect_err("a corrupt row fails read_all");
+        let corrupt = corrupt_row(&error).expect("a CorruptRow");
+        assert_eq!(
+            (corrupt.position, corrupt.stream.as_str(), corrupt.version),
+            (Some(Position(2)), "show-2", Some(Version(1)))
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("at position 2") && message.contains("event_id: not a UUID"),
+            "{message}"
+        );
+        let error = store
+            .read_stream(&stream("show-3"), Version(1), 10)
+            .await
+            .expect_err("a corrupt row fails read_stream");
+        assert!(error.to_string().contains("headers: "), "{error}");
+
+        let batch = store
+            .read_log(Position::START, 10, &["show"])
+            .await
+            .expect("read_log reads past corrupt rows");
+        assert_eq!(batch.last, Some(Position(4)));
+        let entries: Vec<(u64, bool)> = batch
+            .entries
+            .iter()
+            .map(|entry| (entry.position().0, matches!(entry, LogEntry::Event(_))))
+            .collect();
+        assert_eq!(entries, [(1, true), (2, false), (3, false)]);
+        let LogEntry::Unreadable(unreadable) = &batch.entries[2] else {
+            panic!("position 3 is unreadable");
+        };
+        assert_eq!(unreadable.stream, "show-3");
+        assert_eq!(unreadable.event_type.as_deref(), Some("Tested"));
+        assert!(
+            unreadable.reason.starts_with("headers: "),
+            "{}",
+            unreadable.reason
+        );
+
+        let others = store
+            .read_log(Position::START, 10, &["hall"])
+            .await
+            .expect("read_log of another aggregate");
+        assert_eq!(others.entries.len(), 1);
+        assert_eq!(others.last, Some(Position(4)));
+    }
+
+    #[tokio::test]
+    async fn an_unmigrated_file_and_an_edited_migration_say_what_is_wrong() {
+        let file = ScratchFile::new("migrations");
+        let store = SqliteStore::open(file.path()).await.expect("open");
+        let error = store
+            .append(&stream("show-1"), ExpectedVersion::Any, vec![event()])
+            .await
+            .expect_err("no schema yet");
+        let message = error.to_string();
+        assert!(
+            message.contains("no such table: cqrs_events") && message.contains("SQLITE_ERROR"),
+            "{message}"
+        );
+
+        assert_eq!(store.migrate().await.expect("migrate"), [1]);
+        assert_eq!(
+            store.migrate().await.expect("migrate again"),
+            Vec::<u32>::new()
+        );
+        let editor = Connection::open(file.path()).expect("open by hand");
+        editor
+            .execute_batch("UPDATE cqrs_schema_migrations SET checksum = 'abc' WHERE version = 1")
+            .expect("edit the record");
+        let error = store.migrate().await.expect_err("an edited migration");
+        let message = error.to_string();
+        assert!(
+            message.contains("schema migration 1 (`event_store`) was applied with checksum abc"),
+            "{message}"
+        );
+    }
+}

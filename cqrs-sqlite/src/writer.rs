@@ -98,9 +98,9 @@ struct Writer {
 }
 
 /// What one request did inside the transaction; it holds once the transaction commits.
-enum Done {
-    Appended(AppendReceipt),
-    Saved,
+enum Outcome {
+    Append(Result<AppendReceipt, StoreError>),
+    Snapshot(Result<(), StoreError>),
 }
 
 impl Writer {
@@ -160,7 +160,7 @@ impl Writer {
             }
             Err(error) => {
                 for request in writes {
-                    reply(request, Err(StoreError::backend(error.clone())));
+                    fail(request, &error);
                 }
             }
         }
@@ -169,11 +169,7 @@ impl Writer {
     /// Runs `writes` in one transaction, each in a savepoint of its own, so that one refused or
     /// failed request leaves the others alone. `Err` when the transaction itself failed (to begin
     /// or to commit): then nothing of it was written.
-    #[allow(clippy::type_complexity)]
-    fn transaction(
-        &mut self,
-        writes: &[Request],
-    ) -> Result<(Vec<Result<Done, StoreError>>, Position), SqliteError> {
+    fn transaction(&mut self, writes: &[Request]) -> Result<(Vec<Outcome>, Position), SqliteError> {
         // IMMEDIATE: the write lock is taken now (waiting up to the busy timeout for another
         // process), so the head and versions read below cannot change before the commit. A
         // deferred transaction that reads first and writes later fails with BUSY at once instead.
@@ -191,25 +187,27 @@ impl Writer {
         let mut head = u64::try_from(head).unwrap_or(0);
         let mut outcomes = Vec::with_capacity(writes.len());
         for request in writes {
-            let outcome = match request {
-                Request::Append(append) => in_savepoint(&transaction, "appending", |connection| {
-                    append_one(connection, Position(head), append)
-                })
-                .inspect(|receipt| {
-                    if let Some(position) = receipt.position {
-                        head = position.0;
-                    }
-                })
-                .map(Done::Appended),
+            match request {
+                Request::Append(append) => outcomes.push(Outcome::Append(
+                    in_savepoint(&transaction, "appending", |connection| {
+                        append_one(connection, Position(head), append)
+                    })
+                    .inspect(|receipt| {
+                        if let Some(position) = receipt.position {
+                            head = position.0;
+                        }
+                    }),
+                )),
                 Request::SaveSnapshot {
                     stream, snapshot, ..
-                } => in_savepoint(&transaction, "saving a snapshot", |connection| {
-                    save_snapshot(connection, stream, snapshot)
-                })
-                .map(|()| Done::Saved),
-                Request::Migrate { .. } => Ok(Done::Saved),
-            };
-            outcomes.push(outcome);
+                } => outcomes.push(Outcome::Snapshot(in_savepoint(
+                    &transaction,
+                    "saving a snapshot",
+                    |connection| save_snapshot(connection, stream, snapshot),
+                ))),
+                // Served before the transaction (see `serve`).
+                Request::Migrate { .. } => {}
+            }
         }
         transaction
             .commit()
@@ -218,22 +216,35 @@ impl Writer {
     }
 }
 
-fn reply(request: Request, outcome: Result<Done, StoreError>) {
-    // A caller that stopped waiting (its future dropped) is not an error of the writer.
+/// Hands each request its outcome. A caller that stopped waiting (its future dropped) is not an
+/// error of the writer.
+fn reply(request: Request, outcome: Outcome) {
+    match (request, outcome) {
+        (Request::Append(append), Outcome::Append(result)) => {
+            let _ = append.reply.send(result);
+        }
+        (Request::SaveSnapshot { reply, .. }, Outcome::Snapshot(result)) => {
+            let _ = reply.send(result);
+        }
+        // `transaction` answers each request with its own kind of outcome, and migrations are
+        // answered in `serve`: nothing else reaches here (a reply dropped unanswered would tell
+        // its caller that the writer stopped).
+        _ => {}
+    }
+}
+
+/// Hands each request of a transaction that failed as a whole the failure.
+fn fail(request: Request, error: &SqliteError) {
+    let error = || StoreError::backend(error.clone());
     match request {
         Request::Append(append) => {
-            let _ = append.reply.send(outcome.and_then(|done| match done {
-                Done::Appended(receipt) => Ok(receipt),
-                Done::Saved => Err(StoreError::backend(SqliteStoreError::ReadTask(
-                    "the writer answered an append as a snapshot".into(),
-                ))),
-            }));
+            let _ = append.reply.send(Err(error()));
         }
         Request::SaveSnapshot { reply, .. } => {
-            let _ = reply.send(outcome.map(|_| ()));
+            let _ = reply.send(Err(error()));
         }
         Request::Migrate { reply } => {
-            let _ = reply.send(Ok(Vec::new()));
+            let _ = reply.send(Err(error()));
         }
     }
 }
@@ -432,4 +443,128 @@ fn save_snapshot(
         })
         .map_err(backend("saving a snapshot"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_core::{EventId, Metadata};
+
+    use super::*;
+    use crate::scratch::ScratchFile;
+
+    fn event(event_type: &'static str, command_id: Option<&str>) -> NewEvent {
+        NewEvent {
+            event_id: EventId::new(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload: "{}".into(),
+            metadata: Metadata {
+                command_id: command_id.map(|id| CommandId::new(id).expect("valid command id")),
+                ..Metadata::default()
+            },
+        }
+    }
+
+    type Answer = oneshot::Receiver<Result<AppendReceipt, StoreError>>;
+
+    fn append(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> (Request, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let command_id = events
+            .first()
+            .and_then(|event| event.metadata.command_id.clone());
+        let headers = events.iter().map(|_| "{}".to_owned()).collect();
+        let request = Request::Append(Append {
+            stream: StreamId::new(stream).expect("valid stream id"),
+            expected,
+            command_id,
+            events,
+            headers,
+            span: tracing::Span::none(),
+            reply,
+        });
+        (request, answer)
+    }
+
+    /// One batch, one transaction: an append refused for its version, one refused as a
+    /// duplicate command and one that fails halfway (SQLite aborts its second insert) each roll
+    /// back alone; the others are committed with positions 1, 2, 3: no hole where the failed
+    /// append's first event was inserted and rolled back.
+    #[test]
+    fn a_failing_append_rolls_back_alone_and_leaves_no_hole() {
+        let file = ScratchFile::new("batch");
+        let options = SqliteOptions::default();
+        let mut connection =
+            connection::open(file.path(), &options, Role::Writer).expect("open writer");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON cqrs_events \
+                 WHEN NEW.event_type = 'Poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned event refused'); END;",
+            )
+            .expect("trigger");
+        let head = Arc::new(watch::Sender::new(Position::START));
+        let mut writer = Writer {
+            connection,
+            options,
+            head: Arc::clone(&head),
+        };
+
+        let (a, a_answer) = append("a-1", ExpectedVersion::NoStream, vec![event("Ok", None)]);
+        let (a_again, a_again_answer) =
+            append("a-1", ExpectedVersion::NoStream, vec![event("Ok", None)]);
+        let (b, b_answer) = append("b-1", ExpectedVersion::Any, vec![event("Ok", Some("c1"))]);
+        let (b_again, b_again_answer) =
+            append("b-1", ExpectedVersion::Any, vec![event("Ok", Some("c1"))]);
+        let (poisoned, poisoned_answer) = append(
+            "c-1",
+            ExpectedVersion::Any,
+            vec![event("Ok", None), event("Poison", None)],
+        );
+        let (d, d_answer) = append("d-1", ExpectedVersion::NoStream, vec![event("Ok", None)]);
+        let mut batch = vec![a, a_again, b, b_again, poisoned, d];
+        writer.serve(&mut batch);
+
+        let answer = |mut answer: Answer| answer.try_recv().expect("answered");
+        let a = answer(a_answer).expect("first append");
+        assert_eq!((a.position, a.version), (Some(Position(1)), Version(1)));
+        assert!(matches!(
+            answer(a_again_answer),
+            Err(StoreError::Conflict {
+                actual: Version(1),
+                ..
+            })
+        ));
+        let b = answer(b_answer).expect("command c1");
+        assert_eq!(b.position, Some(Position(2)));
+        match answer(b_again_answer) {
+            Err(StoreError::DuplicateCommand { earlier }) => {
+                assert_eq!(earlier.position, Position(2))
+            }
+            other => panic!("expected a duplicate command, got {other:?}"),
+        }
+        let poisoned = answer(poisoned_answer).expect_err("the poisoned append fails");
+        let message = poisoned.to_string();
+        assert!(
+            message.contains("poisoned event refused") && message.contains("SQLITE_CONSTRAINT"),
+            "the error says what SQLite said: {message}"
+        );
+        let d = answer(d_answer).expect("append after the failed one");
+        assert_eq!(d.first_position, Some(Position(3)), "no hole");
+        assert_eq!(*head.borrow(), Position(3), "the head is published");
+
+        let stored: Vec<(i64, String)> = writer
+            .connection
+            .prepare("SELECT position, stream FROM cqrs_events ORDER BY position")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .expect("stored rows");
+        assert_eq!(
+            stored,
+            [(1, "a-1".into()), (2, "b-1".into()), (3, "d-1".into())]
+        );
+    }
 }
