@@ -246,3 +246,83 @@ async fn a_waiter_wakes_when_another_store_on_the_file_appends() {
     drop((waiting, other));
     remove_database(&path);
 }
+
+/// How many appends queue up behind a writer that waits for the file's lock.
+const QUEUED: usize = 8;
+
+/// While another connection holds the file's write lock (as another process's transaction
+/// would), the store's writer waits in `BEGIN IMMEDIATE` with the first append; the appends that
+/// queue up meanwhile go together in the next transaction, and their spans and the batch size
+/// histogram say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_that_queue_up_behind_a_busy_writer_go_in_one_transaction() {
+    use cqrs_core::telemetry::{APPEND_BATCH_SIZE, APPEND_SPAN};
+
+    let capture = cqrs_tests::telemetry::Capture::start();
+    let path = fresh_path("batch");
+    let store = SqliteStore::open(&path).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let blocker = rusqlite::Connection::open(&path).expect("open a second connection");
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("hold the write lock");
+
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new("held-1").expect("valid stream id");
+            store
+                .append(&stream, ExpectedVersion::NoStream, vec![event(0)])
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued: Vec<_> = (0..QUEUED as u64)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stream = StreamId::new(format!("queued-{n}")).expect("valid stream id");
+                store
+                    .append(&stream, ExpectedVersion::NoStream, vec![event(n)])
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!first.is_finished(), "the writer waits for the lock");
+    blocker.execute_batch("COMMIT").expect("release the lock");
+
+    let first = first.await.expect("task").expect("the held append");
+    assert_eq!(first.position, Some(Position(1)));
+    let mut positions = Vec::new();
+    for append in queued {
+        let receipt = append.await.expect("task").expect("a queued append");
+        positions.extend(receipt.position.map(|position| position.0));
+    }
+    positions.sort_unstable();
+    assert_eq!(positions, (2..=QUEUED as u64 + 1).collect::<Vec<_>>());
+
+    let spans = capture.spans_named(APPEND_SPAN);
+    let batch_of = |prefix: &str| -> Vec<Option<String>> {
+        spans
+            .iter()
+            .filter(|span| {
+                span.field("cqrs.stream")
+                    .is_some_and(|stream| stream.starts_with(prefix))
+            })
+            .map(|span| span.field("cqrs.batch.appends").map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(batch_of("held-"), [Some("1".to_owned())]);
+    assert_eq!(batch_of("queued-"), vec![Some(QUEUED.to_string()); QUEUED]);
+    let samples = capture
+        .metrics()
+        .histogram(APPEND_BATCH_SIZE, &[("store", "sqlite")]);
+    println!(
+        "1 append waited for the lock, {QUEUED} queued behind it and went in one transaction; \
+         batch sizes recorded meanwhile (other tests' included): {samples:?}"
+    );
+    assert!(samples.contains(&(QUEUED as f64)), "{samples:?}");
+    drop(store);
+    remove_database(&path);
+}
