@@ -257,12 +257,12 @@ fn in_savepoint<T>(
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     connection
-        .execute_batch("SAVEPOINT cqrs_append")
+        .execute_batch("SAVEPOINT cqrs_request")
         .map_err(backend(operation))?;
     match work(connection) {
         Ok(value) => {
             connection
-                .execute_batch("RELEASE cqrs_append")
+                .execute_batch("RELEASE cqrs_request")
                 .map_err(backend(operation))?;
             Ok(value)
         }
@@ -270,7 +270,7 @@ fn in_savepoint<T>(
             // Should the rollback itself fail, the commit fails too and every request of the
             // batch learns it: nothing is left half-written.
             connection
-                .execute_batch("ROLLBACK TO cqrs_append; RELEASE cqrs_append")
+                .execute_batch("ROLLBACK TO cqrs_request; RELEASE cqrs_request")
                 .map_err(backend(operation))?;
             Err(error)
         }
