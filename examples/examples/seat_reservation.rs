@@ -4,56 +4,44 @@
 //! oversold and that the read model equals the shows, and exits non-zero if not.
 //!
 //! ```text
-//! cargo run --example seat_reservation                                   # in memory
+//! cargo run --example seat_reservation                       # in ./seat_reservation.db
+//! cargo run --example seat_reservation -- --database x.db    # in x.db (or sqlite://x.db)
+//! cargo run --example seat_reservation -- --memory           # in memory, nothing kept
 //! cargo run --example seat_reservation -- --database-url postgres://...  # on PostgreSQL
 //! DATABASE_URL=postgres://... cargo run --example seat_reservation       # the same
 //! RUST_LOG=info cargo run --example seat_reservation  # one trace line per command, on stderr
 //! ```
 //!
-//! On PostgreSQL the database may be empty (the schema is created) or hold earlier runs (each run
-//! uses ids of its own). The story is `cqrs_examples::seat_reservation::run`.
+//! A SQLite file or a PostgreSQL database may be new (the schema is created) or hold earlier
+//! runs, which the run continues with ids of its own; its first line says what it found. Delete
+//! the file to start over. The story is `cqrs_examples::seat_reservation::run_on`.
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use std::time::Duration;
-
-use cqrs_examples::latency::RoundTrip;
-use cqrs_examples::{database, seat_reservation};
-use cqrs_memstore::MemStore;
-
-/// About what a read or an append takes against a database on the local network.
-const ROUND_TRIP: Duration = Duration::from_millis(1);
+use cqrs_examples::database::{Database, USAGE, UsageError};
+use cqrs_examples::seat_reservation;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> ExitCode {
     cqrs_examples::traces::install_from_env();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
+    let database =
+        match Database::from_args(std::env::args().skip(1), seat_reservation::DEFAULT_FILE) {
+            Ok(database) => database,
+            Err(UsageError::Help) => {
+                println!("usage: cargo run --example seat_reservation -- [OPTIONS]\n{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Err(error) => {
+                eprintln!("error: {error}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+    let mut out = std::io::stdout().lock();
+    match seat_reservation::run_on(&database, &mut out).await {
+        Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }
-}
-
-async fn run() -> Result<(), cqrs_examples::Error> {
-    let mut out = std::io::stdout().lock();
-    match database::database_url(std::env::args().skip(1))? {
-        Some(url) => {
-            writeln!(out, "On PostgreSQL.")?;
-            seat_reservation::run(database::connect(&url).await?, &mut out).await?;
-        }
-        None => {
-            writeln!(
-                out,
-                "In memory (pass --database-url or set DATABASE_URL for PostgreSQL)."
-            )?;
-            // Without a network between them, in-memory customers hardly ever overlap: give each
-            // read and append a database's round trip, so the race looks as it does in production.
-            let store = RoundTrip::new(MemStore::new(), ROUND_TRIP);
-            seat_reservation::run(store, &mut out).await?;
-        }
-    }
-    Ok(())
 }

@@ -9,7 +9,8 @@
 //! - [`shop`]: carts, orders, payments and shipments, the checkout saga across them, orders per
 //!   customer, and the story of `cargo run --example shop`.
 //! - [`replay`]: what a story's saga did when it caught up with earlier runs.
-//! - [`database`]: in memory by default, PostgreSQL with `--database-url` or `DATABASE_URL`.
+//! - [`database`]: a SQLite file by default, in memory with `--memory`, PostgreSQL with a URL.
+//! - [`earlier_runs`]: what a store holds before a run, for the run's first line.
 //! - [`latency`]: a database's round trip for the in-memory store, so races look as in production.
 //! - [`traces`]: the framework's traces on stderr when `RUST_LOG` is set.
 //!
@@ -32,6 +33,7 @@
 pub mod available_seats;
 pub mod booking;
 pub mod database;
+pub mod earlier_runs;
 pub mod health;
 pub mod latency;
 pub mod payment;

@@ -22,10 +22,14 @@ use tokio::sync::Barrier;
 
 use crate::available_seats::{AvailableSeats, SeatsByShow, ShowSeats};
 use crate::booking::{Booking, BookingCommand, BookingStatus, Checkout, PAYMENT_TIMEOUT};
+use crate::database::{self, Database};
+use crate::earlier_runs::{self, EarlierRuns};
+use crate::latency::RoundTrip;
 use crate::payment::{Card, Payment};
 use crate::replay::{self, Replay};
 use crate::show::{BookingId, Show, ShowCommand, ShowError};
 use crate::{Error, InvariantViolated};
+use cqrs_memstore::MemStore;
 
 /// Seats of the premiere, the show the walk-ins race for.
 pub const PREMIERE_CAPACITY: u32 = 10;
@@ -212,6 +216,44 @@ impl<S: EventStore + Clone> BoxOffice<S> {
     /// Booking numbers are unique per run (`run * 1000 + number`).
     fn booking(&self, number: u64) -> BookingId {
         BookingId(self.run * 1000 + number)
+    }
+}
+
+/// The SQLite file the example keeps its events in when no flag names another, in the working
+/// directory.
+pub const DEFAULT_FILE: &str = "seat_reservation.db";
+
+/// The aggregates a run's first line counts, by name and plural.
+pub const AGGREGATES: [(&str, &str); 2] = [("show", "shows"), ("booking", "bookings")];
+
+/// About what a read or an append takes against a database on the local network.
+const ROUND_TRIP: Duration = Duration::from_millis(1);
+
+/// Runs the story on `database` as `cargo run --example seat_reservation` does: its first line
+/// says where the events go and what earlier runs left there ([`earlier_runs::introduce`]),
+/// then [`run`] continues from there. Returns what the store held before, and the report.
+pub async fn run_on<W: Write>(
+    database: &Database,
+    out: &mut W,
+) -> Result<(EarlierRuns, Report), Error> {
+    match database {
+        Database::Sqlite(path) => {
+            let store = database::open_sqlite(path).await?;
+            let found = earlier_runs::introduce(&store, database, &AGGREGATES, out).await?;
+            Ok((found, run(store, out).await?))
+        }
+        Database::Memory => {
+            // Without a network between them, in-memory customers hardly ever overlap: give each
+            // read and append a database's round trip, so the race looks as it does in production.
+            let store = RoundTrip::new(MemStore::new(), ROUND_TRIP);
+            let found = earlier_runs::introduce(&store, database, &AGGREGATES, out).await?;
+            Ok((found, run(store, out).await?))
+        }
+        Database::Postgres(url) => {
+            let store = database::connect(url).await?;
+            let found = earlier_runs::introduce(&store, database, &AGGREGATES, out).await?;
+            Ok((found, run(store, out).await?))
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub mod payment;
 pub mod shipment;
 pub mod story;
 
-pub use self::story::{ShopReport, run};
+pub use self::story::{ShopReport, run, run_on};
 
 /// An amount of money in cents, shown as `12.50`.
 #[derive(

@@ -12,6 +12,8 @@ use cqrs_core::projection::{MemoryReadModel, Projector};
 use cqrs_core::saga::{CommandBus, MemorySagaStore, SagaProcessor, SagaRunner};
 use cqrs_core::{EventStore, Repository};
 
+use crate::database::{self, Database};
+use crate::earlier_runs::{self, EarlierRuns};
 use crate::payment::Card;
 use crate::replay::{self, Replay};
 use crate::shop::cart::{Cart, CartCommand};
@@ -22,6 +24,7 @@ use crate::shop::payment::Payment;
 use crate::shop::shipment::Shipment;
 use crate::shop::{Address, Cents, Line};
 use crate::{Error, InvariantViolated};
+use cqrs_memstore::MemStore;
 
 const MUG: (&str, Cents) = ("mug", Cents(850));
 const TEAPOT: (&str, Cents) = ("teapot", Cents(3_500));
@@ -164,6 +167,43 @@ impl<S: EventStore + Clone> Shop<S> {
             refunded: payment.refunded(),
             tracking: shipment.tracking().map(str::to_owned),
         })
+    }
+}
+
+/// The SQLite file the example keeps its events in when no flag names another, in the working
+/// directory.
+pub const DEFAULT_FILE: &str = "shop.db";
+
+/// The aggregates a run's first line counts, by name and plural.
+pub const AGGREGATES: [(&str, &str); 3] = [
+    ("cart", "carts"),
+    ("order", "orders"),
+    ("shipment", "shipments"),
+];
+
+/// Runs the story on `database` as `cargo run --example shop` does: its first line says where
+/// the events go and what earlier runs left there ([`earlier_runs::introduce`]), then [`run`]
+/// continues from there. Returns what the store held before, and the report.
+pub async fn run_on<W: Write>(
+    database: &Database,
+    out: &mut W,
+) -> Result<(EarlierRuns, ShopReport), Error> {
+    match database {
+        Database::Sqlite(path) => {
+            let store = database::open_sqlite(path).await?;
+            let found = earlier_runs::introduce(&store, database, &AGGREGATES, out).await?;
+            Ok((found, run(store, out).await?))
+        }
+        Database::Memory => {
+            let store = MemStore::new();
+            let found = earlier_runs::introduce(&store, database, &AGGREGATES, out).await?;
+            Ok((found, run(store, out).await?))
+        }
+        Database::Postgres(url) => {
+            let store = database::connect(url).await?;
+            let found = earlier_runs::introduce(&store, database, &AGGREGATES, out).await?;
+            Ok((found, run(store, out).await?))
+        }
     }
 }
 
