@@ -97,6 +97,9 @@ pub struct Report {
     pub shows: SeatsByShow,
     /// This run's shows as the read model says.
     pub read_model: SeatsByShow,
+    /// Shows in the whole store, earlier runs' included, that were checked at the end: none
+    /// oversold, each as the read model says.
+    pub shows_in_store: usize,
     /// The processors' health at the end of the run.
     pub health: Health,
 }
@@ -399,6 +402,7 @@ where
         race,
         shows: BTreeMap::new(),
         read_model: BTreeMap::new(),
+        shows_in_store: 0,
         premiere,
         matinee,
         health: Health::default(),
@@ -429,8 +433,13 @@ where
     writeln!(
         out,
         "\nChecked: the premiere holds {} of {} seats, the matinee {} of {}; no show is \
-         oversold, every acknowledged reservation is stored, the read model equals the shows.",
-        premiere.reserved, premiere.capacity, matinee.reserved, matinee.capacity
+         oversold, every acknowledged reservation is stored, the read model equals the shows \
+         (all {} in the store).",
+        premiere.reserved,
+        premiere.capacity,
+        matinee.reserved,
+        matinee.capacity,
+        report.shows_in_store
     )?;
     let health = health.check();
     writeln!(out, "{}", describe_health(&health))?;
@@ -540,6 +549,24 @@ async fn check_invariants<S: EventStore + Clone>(
         ))
         .into());
     }
+    // Over a store that holds earlier runs, their shows too: none oversold, and the read model
+    // (rebuilt from the whole log by this run) equals each.
+    let everything = seats.read(Clone::clone);
+    for (show, projected) in &everything {
+        let state = office.shows.load(show).await?.state;
+        let aggregate = ShowSeats {
+            capacity: state.capacity(),
+            reserved: state.reserved(),
+        };
+        if aggregate.reserved > aggregate.capacity || *projected != aggregate {
+            return Err(InvariantViolated(format!(
+                "{show} of an earlier run: the show says {aggregate:?}, the read model \
+                 {projected:?}"
+            ))
+            .into());
+        }
+    }
+    report.shows_in_store = everything.len();
     Ok(report)
 }
 

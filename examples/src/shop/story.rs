@@ -71,6 +71,9 @@ pub struct ShopReport {
     pub orders: BTreeMap<String, OrderOutcome>,
     /// The orders-per-customer read model after the run.
     pub read_model: CustomerOrders,
+    /// Orders in the whole store, earlier runs' included, that were checked at the end: each
+    /// shipped and paid or cancelled with its money back, each as the read model says.
+    pub orders_in_store: usize,
     /// The processors' health at the end of the run.
     pub health: Health,
 }
@@ -335,13 +338,17 @@ where
         cart_now: now.state.lines(),
         orders,
         read_model: model,
+        orders_in_store: 0,
         health: Health::default(),
     };
     check_invariants(&report)?;
+    report.orders_in_store = check_store(&shop, &report.read_model).await?;
     writeln!(
         out,
         "\nChecked: every order is shipped and paid, or cancelled with its money back; the \
-         cart's past still holds what was removed; the read model equals the orders."
+         cart's past still holds what was removed; the read model equals the orders (all {} \
+         in the store).",
+        report.orders_in_store
     )?;
     let health = health.check();
     writeln!(out, "{}", describe_health(&health))?;
@@ -379,6 +386,36 @@ fn check_invariants(report: &ShopReport) -> Result<(), InvariantViolated> {
         )));
     }
     Ok(())
+}
+
+/// Over a store that holds earlier runs, their orders too: every order the read model (rebuilt
+/// from the whole log by this run) lists is settled as [`check_invariants`] requires and equals
+/// its aggregate. Returns how many orders it checked.
+async fn check_store<S: EventStore + Clone>(
+    shop: &Shop<S>,
+    model: &CustomerOrders,
+) -> Result<usize, Error> {
+    let mut checked = 0;
+    for (order, summary) in model.customers.values().flatten() {
+        let state = shop.orders.load(order).await?.state;
+        let kept = shop.payments.load(order).await?.state.kept();
+        let settled = match state.status() {
+            OrderStatus::Shipped => kept == state.total(),
+            OrderStatus::Cancelled => kept == Cents(0),
+            OrderStatus::None | OrderStatus::Placed | OrderStatus::Paid => false,
+        };
+        if !settled || (summary.status, summary.total) != (state.status(), state.total()) {
+            return Err(InvariantViolated(format!(
+                "order {order}: the order is {:?} for {}, {kept} kept; the read model says \
+                 {summary:?}",
+                state.status(),
+                state.total()
+            ))
+            .into());
+        }
+        checked += 1;
+    }
+    Ok(checked)
 }
 
 /// "2 mug, 1 teapot".
