@@ -14,4 +14,5 @@ pub mod flaky;
 pub mod interposed;
 pub mod meters;
 pub mod processors;
+pub mod scratch_database;
 pub mod telemetry;

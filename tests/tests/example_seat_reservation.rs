@@ -1,6 +1,6 @@
 //! The seat-reservation example's story, run as the example runs it (not by spawning cargo): on
-//! the in-memory store, twice on one store, on a slow store where the walk-ins really collide, and
-//! on PostgreSQL. `run` checks the invariants itself and fails when one breaks; these tests also
+//! the in-memory store, twice on one store, on a slow store where the walk-ins really collide,
+//! twice on one SQLite file (the example's default), and on PostgreSQL. `run` checks the invariants itself and fails when one breaks; these tests also
 //! check what the story claims happened.
 
 use std::time::Duration;
@@ -13,12 +13,15 @@ use cqrs_examples::available_seats::{AvailableSeats, SeatsByShow, ShowSeats};
 use cqrs_examples::booking::{
     Booking, BookingCommand, BookingEvent, BookingStatus, Checkout, PAYMENT_DEADLINE,
 };
+use cqrs_examples::database::{self, Database};
+use cqrs_examples::earlier_runs::EarlierRuns;
 use cqrs_examples::latency::RoundTrip;
 use cqrs_examples::payment::{Card, PaymentEvent};
 use cqrs_examples::seat_reservation::{self, PREMIERE_CAPACITY, RaceOutcome, Report, WALK_INS};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_memstore::MemStore;
 use cqrs_postgres::testing::TestCluster;
+use cqrs_tests::scratch_database::ScratchDatabase;
 
 async fn run_on<S: EventStore + Clone>(store: S) -> (Report, String) {
     let mut story = Vec::new();
@@ -26,6 +29,19 @@ async fn run_on<S: EventStore + Clone>(store: S) -> (Report, String) {
         .await
         .unwrap_or_else(|error| panic!("the story failed: {error}"));
     (report, String::from_utf8_lossy(&story).into_owned())
+}
+
+/// Runs the story as `cargo run --example seat_reservation` does on `database`.
+async fn run_as_the_example(database: &Database) -> (EarlierRuns, Report, String) {
+    let mut story = Vec::new();
+    let (found, report) = seat_reservation::run_on(database, &mut story)
+        .await
+        .unwrap_or_else(|error| panic!("the story failed: {error}"));
+    (found, report, String::from_utf8_lossy(&story).into_owned())
+}
+
+fn first_line(story: &str) -> &str {
+    story.lines().next().unwrap_or_default()
 }
 
 /// What every run must show, whatever the store and whoever won the race.
@@ -125,6 +141,69 @@ async fn a_second_run_on_the_same_store_replays_the_first_and_sends_nothing_twic
             (seats.capacity, seats.reserved)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_run_on_a_sqlite_file_continues_the_first() {
+    let file = ScratchDatabase::new("example-seat-reservation");
+    let database = Database::Sqlite(file.path().to_owned());
+    let place = format!("On SQLite ({})", file.path().display());
+
+    let (found, first, story) = run_as_the_example(&database).await;
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(first_line(&story), format!("{place}: a new database."));
+    assert_story(&first);
+    assert_eq!(first.shows_in_store, 2);
+
+    // What the first run left, read from the file by a store of its own, as a new process would.
+    let store = database::open_sqlite(file.path()).await.expect("reopen");
+    let left = store.head().await.expect("head");
+    drop(store);
+
+    let (found, second, story) = run_as_the_example(&database).await;
+    // The first run made 2 shows and 3 bookings (Ada's, Ben's and Cleo's checkouts).
+    let expected = EarlierRuns {
+        aggregates: vec![("shows", 2), ("bookings", 3)],
+        events: left.0,
+    };
+    assert_eq!(found, expected);
+    assert_eq!(
+        first_line(&story),
+        format!(
+            "{place}: found 2 shows, 3 bookings, {} events from earlier runs.",
+            left.0
+        )
+    );
+    assert_story(&second);
+    assert!(second.run > first.run, "each run has its own ids");
+    assert_ne!(first.premiere, second.premiere);
+    assert_eq!(second.replayed.checkpoint, left);
+    assert!(second.replayed.deduplicated > 0, "{:?}", second.replayed);
+    assert_eq!(second.replayed.commands, 0, "the replay wrote something");
+    // The end checks covered the first run's shows too.
+    assert_eq!(second.shows_in_store, 4);
+
+    // The first run's shows are exactly as the first run left them.
+    let store = database::open_sqlite(file.path()).await.expect("reopen");
+    let shows = Repository::<Show, _>::new(store);
+    for (show, seats) in &first.shows {
+        let state = shows.load(show).await.expect("show").state;
+        assert_eq!(
+            (state.capacity(), state.reserved()),
+            (seats.capacity, seats.reserved)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_memory_the_first_line_says_nothing_is_kept() {
+    let (found, report, story) = run_as_the_example(&Database::Memory).await;
+    assert!(found.is_empty());
+    assert!(
+        first_line(&story).starts_with("In memory: nothing is kept"),
+        "{story}"
+    );
+    assert_story(&report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,11 +1,13 @@
 //! The shop example's story, run as the example runs it (not by spawning cargo), on the in-memory
-//! store, twice on one store, and on PostgreSQL; and its pieces with given / when / then: the
+//! store, twice on one store, twice on one SQLite file (the example's default), and on PostgreSQL; and its pieces with given / when / then: the
 //! cart's compensating removal, the checkout saga's refund, the orders-per-customer read model.
 
 use cqrs_core::EventStore;
 use cqrs_core::prelude::*;
 use cqrs_core::projection::testing::ProjectionTest;
 use cqrs_core::saga::SagaCommand;
+use cqrs_examples::database::{self, Database};
+use cqrs_examples::earlier_runs::EarlierRuns;
 use cqrs_examples::payment::Card;
 use cqrs_examples::shop::cart::{Cart, CartCommand, CartError, CartEvent};
 use cqrs_examples::shop::checkout::{Checkout, CheckoutInput};
@@ -16,6 +18,7 @@ use cqrs_examples::shop::shipment::{Shipment, ShipmentCommand, ShipmentError, Sh
 use cqrs_examples::shop::{self, Address, Cents, Line, ShopReport};
 use cqrs_memstore::MemStore;
 use cqrs_postgres::testing::TestCluster;
+use cqrs_tests::scratch_database::ScratchDatabase;
 
 async fn run_on<S: EventStore + Clone>(store: S) -> (ShopReport, String) {
     let mut story = Vec::new();
@@ -23,6 +26,19 @@ async fn run_on<S: EventStore + Clone>(store: S) -> (ShopReport, String) {
         .await
         .unwrap_or_else(|error| panic!("the story failed: {error}"));
     (report, String::from_utf8_lossy(&story).into_owned())
+}
+
+/// Runs the story as `cargo run --example shop` does on `database`.
+async fn run_as_the_example(database: &Database) -> (EarlierRuns, ShopReport, String) {
+    let mut story = Vec::new();
+    let (found, report) = shop::run_on(database, &mut story)
+        .await
+        .unwrap_or_else(|error| panic!("the story failed: {error}"));
+    (found, report, String::from_utf8_lossy(&story).into_owned())
+}
+
+fn first_line(story: &str) -> &str {
+    story.lines().next().unwrap_or_default()
 }
 
 fn assert_story(report: &ShopReport) {
@@ -102,6 +118,60 @@ async fn a_second_run_on_the_same_store_replays_the_first_and_sends_nothing_twic
             .orders_of(&first.customers["Ada"])
             .is_some()
     );
+    let orders = Repository::<Order, _>::new(store);
+    for (id, outcome) in &first.orders {
+        let state = orders.load(id).await.expect("order").state;
+        assert_eq!(state.status(), outcome.status);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_a_sqlite_file_continues_the_first() {
+    let file = ScratchDatabase::new("example-shop");
+    let database = Database::Sqlite(file.path().to_owned());
+    let place = format!("On SQLite ({})", file.path().display());
+
+    let (found, first, story) = run_as_the_example(&database).await;
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(first_line(&story), format!("{place}: a new database."));
+    assert_story(&first);
+    assert_eq!(first.orders_in_store, 4);
+
+    // What the first run left, read from the file by a store of its own, as a new process would.
+    let store = database::open_sqlite(file.path()).await.expect("reopen");
+    let left = store.head().await.expect("head");
+    drop(store);
+
+    let (found, second, story) = run_as_the_example(&database).await;
+    // Four carts, each checked out into an order; the two shipped orders have a shipment (the
+    // carrier refused Cleo's before one was made).
+    let shipped = first
+        .orders
+        .values()
+        .filter(|order| order.status == OrderStatus::Shipped)
+        .count() as u64;
+    assert_eq!(shipped, 2);
+    let expected = EarlierRuns {
+        aggregates: vec![("carts", 4), ("orders", 4), ("shipments", shipped)],
+        events: left.0,
+    };
+    assert_eq!(found, expected);
+    assert_eq!(
+        first_line(&story),
+        format!(
+            "{place}: found 4 carts, 4 orders, 2 shipments, {} events from earlier runs.",
+            left.0
+        )
+    );
+    assert_story(&second);
+    assert!(second.run > first.run, "each run has its own ids");
+    assert_eq!(second.replayed.checkpoint, left);
+    assert!(second.replayed.deduplicated > 0, "{:?}", second.replayed);
+    assert_eq!(second.replayed.commands, 0, "the replay wrote something");
+    // The end checks covered the first run's orders too.
+    assert_eq!(second.orders_in_store, 8);
+
+    let store = database::open_sqlite(file.path()).await.expect("reopen");
     let orders = Repository::<Order, _>::new(store);
     for (id, outcome) in &first.orders {
         let state = orders.load(id).await.expect("order").state;
