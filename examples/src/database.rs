@@ -104,24 +104,11 @@ impl Database {
             let database = match flag.as_str() {
                 "-h" | "--help" => return Err(UsageError::Help),
                 MEMORY_FLAG if inline.is_none() => Database::Memory,
-                DATABASE_FLAG | DATABASE_URL_FLAG => {
-                    let name = if flag == DATABASE_FLAG {
-                        DATABASE_FLAG
-                    } else {
-                        DATABASE_URL_FLAG
-                    };
-                    let value = match inline {
-                        Some(value) => value.to_owned(),
-                        None => args.next().ok_or(UsageError::MissingValue(name))?,
-                    };
-                    if value.is_empty() {
-                        return Err(UsageError::MissingValue(name));
-                    }
-                    if name == DATABASE_FLAG {
-                        Self::from_path_or_url(value)?
-                    } else {
-                        Self::from_url(value)?
-                    }
+                DATABASE_FLAG => {
+                    Self::from_path_or_url(value_of(DATABASE_FLAG, inline, &mut args)?)?
+                }
+                DATABASE_URL_FLAG => {
+                    Self::from_url(value_of(DATABASE_URL_FLAG, inline, &mut args)?)?
                 }
                 _ => return Err(UsageError::Unknown(arg)),
             };
@@ -158,6 +145,26 @@ impl Database {
             Ok(Database::Sqlite(PathBuf::from(value)))
         }
     }
+}
+
+/// The value of `flag`: what followed its `=`, else the next argument unless that is a flag
+/// (`--database --memory` forgot the path); never empty.
+fn value_of(
+    flag: &'static str,
+    inline: Option<&str>,
+    args: &mut impl Iterator<Item = String>,
+) -> Result<String, UsageError> {
+    let value = match inline {
+        Some(value) => value.to_owned(),
+        None => args
+            .next()
+            .filter(|next| !next.starts_with("--"))
+            .unwrap_or_default(),
+    };
+    if value.is_empty() {
+        return Err(UsageError::MissingValue(flag));
+    }
+    Ok(value)
 }
 
 impl fmt::Display for Database {
@@ -275,6 +282,10 @@ mod tests {
         assert_eq!(
             parse(&["--database-url"], None),
             Err(UsageError::MissingValue(DATABASE_URL_FLAG))
+        );
+        assert_eq!(
+            parse(&["--database", "--memory"], None),
+            Err(UsageError::MissingValue(DATABASE_FLAG))
         );
         assert_eq!(
             parse(&["--database="], None),
