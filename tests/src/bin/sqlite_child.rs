@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! sqlite_child append-big <db> <events>
-//!     opens <db> (migrating), prints `ready`, appends one command of <events> events to the
-//!     stream `big-1`, prints `done <position>` once acknowledged.
+//!     opens <db> (migrating), prints `ready <bytes in the WAL>`, appends one command of
+//!     <events> events to the stream `big-1`, prints `done <position>` once acknowledged.
 //! sqlite_child reserve <db> <show> <tasks> <per_task>
 //!     opens <db> (migrating), prints `ready`, waits for a line on stdin, then reserves 1 to 3
 //!     seats on <show> from <tasks> tasks, at most <per_task> commands each, until sold out.
@@ -22,7 +22,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cqrs_core::{EventId, EventStore, ExecuteError, ExpectedVersion, NewEvent, Repository, StreamId};
+use cqrs_core::{
+    EventId, EventStore, ExecuteError, ExpectedVersion, NewEvent, Repository, StreamId,
+};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowError};
 use cqrs_sqlite::SqliteStore;
 
@@ -125,11 +127,17 @@ async fn append_big(path: PathBuf, count: usize) -> Result<(), String> {
             event_id: EventId::new(),
             event_type: "Filled".into(),
             schema_version: 1,
-            payload: format!(r#"{{"n":{n},"padding":"{}"}}"#, "x".repeat(200)).as_str().into(),
+            payload: format!(r#"{{"n":{n},"padding":"{}"}}"#, "x".repeat(200))
+                .as_str()
+                .into(),
             metadata: Default::default(),
         })
         .collect();
-    say("ready");
+    // The WAL as the migration left it: what the test finds there beyond it after a kill was
+    // written by the append's transaction, uncommitted.
+    let wal_bytes = std::fs::metadata(format!("{}-wal", store.path().display()))
+        .map_or(0, |metadata| metadata.len());
+    say(&format!("ready {wal_bytes}"));
     let receipt = store
         .append(&stream, ExpectedVersion::NoStream, events)
         .await
@@ -171,7 +179,9 @@ async fn reserve(path: PathBuf, show: String, tasks: u64, per_task: u64) -> Resu
             for n in 0..per_task {
                 let booking = BookingId(first_booking + (task << 16) + n);
                 let wanted = u32::try_from(booking.0 % 3).unwrap_or(0) + 1;
-                let left = *available.lock().unwrap_or_else(|poison| poison.into_inner());
+                let left = *available
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
                 let seats = wanted.min(left);
                 if seats == 0 {
                     break;
@@ -193,7 +203,9 @@ async fn reserve(path: PathBuf, show: String, tasks: u64, per_task: u64) -> Resu
                     }
                     Err(ExecuteError::Domain(ShowError::SoldOut { available: now, .. })) => {
                         sold_out.fetch_add(1, Ordering::Relaxed);
-                        *available.lock().unwrap_or_else(|poison| poison.into_inner()) = now;
+                        *available
+                            .lock()
+                            .unwrap_or_else(|poison| poison.into_inner()) = now;
                         if now == 0 {
                             break;
                         }
