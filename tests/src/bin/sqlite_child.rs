@@ -10,8 +10,9 @@
 //! sqlite_child reserve <db> <show> <tasks> <per_task>
 //!     opens <db> (migrating), prints `ready`, waits for a line on stdin, then reserves 1 to 3
 //!     seats on <show> from <tasks> tasks, at most <per_task> commands each, until sold out.
-//!     Prints `reserved <booking> <seats> <version>` per acknowledged reservation, `error <text>`
-//!     per command that failed otherwise, and finally `summary <reserved> <sold_out> <retries>`.
+//!     Prints `reserved <booking> <seats> <version> <microseconds>` per acknowledged reservation
+//!     (the time from the call to the acknowledgement last), `error <text>` per command that
+//!     failed otherwise, and finally `summary <reserved> <sold_out> <retries>`.
 //! ```
 //!
 //! Bad arguments print this usage and exit with 2; a failure to open or append exits with 1.
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use cqrs_core::{
     EventId, EventStore, ExecuteError, ExpectedVersion, NewEvent, Repository, StreamId,
@@ -186,6 +188,7 @@ async fn reserve(path: PathBuf, show: String, tasks: u64, per_task: u64) -> Resu
                 if seats == 0 {
                     break;
                 }
+                let started = Instant::now();
                 match shows
                     .execute(show.as_str(), ShowCommand::ReserveSeats { booking, seats })
                     .await
@@ -197,8 +200,10 @@ async fn reserve(path: PathBuf, show: String, tasks: u64, per_task: u64) -> Resu
                             Ordering::Relaxed,
                         );
                         say(&format!(
-                            "reserved {} {seats} {}",
-                            booking.0, outcome.version.0
+                            "reserved {} {seats} {} {}",
+                            booking.0,
+                            outcome.version.0,
+                            started.elapsed().as_micros()
                         ));
                     }
                     Err(ExecuteError::Domain(ShowError::SoldOut { available: now, .. })) => {
