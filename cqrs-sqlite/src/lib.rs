@@ -118,7 +118,10 @@ mod connection;
 mod error;
 pub mod migrate;
 mod options;
+pub mod processor;
+pub mod projection;
 mod rows;
+pub mod saga;
 #[cfg(test)]
 mod scratch;
 mod store;
@@ -131,7 +134,14 @@ pub use crate::options::{
     DEFAULT_READ_CONNECTIONS, SqliteOptions, Synchronous,
 };
 pub use crate::rows::CorruptRow;
+pub use crate::projection::{
+    ProjectionResetError, SqliteProjection, SqliteProjectionRunner, SqliteProjector,
+};
+pub use crate::saga::SqliteSagaStore;
 pub use crate::store::SqliteStore;
+/// The SQLite binding whose [`Connection`](rusqlite::Connection) a [`SqliteProjection`] and
+/// [`SqliteStore::write`] get.
+pub use rusqlite;
 
 #[cfg(doc)]
 use cqrs_core::{EventStore, StoreError};

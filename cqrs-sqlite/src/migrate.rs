@@ -23,11 +23,18 @@ pub struct Migration {
 
 /// Every migration, oldest first. A later schema change is a new entry at the end; a shipped
 /// entry is never edited (its checksum would no longer match the one recorded).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_store",
-    sql: include_str!("../migrations/0001_event_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../migrations/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "processors",
+        sql: include_str!("../migrations/0002_processors.sql"),
+    },
+];
 
 /// Why the migrations could not be applied.
 #[derive(Debug, thiserror::Error)]
