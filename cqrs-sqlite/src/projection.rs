@@ -298,9 +298,8 @@ impl<P: SqliteProjection> Processor for SqliteProjector<P> {
         let projection = Arc::clone(&self.projection);
         self.store
             .write(move |connection| {
-                let reset = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    projection.reset(connection)
-                }));
+                let reset =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| projection.reset(connection)));
                 let failed: Option<Box<dyn StdError + Send + Sync>> = match reset {
                     Ok(Ok(())) => None,
                     Ok(Err(error)) => Some(Box::new(error)),

@@ -91,11 +91,7 @@ impl StoredInstance {
                     format!("has a state that does not decode: {error}"),
                 )
             })?,
-            position: stored_position(
-                self.position,
-                saga,
-                &format!("the position of {}", what()),
-            )?,
+            position: stored_position(self.position, saga, &format!("the position of {}", what()))?,
             finished: self.finished,
             deadlines: serde_json::from_str(&self.deadlines).map_err(|error| {
                 record_error(
@@ -118,7 +114,9 @@ fn floor_micros(time: SystemTime) -> i64 {
         Err(before) => {
             let before = before.duration();
             let whole = before.as_micros() + u128::from(before.subsec_nanos() % 1_000 != 0);
-            i64::try_from(whole).map(|micros| -micros).unwrap_or(i64::MIN)
+            i64::try_from(whole)
+                .map(|micros| -micros)
+                .unwrap_or(i64::MIN)
         }
     }
 }
@@ -305,8 +303,7 @@ impl SagaStore for SqliteSagaStore {
                             )
                         })?;
                     for deadline in deadlines {
-                        earliest =
-                            Some(earliest.map_or(deadline.due, |due| due.min(deadline.due)));
+                        earliest = Some(earliest.map_or(deadline.due, |due| due.min(deadline.due)));
                     }
                 }
                 Ok(earliest)

@@ -248,7 +248,10 @@ impl Writer {
     /// Runs `writes` in one transaction, each in a savepoint of its own, so that one refused or
     /// failed request leaves the others alone. `Err` when the transaction itself failed (to begin
     /// or to commit): then nothing of it was written.
-    fn transaction(&mut self, writes: &mut [Request]) -> Result<(Vec<Outcome>, Position), SqliteError> {
+    fn transaction(
+        &mut self,
+        writes: &mut [Request],
+    ) -> Result<(Vec<Outcome>, Position), SqliteError> {
         // IMMEDIATE: the write lock is taken now (waiting up to the busy timeout for another
         // process), so the head and versions read below cannot change before the commit. A
         // deferred transaction that reads first and writes later fails with BUSY at once instead.
@@ -665,5 +668,83 @@ mod tests {
             stored,
             [(1, "a-1".into()), (2, "b-1".into()), (3, "d-1".into())]
         );
+    }
+
+    /// A job shares the batch's transaction with appends: one that returns `Err` and one that
+    /// panics are rolled back alone (the panic answered as a store error, the writer alive), one
+    /// that returns `Ok` is committed with the appends around it.
+    #[test]
+    fn jobs_run_in_savepoints_of_the_batch_and_a_panic_rolls_back_alone() {
+        let file = ScratchFile::new("jobs");
+        let options = SqliteOptions::default();
+        let mut connection =
+            connection::open(file.path(), &options, Role::Writer).expect("open writer");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+            .execute_batch("CREATE TABLE model (n INTEGER NOT NULL)")
+            .expect("table");
+        let head = Arc::new(watch::Sender::new(Position::START));
+        let mut writer = Writer {
+            connection,
+            options,
+            head,
+        };
+        let insert = |n: i64| {
+            move |connection: &Connection| {
+                connection
+                    .execute("INSERT INTO model (n) VALUES (?1)", [n])
+                    .map_err(|error| error.to_string())
+            }
+        };
+        let (kept, mut kept_answer) = job(insert(1));
+        let (refused, mut refused_answer) = job(move |connection: &Connection| {
+            insert(2)(connection)?;
+            Err::<usize, String>("refused".into())
+        });
+        let (panicking, mut panicking_answer) =
+            job(move |connection: &Connection| -> Result<usize, String> {
+                let _ = insert(3)(connection);
+                panic!("the work panics");
+            });
+        let (a, a_answer) = append("a-1", ExpectedVersion::Any, vec![event("Ok", None)]);
+        let mut batch = vec![
+            Request::Run(kept),
+            Request::Run(refused),
+            Request::Run(panicking),
+            a,
+        ];
+        writer.serve(&mut batch);
+
+        let answer = |answer: &mut JobAnswer<usize, String>| {
+            answer
+                .try_recv()
+                .expect("answered")
+                .expect("no store error")
+        };
+        assert_eq!(answer(&mut kept_answer), Ok(1));
+        assert_eq!(answer(&mut refused_answer), Err("refused".into()));
+        let panicked = panicking_answer
+            .try_recv()
+            .expect("answered")
+            .expect_err("a panic is a store error");
+        assert!(
+            panicked.to_string().contains("the work panics"),
+            "{panicked}"
+        );
+        let mut a_answer = a_answer;
+        assert_eq!(
+            a_answer
+                .try_recv()
+                .expect("answered")
+                .expect("append")
+                .position,
+            Some(Position(1))
+        );
+        let stored: Vec<i64> = writer
+            .connection
+            .prepare("SELECT n FROM model ORDER BY n")
+            .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+            .expect("stored rows");
+        assert_eq!(stored, [1], "only the kept job's write");
     }
 }

@@ -88,7 +88,10 @@ impl SqliteProjection for TallyTable {
     ) -> Result<(), TallyError> {
         let position = i64::try_from(context.position.0).unwrap_or(i64::MAX);
         // Written before the refusal, so that a failing event's own write must be rolled back.
-        connection.execute("INSERT INTO tally_applied (position) VALUES (?1)", [position])?;
+        connection.execute(
+            "INSERT INTO tally_applied (position) VALUES (?1)",
+            [position],
+        )?;
         if fail {
             return Err(TallyRefused.into());
         }

@@ -204,7 +204,10 @@ async fn a_restart_resumes_from_the_checkpoint_and_equals_a_rebuild() {
         .runner()
         .batch_size(2)
         .spawn();
-    handle.wait_for(first_head, TIMEOUT).await.expect("caught up");
+    handle
+        .wait_for(first_head, TIMEOUT)
+        .await
+        .expect("caught up");
     handle.abort().await;
     let checkpoint = store.checkpoint(Seats::NAME).await.expect("checkpoint");
     assert_eq!(checkpoint, first_head, "the checkpoint is durable");
@@ -217,14 +220,21 @@ async fn a_restart_resumes_from_the_checkpoint_and_equals_a_rebuild() {
         .runner()
         .batch_size(2)
         .spawn();
-    handle.wait_for(head, TIMEOUT).await.expect("caught up again");
+    handle
+        .wait_for(head, TIMEOUT)
+        .await
+        .expect("caught up again");
     let (seats, applied) = read_model(&store).await;
     assert_eq!(seats, [("1".to_owned(), 3), ("2".to_owned(), 1)]);
     assert_eq!(applied, [1, 2, 3, 4, 5, 6], "each event applied once");
 
     handle.rebuild().await.expect("rebuild");
     handle.wait_for(head, TIMEOUT).await.expect("rebuilt");
-    assert_eq!(read_model(&store).await, (seats, applied), "equal to a rebuild");
+    assert_eq!(
+        read_model(&store).await,
+        (seats, applied),
+        "equal to a rebuild"
+    );
     let status = handle.shutdown().await;
     assert_eq!(status.checkpoint, head);
 }
@@ -267,8 +277,15 @@ async fn a_database_failure_in_apply_commits_nothing() {
         }
         other => panic!("expected a store error, got {other:?}"),
     }
-    assert_eq!(store.checkpoint(Seats::NAME).await.expect("checkpoint"), Position::START);
-    assert_eq!(read_model(&store).await, (vec![], vec![]), "nothing written");
+    assert_eq!(
+        store.checkpoint(Seats::NAME).await.expect("checkpoint"),
+        Position::START
+    );
+    assert_eq!(
+        read_model(&store).await,
+        (vec![], vec![]),
+        "nothing written"
+    );
 
     let handle = projector.runner().spawn();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -307,9 +324,16 @@ async fn a_panic_in_apply_is_the_events_failure_and_the_writer_lives_on() {
     assert_eq!(letters[0].failure.kind, FailureKind::Panic);
 
     let later = append(&store, "show-1", &[reserve(3)]).await;
-    handle.wait_for(later, TIMEOUT).await.expect("the writer lives on");
+    handle
+        .wait_for(later, TIMEOUT)
+        .await
+        .expect("the writer lives on");
     let (seats, applied) = read_model(&store).await;
     assert_eq!(seats, [("1".to_owned(), 2)]);
-    assert_eq!(applied, [1, 3, 4], "the panicking event's write rolled back");
+    assert_eq!(
+        applied,
+        [1, 3, 4],
+        "the panicking event's write rolled back"
+    );
     handle.shutdown().await;
 }
