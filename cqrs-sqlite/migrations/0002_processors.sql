@@ -42,3 +42,15 @@ CREATE TABLE cqrs_saga_instances (
 
 CREATE INDEX cqrs_saga_instances_due ON cqrs_saga_instances (saga, next_due)
     WHERE next_due IS NOT NULL;
+
+-- The migrations of read models kept in this file (a `SqliteProjection`'s tables), applied by
+-- `SqliteStore::migrate_read_model`, each once per owner, with the SHA-256 of its SQL.
+CREATE TABLE cqrs_read_model_migrations (
+    owner       TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    name        TEXT    NOT NULL,
+    checksum    TEXT    NOT NULL,
+    -- Microseconds since the Unix epoch.
+    applied_at  INTEGER NOT NULL,
+    PRIMARY KEY (owner, version)
+) STRICT;

@@ -117,14 +117,16 @@
 //! runs a [`SqliteProjection`] whose `apply` changes tables of the file with SQL on the
 //! writer's connection, in the transaction that moves its checkpoint (see [`projection`]): the
 //! read model and the checkpoint commit together or not at all. Both commit through
-//! [`SqliteStore::write`], which runs a closure on the writer in a savepoint of its own and is
-//! also how a user creates the read model's tables. A file is served by one process, so leader
-//! leases are unopposed.
+//! [`SqliteStore::write`], which runs a closure on the writer in a savepoint of its own. A
+//! projection's tables are made by its [`MIGRATIONS`](SqliteProjection::MIGRATIONS), applied
+//! once each and checksummed by [`SqliteProjector::migrate`]. A file is served by one process,
+//! so leader leases are unopposed.
 //!
 //! ```
 //! use cqrs_core::processor::Processor as _;
 //! use cqrs_core::projection::EventContext;
 //! use cqrs_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+//! use cqrs_sqlite::migrate::Migration;
 //! use cqrs_sqlite::rusqlite::{self, Connection};
 //! use cqrs_sqlite::{SqliteProjection, SqliteProjector, SqliteStore};
 //!
@@ -139,6 +141,12 @@
 //! impl SqliteProjection for ReservedSeats {
 //!     const NAME: &'static str = "reserved_seats";
 //!     const AGGREGATES: &'static [&'static str] = &["show"];
+//!     // Applied once each by `SqliteProjector::migrate`, checksummed.
+//!     const MIGRATIONS: &'static [Migration] = &[Migration {
+//!         version: 1,
+//!         name: "reserved_seats",
+//!         sql: "CREATE TABLE reserved_seats (show TEXT PRIMARY KEY, seats INTEGER NOT NULL) STRICT",
+//!     }];
 //!     type Event = ShowEvent;
 //!     type Error = rusqlite::Error;
 //!
@@ -167,20 +175,15 @@
 //! # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
 //! let store = SqliteStore::open(&path).await?;
 //! store.migrate().await?;
-//! store
-//!     .write(|connection| {
-//!         connection.execute_batch(
-//!             "CREATE TABLE IF NOT EXISTS reserved_seats (show TEXT PRIMARY KEY, seats INTEGER NOT NULL)",
-//!         )
-//!     })
-//!     .await??;
 //!
 //! let reserved = NewEvent::encode(&ShowEvent::SeatsReserved { seats: 2 }, Metadata::default())?;
 //! let receipt = store
 //!     .append(&StreamId::for_aggregate("show", 7)?, ExpectedVersion::Any, vec![reserved])
 //!     .await?;
 //!
-//! let projection = SqliteProjector::new(ReservedSeats, store.clone()).runner().spawn();
+//! let projector = SqliteProjector::new(ReservedSeats, store.clone());
+//! projector.migrate().await?;
+//! let projection = projector.runner().spawn();
 //! // Read your own write: wait until the projection has committed the append's position.
 //! let position = receipt.position.ok_or("no position")?;
 //! projection.wait_for(position, std::time::Duration::from_secs(5)).await?;

@@ -9,8 +9,9 @@
 //! [`runner`](Processor::runner) follows the log from the checkpoint stored in
 //! `cqrs_processors`, and the handle it spawns tells the status, waits for a position, lists,
 //! retries and discards dead letters, rebuilds, pauses and shuts down, as for every processor.
-//! The read model's tables are the user's: create them with [`SqliteStore::write`] before the
-//! runner starts (`CREATE TABLE IF NOT EXISTS ...`), or with a migration tool of one's own.
+//! The read model's tables are the user's: list their migrations in
+//! [`MIGRATIONS`](SqliteProjection::MIGRATIONS) and call [`SqliteProjector::migrate`] before the
+//! runner starts (each applied once, checksummed, as the crate's own are).
 //!
 //! # Exactly once
 //!
@@ -47,6 +48,7 @@ use rusqlite::Connection;
 
 use crate::SqliteStore;
 use crate::error::backend;
+use crate::migrate::Migration;
 use crate::processor::{
     expect_checkpoint, move_checkpoint, record_dead_letters, remove_dead_letter,
     remove_dead_letters,
@@ -66,6 +68,11 @@ pub trait SqliteProjection: Send + Sync + 'static {
     /// route to [`Event`](SqliteProjection::Event), or it is a decode failure under the runner's
     /// failure policy.
     const AGGREGATES: &'static [&'static str];
+
+    /// The migrations of its tables, applied by [`SqliteProjector::migrate`] (see
+    /// [`SqliteStore::migrate_read_model`]), recorded under [`NAME`](SqliteProjection::NAME).
+    /// None by default.
+    const MIGRATIONS: &'static [Migration] = &[];
 
     /// The events it reads (see [`ProjectionEvent`]).
     type Event: ProjectionEvent;
@@ -115,6 +122,12 @@ impl<P: SqliteProjection> SqliteProjector<P> {
     /// The projection.
     pub fn projection(&self) -> &P {
         &self.projection
+    }
+
+    /// Applies the projection's [`MIGRATIONS`](SqliteProjection::MIGRATIONS) that the file
+    /// lacks; returns the numbers of those it applied. Call it before the runner starts.
+    pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.store.migrate_read_model(P::NAME, P::MIGRATIONS).await
     }
 }
 

@@ -116,6 +116,24 @@ impl SqliteStore {
             .map_err(|_| writer::stopped(&self.inner.path))?
     }
 
+    /// Applies the migrations of `owner`'s read model (tables of the user's, kept in this file)
+    /// that the file has not recorded, in order of their numbers, in one transaction of the
+    /// writer: all of them or none. Each is recorded once per owner in
+    /// `cqrs_read_model_migrations` with the SHA-256 of its SQL, and one whose SQL changed
+    /// since is refused ([`MigrationError::ReadModelEdited`](crate::MigrationError)). Returns
+    /// the numbers of those it applied. Run [`migrate`](SqliteStore::migrate) first;
+    /// [`SqliteProjector::migrate`](crate::SqliteProjector::migrate) calls this with the
+    /// projection's name and [`MIGRATIONS`](crate::SqliteProjection::MIGRATIONS).
+    pub async fn migrate_read_model(
+        &self,
+        owner: &str,
+        migrations: &'static [crate::migrate::Migration],
+    ) -> Result<Vec<u32>, StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |connection| crate::migrate::run_read_model(connection, &owner, migrations))
+            .await?
+    }
+
     /// Runs `work` on the writer's connection, in the writer's next transaction, in a savepoint
     /// of its own: what it writes is committed when it returns `Ok` (once the transaction
     /// commits) and rolled back when it returns `Err` or panics. For what a user keeps next to

@@ -14,11 +14,25 @@ use cqrs_core::processor::{
 };
 use cqrs_core::projection::EventContext;
 use cqrs_core::{EventStore, ExpectedVersion, LogEntry, Metadata, NewEvent, Position};
+use cqrs_sqlite::migrate::Migration;
 use cqrs_sqlite::rusqlite::{self, Connection};
-use cqrs_sqlite::{SqliteProjection, SqliteProjector, SqliteStore};
+use cqrs_sqlite::{MigrationError, SqliteProjection, SqliteProjector, SqliteStore};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const NONE: u64 = u64::MAX;
+
+const SEATS_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "seats",
+        sql: "CREATE TABLE seats (show TEXT PRIMARY KEY, reserved INTEGER NOT NULL) STRICT",
+    },
+    Migration {
+        version: 2,
+        name: "applied",
+        sql: "CREATE TABLE applied (position INTEGER PRIMARY KEY) STRICT",
+    },
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 enum ShowEvent {
@@ -48,6 +62,7 @@ impl Seats {
 impl SqliteProjection for Seats {
     const NAME: &'static str = "seats";
     const AGGREGATES: &'static [&'static str] = &["show"];
+    const MIGRATIONS: &'static [Migration] = SEATS_MIGRATIONS;
     type Event = ShowEvent;
     type Error = rusqlite::Error;
 
@@ -126,20 +141,14 @@ fn fresh_path(name: &str) -> PathBuf {
     path
 }
 
-/// Opens the store on `path`, migrates it and makes the read model's tables.
+/// Opens the store on `path` and migrates it and the read model.
 async fn open(path: &Path) -> SqliteStore {
     let store = SqliteStore::open(path).await.expect("open");
     store.migrate().await.expect("migrate");
-    store
-        .write(|connection| {
-            connection.execute_batch(
-                "CREATE TABLE IF NOT EXISTS seats (show TEXT PRIMARY KEY, reserved INTEGER NOT NULL);
-                 CREATE TABLE IF NOT EXISTS applied (position INTEGER PRIMARY KEY);",
-            )
-        })
+    SqliteProjector::new(Seats::new(), store.clone())
+        .migrate()
         .await
-        .expect("store")
-        .expect("read model tables");
+        .expect("read model migrations");
     store
 }
 
@@ -336,4 +345,94 @@ async fn a_panic_in_apply_is_the_events_failure_and_the_writer_lives_on() {
         "the panicking event's write rolled back"
     );
     handle.shutdown().await;
+}
+
+/// A read model's migrations are applied once (the second call applies none, and a restart
+/// does not fail on tables that exist), and one whose SQL changed after it was applied is
+/// refused, naming the owner and the migration; a call whose later migration fails applies
+/// none of its migrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_migrations_apply_once_and_an_edit_is_refused() {
+    let store = SqliteStore::open(fresh_path("read-model-migrations"))
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let projector = SqliteProjector::new(Seats::new(), store.clone());
+    assert_eq!(projector.migrate().await.expect("migrate"), [1, 2]);
+    assert_eq!(projector.migrate().await.expect("again"), Vec::<u32>::new());
+
+    const EDITED: &[Migration] = &[
+        Migration {
+            version: 1,
+            name: "seats",
+            sql: "CREATE TABLE seats (show TEXT PRIMARY KEY) STRICT",
+        },
+        Migration {
+            version: 3,
+            name: "extra",
+            sql: "CREATE TABLE extra (n INTEGER) STRICT",
+        },
+    ];
+    let error = store
+        .migrate_read_model(Seats::NAME, EDITED)
+        .await
+        .expect_err("an edited migration");
+    let message = error.to_string();
+    assert!(
+        message.contains("read model migration 1 (`seats`) of `seats` was applied with checksum"),
+        "{message}"
+    );
+    assert!(
+        matches!(
+            match &error {
+                cqrs_core::StoreError::Backend(source) => source.downcast_ref::<MigrationError>(),
+                _ => None,
+            },
+            Some(MigrationError::ReadModelEdited { version: 1, .. })
+        ),
+        "{error:?}"
+    );
+    // Another owner's migrations of the same numbers are its own.
+    assert_eq!(
+        store
+            .migrate_read_model("other", &EDITED[1..])
+            .await
+            .expect("another owner"),
+        [3]
+    );
+
+    const BROKEN: &[Migration] = &[
+        Migration {
+            version: 1,
+            name: "fine",
+            sql: "CREATE TABLE fine (n INTEGER) STRICT",
+        },
+        Migration {
+            version: 2,
+            name: "broken",
+            sql: "CREATE TABLE broken (n NOT_A_TYPE) STRICT",
+        },
+    ];
+    let error = store
+        .migrate_read_model("broken", BROKEN)
+        .await
+        .expect_err("a broken migration");
+    let message = error.to_string();
+    assert!(
+        message.contains("read model migration 2 (`broken`) of `broken` failed")
+            && message.contains("SQLITE_ERROR"),
+        "{message}"
+    );
+    let tables: i64 = store
+        .write(|connection| {
+            connection.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'fine'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .await
+        .expect("store")
+        .expect("query");
+    assert_eq!(tables, 0, "the first migration of the call was rolled back");
 }
