@@ -352,6 +352,97 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::scratch::ScratchFile;
+
+    fn instance(id: &str, due: SystemTime) -> InstanceRecord {
+        InstanceRecord {
+            instance: id.to_owned(),
+            state: serde_json::json!({ "step": 1, "note": "é" }),
+            position: Position(4),
+            finished: false,
+            deadlines: vec![Deadline {
+                name: "timeout".to_owned(),
+                due,
+                id: format!("{id}/timeout"),
+                correlation_id: None,
+                causation_id: None,
+                attempts: 2,
+            }],
+        }
+    }
+
+    /// What a commit stored reads back equal from a new store on the file (the deadline to the
+    /// nanosecond, from the JSON rather than the rounded `next_due`), and a state edited into
+    /// something that is not JSON is an error naming the saga and the instance.
+    #[tokio::test]
+    async fn instances_survive_a_reopen_and_a_corrupt_state_names_its_instance() {
+        let file = ScratchFile::new("saga");
+        let due = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let record = instance("order-7", due);
+        {
+            let store = SqliteStore::open(file.path()).await.expect("open");
+            store.migrate().await.expect("migrate");
+            let sagas = SqliteSagaStore::new(store);
+            let commit = SagaCommit {
+                expected: Some(Position::START),
+                checkpoint: Some(Position(4)),
+                instances: vec![record.clone()],
+                ..SagaCommit::default()
+            };
+            sagas.commit("checkout", commit).await.expect("commit");
+        }
+        let store = SqliteStore::open(file.path()).await.expect("reopen");
+        let sagas = SqliteSagaStore::new(store.clone());
+        assert_eq!(
+            sagas.checkpoint("checkout").await.expect("checkpoint"),
+            Position(4)
+        );
+        assert_eq!(
+            sagas
+                .instance("checkout", "order-7")
+                .await
+                .expect("instance"),
+            Some(record.clone())
+        );
+        assert_eq!(
+            sagas.next_deadline("checkout").await.expect("next"),
+            Some(due)
+        );
+        let just_before = due - Duration::from_nanos(1);
+        assert!(
+            sagas
+                .due_deadlines("checkout", just_before)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        assert_eq!(
+            sagas.due_deadlines("checkout", due).await.expect("due"),
+            [("order-7".to_owned(), record.deadlines[0].clone())]
+        );
+
+        store
+            .write(|connection| {
+                connection.execute(
+                    "UPDATE cqrs_saga_instances SET state = 'not json' WHERE instance = 'order-7'",
+                    [],
+                )
+            })
+            .await
+            .expect("store")
+            .expect("corrupt the state");
+        let error = sagas
+            .instance("checkout", "order-7")
+            .await
+            .expect_err("a corrupt state");
+        let message = error.to_string();
+        assert!(
+            message.contains(
+                "instance `order-7` of processor `checkout` has a state that does not decode"
+            ),
+            "{message}"
+        );
+    }
 
     #[test]
     fn rounded_deadlines_never_lie_after_the_deadline() {
