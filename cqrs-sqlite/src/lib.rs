@@ -106,7 +106,9 @@
 //! `store.append` or `store.read`, with `db.system.name = "sqlite"` and the fields that
 //! [`cqrs_core::telemetry`] lists. Each write transaction records its number of appends in the
 //! `cqrs_append_batch_size` histogram (label `store = "sqlite"`) and as `cqrs.batch.appends` on
-//! the span of each of its appends.
+//! the span of each of its appends. Each call of a processor store (a checkpoint read, a
+//! projector's commit or reset, a saga store's commit, ...) runs in a DEBUG span
+//! `store.processor` with `db.system.name`, `db.operation.name` and `cqrs.processor`.
 //!
 //! # Processors
 //!

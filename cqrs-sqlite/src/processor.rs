@@ -18,10 +18,23 @@
 use cqrs_core::processor::{CommitError, DeadLetter, Lease, ProcessorStore};
 use cqrs_core::{Position, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
+use tracing::Instrument as _;
 
 use crate::SqliteStore;
 use crate::error::{backend, record_error};
 use crate::rows;
+
+/// The DEBUG span of one processor store call (`db.operation.name`: `checkpoint`,
+/// `dead_letters`, `discard_dead_letter`, `commit`, `reset`, `saga_commit`, ...). cqrs-core's
+/// telemetry has helpers for appends and reads only; these follow their field names.
+pub(crate) fn span(operation: &'static str, processor: &str) -> tracing::Span {
+    tracing::debug_span!(
+        "store.processor",
+        db.system.name = "sqlite",
+        db.operation.name = operation,
+        cqrs.processor = processor,
+    )
+}
 
 /// A stored checkpoint (or saga position) of `processor` as a position.
 pub(crate) fn stored_position(
@@ -186,19 +199,25 @@ fn dead_letters(connection: &Connection, processor: &str) -> Result<Vec<DeadLett
 impl ProcessorStore for SqliteStore {
     async fn checkpoint(&self, processor: &str) -> Result<Position, StoreError> {
         let processor = processor.to_owned();
+        let span = span("checkpoint", &processor);
         self.read(move |connection| checkpoint(connection, &processor))
+            .instrument(span)
             .await
     }
 
     async fn dead_letters(&self, processor: &str) -> Result<Vec<DeadLetter>, StoreError> {
         let processor = processor.to_owned();
+        let span = span("dead_letters", &processor);
         self.read(move |connection| dead_letters(connection, &processor))
+            .instrument(span)
             .await
     }
 
     async fn discard_dead_letter(&self, processor: &str, id: &str) -> Result<bool, StoreError> {
         let (processor, id) = (processor.to_owned(), id.to_owned());
+        let span = span("discard_dead_letter", &processor);
         self.write(move |connection| remove_dead_letter(connection, &processor, &id))
+            .instrument(span)
             .await?
     }
 

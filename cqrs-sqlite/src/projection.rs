@@ -45,13 +45,14 @@ use cqrs_core::processor::{
 use cqrs_core::projection::{EventContext, ProjectionEvent, route_from};
 use cqrs_core::{Position, RecordedEvent, StoreError};
 use rusqlite::Connection;
+use tracing::Instrument as _;
 
 use crate::SqliteStore;
 use crate::error::backend;
 use crate::migrate::Migration;
 use crate::processor::{
     expect_checkpoint, move_checkpoint, record_dead_letters, remove_dead_letter,
-    remove_dead_letters,
+    remove_dead_letters, span,
 };
 
 /// A read model kept in tables of the SQLite file, changed by SQL in the transaction its batch
@@ -304,6 +305,7 @@ impl<P: SqliteProjection> Processor for SqliteProjector<P> {
         let projection = Arc::clone(&self.projection);
         self.store
             .write(move |connection| commit_on(&*projection, connection, &owned))
+            .instrument(span("commit", P::NAME))
             .await?
     }
 
@@ -327,6 +329,7 @@ impl<P: SqliteProjection> Processor for SqliteProjector<P> {
                 remove_dead_letters(connection, P::NAME)?;
                 move_checkpoint(connection, P::NAME, Position::START)
             })
+            .instrument(span("reset", P::NAME))
             .await??;
         Ok(())
     }

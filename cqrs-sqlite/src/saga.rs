@@ -15,12 +15,13 @@ use cqrs_core::processor::{CommitError, DeadLetter, Lease, ProcessorStore};
 use cqrs_core::saga::{Deadline, InstanceRecord, SagaCommit, SagaStore};
 use cqrs_core::{Position, StoreError};
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use tracing::Instrument as _;
 
 use crate::SqliteStore;
 use crate::error::{backend, record_error};
 use crate::processor::{
     expect_checkpoint, move_checkpoint, record_dead_letters, remove_dead_letter,
-    remove_dead_letters, stored_position,
+    remove_dead_letters, span, stored_position,
 };
 
 /// A [`SagaStore`] in the file of a [`SqliteStore`], committing through its writer. Clones share
@@ -201,9 +202,11 @@ fn commit_on(
 #[async_trait::async_trait]
 impl SagaStore for SqliteSagaStore {
     async fn set_checkpoint(&self, saga: &str, position: Position) -> Result<(), StoreError> {
+        let saga_name = saga;
         let saga = saga.to_owned();
         self.store
             .write(move |connection| move_checkpoint(connection, &saga, position))
+            .instrument(span("set_checkpoint", saga_name))
             .await?
     }
 
@@ -212,6 +215,7 @@ impl SagaStore for SqliteSagaStore {
         saga: &str,
         instance: &str,
     ) -> Result<Option<InstanceRecord>, StoreError> {
+        let saga_name = saga;
         let (saga, instance) = (saga.to_owned(), instance.to_owned());
         self.store
             .read(move |connection| {
@@ -228,12 +232,14 @@ impl SagaStore for SqliteSagaStore {
                     .map_err(backend("reading a saga instance"))?;
                 stored.map(|stored| stored.decode(&saga)).transpose()
             })
+            .instrument(span("saga_instance", saga_name))
             .await
     }
 
     async fn commit(&self, saga: &'static str, commit: SagaCommit) -> Result<(), CommitError> {
         self.store
             .write(move |connection| commit_on(connection, saga, &commit))
+            .instrument(span("saga_commit", saga))
             .await?
     }
 
@@ -242,6 +248,7 @@ impl SagaStore for SqliteSagaStore {
         saga: &str,
         now: SystemTime,
     ) -> Result<Vec<(String, Deadline)>, StoreError> {
+        let saga_name = saga;
         let saga = saga.to_owned();
         let records = self
             .store
@@ -262,6 +269,7 @@ impl SagaStore for SqliteSagaStore {
                     .map(|stored| stored.decode(&saga))
                     .collect::<Result<Vec<_>, _>>()
             })
+            .instrument(span("due_deadlines", saga_name))
             .await?;
         let mut due = Vec::new();
         for record in records {
@@ -278,6 +286,7 @@ impl SagaStore for SqliteSagaStore {
     }
 
     async fn next_deadline(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        let saga_name = saga;
         let saga = saga.to_owned();
         self.store
             .read(move |connection| {
@@ -308,10 +317,12 @@ impl SagaStore for SqliteSagaStore {
                 }
                 Ok(earliest)
             })
+            .instrument(span("next_deadline", saga_name))
             .await
     }
 
     async fn forget(&self, saga: &str) -> Result<(), StoreError> {
+        let saga_name = saga;
         let saga = saga.to_owned();
         self.store
             .write(move |connection| {
@@ -322,6 +333,7 @@ impl SagaStore for SqliteSagaStore {
                     .map_err(backend("forgetting a saga"))?;
                 remove_dead_letters(connection, &saga)
             })
+            .instrument(span("forget", saga_name))
             .await?
     }
 }

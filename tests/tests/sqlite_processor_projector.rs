@@ -436,3 +436,29 @@ async fn read_model_migrations_apply_once_and_an_edit_is_refused() {
         .expect("query");
     assert_eq!(tables, 0, "the first migration of the call was rolled back");
 }
+
+/// A projector's commit and a checkpoint read each run in a DEBUG `store.processor` span that
+/// says the database, the operation and the processor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_store_calls_run_in_spans() {
+    let capture = cqrs_tests::telemetry::Capture::start();
+    let store = open(&fresh_path("spans")).await;
+    let head = append(&store, "show-1", &[ShowEvent::Scheduled { capacity: 9 }]).await;
+    let handle = SqliteProjector::new(Seats::new(), store.clone())
+        .runner()
+        .spawn();
+    handle.wait_for(head, TIMEOUT).await.expect("caught up");
+    handle.shutdown().await;
+    store.checkpoint(Seats::NAME).await.expect("checkpoint");
+    let spans = capture.spans_named("store.processor");
+    for operation in ["commit", "checkpoint"] {
+        assert!(
+            spans.iter().any(|span| {
+                span.field("db.operation.name") == Some(operation)
+                    && span.field("db.system.name") == Some("sqlite")
+                    && span.field("cqrs.processor") == Some(Seats::NAME)
+            }),
+            "no `{operation}` span among {spans:?}"
+        );
+    }
+}
