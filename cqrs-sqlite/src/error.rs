@@ -138,4 +138,32 @@ pub enum SqliteStoreError {
     /// A blocking read task could not finish (its runtime is shutting down, or it panicked).
     #[error("a blocking SQLite read did not finish: {0}")]
     ReadTask(String),
+    /// Work run on the writer's connection (a processor's batch) panicked: what it wrote was
+    /// rolled back.
+    #[error("work on the SQLite writer panicked and was rolled back: {0}")]
+    WorkPanicked(String),
+    /// A processor's stored record (checkpoint, dead letter, saga instance) does not read back
+    /// (edited by hand, written by something else than this crate), or cannot be written.
+    #[error("{what} of processor `{processor}` {reason}")]
+    ProcessorRecord {
+        /// The processor.
+        processor: String,
+        /// Which record: `the checkpoint`, `dead letter \`12\``, `instance \`order-7\``.
+        what: String,
+        /// What is wrong with it: `does not decode: ...`, `cannot be encoded: ...`.
+        reason: String,
+    },
+}
+
+/// A [`SqliteStoreError::ProcessorRecord`] as a store error.
+pub(crate) fn record_error(
+    processor: &str,
+    what: impl Into<String>,
+    reason: impl Into<String>,
+) -> StoreError {
+    StoreError::backend(SqliteStoreError::ProcessorRecord {
+        processor: processor.to_owned(),
+        what: what.into(),
+        reason: reason.into(),
+    })
 }

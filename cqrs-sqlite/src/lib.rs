@@ -79,7 +79,8 @@
 //! `cqrs_schema_migrations` with the SHA-256 of its SQL: a recorded migration whose shipped SQL
 //! changed is refused ([`MigrationError::Edited`]). The tables are `cqrs_events` (the position is
 //! the rowid; unique (stream, version)), `cqrs_commands` (primary key (stream, command id)) and
-//! `cqrs_snapshots` (one row per stream). Payloads are blobs and headers JSON text, so both come
+//! `cqrs_snapshots` (one row per stream), and for processors `cqrs_processors` (one checkpoint
+//! per projection or saga), `cqrs_dead_letters` and `cqrs_saga_instances`. Payloads are blobs and headers JSON text, so both come
 //! back exactly as written; UUIDs are 16-byte blobs; timestamps are microseconds since the epoch.
 //! Every value travels as a bind parameter.
 //!
@@ -105,7 +106,101 @@
 //! `store.append` or `store.read`, with `db.system.name = "sqlite"` and the fields that
 //! [`cqrs_core::telemetry`] lists. Each write transaction records its number of appends in the
 //! `cqrs_append_batch_size` histogram (label `store = "sqlite"`) and as `cqrs.batch.appends` on
-//! the span of each of its appends.
+//! the span of each of its appends. Each call of a processor store (a checkpoint read, a
+//! projector's commit or reset, a saga store's commit, ...) runs in a DEBUG span
+//! `store.processor` with `db.system.name`, `db.operation.name` and `cqrs.processor`.
+//!
+//! # Processors
+//!
+//! Projections and sagas run on cqrs-core's one [processor runner](cqrs_core::processor), with
+//! their checkpoints, dead letters and saga instances in the same file (migration 2,
+//! `processors`). [`SqliteStore`] is their [`ProcessorStore`](cqrs_core::processor::ProcessorStore)
+//! (see [`processor`]); [`SqliteSagaStore`] keeps sagas (see [`saga`]); a [`SqliteProjector`]
+//! runs a [`SqliteProjection`] whose `apply` changes tables of the file with SQL on the
+//! writer's connection, in the transaction that moves its checkpoint (see [`projection`]): the
+//! read model and the checkpoint commit together or not at all. Both commit through
+//! [`SqliteStore::write`], which runs a closure on the writer in a savepoint of its own. A
+//! projection's tables are made by its [`MIGRATIONS`](SqliteProjection::MIGRATIONS), applied
+//! once each and checksummed by [`SqliteProjector::migrate`]. A file is served by one process,
+//! so leader leases are unopposed.
+//!
+//! ```
+//! use cqrs_core::processor::Processor as _;
+//! use cqrs_core::projection::EventContext;
+//! use cqrs_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+//! use cqrs_sqlite::migrate::Migration;
+//! use cqrs_sqlite::rusqlite::{self, Connection};
+//! use cqrs_sqlite::{SqliteProjection, SqliteProjector, SqliteStore};
+//!
+//! #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, cqrs_core::DomainEvent)]
+//! enum ShowEvent {
+//!     SeatsReserved { seats: u32 },
+//! }
+//!
+//! /// Seats reserved per show, in `reserved_seats`.
+//! struct ReservedSeats;
+//!
+//! impl SqliteProjection for ReservedSeats {
+//!     const NAME: &'static str = "reserved_seats";
+//!     const AGGREGATES: &'static [&'static str] = &["show"];
+//!     // Applied once each by `SqliteProjector::migrate`, checksummed.
+//!     const MIGRATIONS: &'static [Migration] = &[Migration {
+//!         version: 1,
+//!         name: "reserved_seats",
+//!         sql: "CREATE TABLE reserved_seats (show TEXT PRIMARY KEY, seats INTEGER NOT NULL) STRICT",
+//!     }];
+//!     type Event = ShowEvent;
+//!     type Error = rusqlite::Error;
+//!
+//!     fn apply(
+//!         &self,
+//!         connection: &Connection,
+//!         ShowEvent::SeatsReserved { seats }: ShowEvent,
+//!         context: &EventContext<'_>,
+//!     ) -> Result<(), rusqlite::Error> {
+//!         connection.execute(
+//!             "INSERT INTO reserved_seats (show, seats) VALUES (?1, ?2) \
+//!              ON CONFLICT (show) DO UPDATE SET seats = seats + excluded.seats",
+//!             rusqlite::params![context.aggregate_id(), seats],
+//!         )?;
+//!         Ok(())
+//!     }
+//!
+//!     fn reset(&self, connection: &Connection) -> Result<(), rusqlite::Error> {
+//!         connection.execute_batch("DELETE FROM reserved_seats")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let path = std::env::temp_dir().join(format!("cqrs-sqlite-doc-proc-{}.db", std::process::id()));
+//! # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
+//! let store = SqliteStore::open(&path).await?;
+//! store.migrate().await?;
+//!
+//! let reserved = NewEvent::encode(&ShowEvent::SeatsReserved { seats: 2 }, Metadata::default())?;
+//! let receipt = store
+//!     .append(&StreamId::for_aggregate("show", 7)?, ExpectedVersion::Any, vec![reserved])
+//!     .await?;
+//!
+//! let projector = SqliteProjector::new(ReservedSeats, store.clone());
+//! projector.migrate().await?;
+//! let projection = projector.runner().spawn();
+//! // Read your own write: wait until the projection has committed the append's position.
+//! let position = receipt.position.ok_or("no position")?;
+//! projection.wait_for(position, std::time::Duration::from_secs(5)).await?;
+//! let seats: i64 = store
+//!     .write(|connection| {
+//!         connection.query_row("SELECT seats FROM reserved_seats WHERE show = '7'", [], |row| row.get(0))
+//!     })
+//!     .await??;
+//! assert_eq!(seats, 2);
+//! projection.shutdown().await;
+//! # drop(store);
+//! # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Turns
 //!
@@ -118,7 +213,10 @@ mod connection;
 mod error;
 pub mod migrate;
 mod options;
+pub mod processor;
+pub mod projection;
 mod rows;
+pub mod saga;
 #[cfg(test)]
 mod scratch;
 mod store;
@@ -130,8 +228,15 @@ pub use crate::options::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CHANGE_CHECK_INTERVAL, DEFAULT_MAX_BATCH,
     DEFAULT_READ_CONNECTIONS, SqliteOptions, Synchronous,
 };
+pub use crate::projection::{
+    ProjectionResetError, SqliteProjection, SqliteProjectionRunner, SqliteProjector,
+};
 pub use crate::rows::CorruptRow;
+pub use crate::saga::SqliteSagaStore;
 pub use crate::store::SqliteStore;
+/// The SQLite binding whose [`Connection`](rusqlite::Connection) a [`SqliteProjection`] and
+/// [`SqliteStore::write`] get.
+pub use rusqlite;
 
 #[cfg(doc)]
 use cqrs_core::{EventStore, StoreError};

@@ -1,6 +1,8 @@
 //! The schema migrations the crate ships, applied in order by
 //! [`SqliteStore::migrate`](crate::SqliteStore::migrate), each once, recorded with a checksum of
-//! its SQL.
+//! its SQL; and the same for the migrations of a user's read model
+//! ([`SqliteStore::migrate_read_model`](crate::SqliteStore::migrate_read_model),
+//! [`SqliteProjection::MIGRATIONS`](crate::SqliteProjection::MIGRATIONS)).
 
 use std::time::SystemTime;
 
@@ -10,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::SqliteError;
 
-/// One shipped schema migration.
+/// One schema migration: one the crate ships, or one of a user's read model.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     /// Its number: migrations run in increasing order, each once.
@@ -23,16 +25,55 @@ pub struct Migration {
 
 /// Every migration, oldest first. A later schema change is a new entry at the end; a shipped
 /// entry is never edited (its checksum would no longer match the one recorded).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_store",
-    sql: include_str!("../migrations/0001_event_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../migrations/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "processors",
+        sql: include_str!("../migrations/0002_processors.sql"),
+    },
+];
 
 /// Why the migrations could not be applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrationError {
+    /// SQLite refused a migration of a read model; nothing of it was applied.
+    #[error("read model migration {version} (`{name}`) of `{owner}` failed: {source}")]
+    ReadModelFailed {
+        /// Whose read model: a projection's name.
+        owner: String,
+        /// The migration's number.
+        version: u32,
+        /// The migration's name.
+        name: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: SqliteError,
+    },
+    /// The database records a read model migration of this owner and number with other SQL:
+    /// the migration was edited after it was applied.
+    #[error(
+        "read model migration {version} (`{name}`) of `{owner}` was applied with checksum \
+         {recorded}, but its SQL now has checksum {shipped}: an applied migration must never \
+         change; add a new one"
+    )]
+    ReadModelEdited {
+        /// Whose read model: a projection's name.
+        owner: String,
+        /// The migration's number.
+        version: u32,
+        /// The migration's name.
+        name: &'static str,
+        /// The checksum the database recorded.
+        recorded: String,
+        /// The checksum of the SQL given now.
+        shipped: String,
+    },
     /// SQLite refused a migration (or the bookkeeping around it); nothing of it was applied.
     #[error("schema migration {version} (`{name}`) failed: {source}")]
     Failed {
@@ -140,5 +181,66 @@ pub(crate) fn run(connection: &mut Connection) -> Result<Vec<u32>, StoreError> {
         applied.push(migration.version);
     }
     transaction.commit().map_err(bookkeeping)?;
+    Ok(applied)
+}
+
+/// Applies the migrations of `owner`'s read model that the database has not recorded, in
+/// order, on the writer's `connection` (inside its transaction: all of them or none). Returns the
+/// numbers of those it applied.
+pub(crate) fn run_read_model(
+    connection: &Connection,
+    owner: &str,
+    migrations: &[Migration],
+) -> Result<Vec<u32>, StoreError> {
+    let mut sorted: Vec<&Migration> = migrations.iter().collect();
+    sorted.sort_by_key(|migration| migration.version);
+    let mut applied = Vec::new();
+    for migration in sorted {
+        let failed = |error: rusqlite::Error| {
+            StoreError::backend(MigrationError::ReadModelFailed {
+                owner: owner.to_owned(),
+                version: migration.version,
+                name: migration.name,
+                source: SqliteError::new("migrating a read model", &error),
+            })
+        };
+        let shipped = checksum(migration.sql);
+        let recorded: Option<String> = connection
+            .query_row(
+                "SELECT checksum FROM cqrs_read_model_migrations WHERE owner = ?1 AND version = ?2",
+                rusqlite::params![owner, migration.version],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed)?;
+        match recorded {
+            Some(recorded) if recorded == shipped => continue,
+            Some(recorded) => {
+                return Err(StoreError::backend(MigrationError::ReadModelEdited {
+                    owner: owner.to_owned(),
+                    version: migration.version,
+                    name: migration.name,
+                    recorded,
+                    shipped,
+                }));
+            }
+            None => {}
+        }
+        connection.execute_batch(migration.sql).map_err(failed)?;
+        connection
+            .execute(
+                "INSERT INTO cqrs_read_model_migrations \
+                 (owner, version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    owner,
+                    migration.version,
+                    migration.name,
+                    shipped,
+                    now_micros()
+                ],
+            )
+            .map_err(failed)?;
+        applied.push(migration.version);
+    }
     Ok(applied)
 }

@@ -116,6 +116,46 @@ impl SqliteStore {
             .map_err(|_| writer::stopped(&self.inner.path))?
     }
 
+    /// Applies the migrations of `owner`'s read model (tables of the user's, kept in this file)
+    /// that the file has not recorded, in order of their numbers, in one transaction of the
+    /// writer: all of them or none. Each is recorded once per owner in
+    /// `cqrs_read_model_migrations` with the SHA-256 of its SQL, and one whose SQL changed
+    /// since is refused ([`MigrationError::ReadModelEdited`](crate::MigrationError)). Returns
+    /// the numbers of those it applied. Run [`migrate`](SqliteStore::migrate) first;
+    /// [`SqliteProjector::migrate`](crate::SqliteProjector::migrate) calls this with the
+    /// projection's name and [`MIGRATIONS`](crate::SqliteProjection::MIGRATIONS).
+    pub async fn migrate_read_model(
+        &self,
+        owner: &str,
+        migrations: &'static [crate::migrate::Migration],
+    ) -> Result<Vec<u32>, StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |connection| crate::migrate::run_read_model(connection, &owner, migrations))
+            .await?
+    }
+
+    /// Runs `work` on the writer's connection, in the writer's next transaction, in a savepoint
+    /// of its own: what it writes is committed when it returns `Ok` (once the transaction
+    /// commits) and rolled back when it returns `Err` or panics. For what a user keeps next to
+    /// the events, such as the tables of a [`SqliteProjector`](crate::SqliteProjector)'s read
+    /// model (`CREATE TABLE IF NOT EXISTS ...`). The outer `Err` is a failure of the store
+    /// (the transaction did not commit, the work panicked): nothing of it was written.
+    ///
+    /// The work blocks the writer while it runs, and every append waits for it: keep it short.
+    /// It must not commit, roll back or release the savepoint itself.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<Result<T, E>, StoreError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (job, answer) = writer::job(work);
+        self.send(Request::Run(job)).await?;
+        answer
+            .await
+            .map_err(|_| writer::stopped(&self.inner.path))?
+    }
+
     async fn send(&self, request: Request) -> Result<(), StoreError> {
         self.inner
             .writer
@@ -125,7 +165,7 @@ impl SqliteStore {
     }
 
     /// Runs `read` on a read connection, on the blocking pool: SQLite calls block.
-    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    pub(crate) async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -547,7 +587,7 @@ mod tests {
             "{message}"
         );
 
-        assert_eq!(store.migrate().await.expect("migrate"), [1]);
+        assert_eq!(store.migrate().await.expect("migrate"), [1, 2]);
         assert_eq!(
             store.migrate().await.expect("migrate again"),
             Vec::<u32>::new()

@@ -43,6 +43,83 @@ pub(crate) enum Request {
     Migrate {
         reply: oneshot::Sender<Result<Vec<u32>, StoreError>>,
     },
+    /// Work of the caller's (a processor's batch, a saga's commit), run on the writer's
+    /// connection in a savepoint of its own.
+    Run(Box<dyn Job>),
+}
+
+/// Work that runs in the writer's transaction: [`job`] makes one from a closure.
+pub(crate) trait Job: Send {
+    /// Runs the work on `connection`, inside its savepoint; `true` to keep what it wrote,
+    /// `false` to roll it back (the work failed).
+    fn run(&mut self, connection: &Connection) -> bool;
+
+    /// Hands the caller the work's result once the transaction committed (`Ok`), or the
+    /// failure of the transaction or of the savepoint (`Err`): then nothing of it was written.
+    fn answer(self: Box<Self>, transaction: Result<(), StoreError>);
+}
+
+/// What the caller of a [`job`] gets: the work's own result, or the failure of the transaction
+/// it ran in.
+pub(crate) type JobAnswer<T, E> = oneshot::Receiver<Result<Result<T, E>, StoreError>>;
+
+/// A [`Job`] that runs `work`, keeps what it wrote when it returns `Ok` and rolls it back when
+/// it returns `Err` (or panics: the panic is caught, so that the writer thread lives on, and
+/// answered as a store error).
+pub(crate) fn job<T, E, F>(work: F) -> (Box<dyn Job>, JobAnswer<T, E>)
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job = Closure {
+        work: Some(work),
+        result: None,
+        reply,
+    };
+    (Box::new(job), answer)
+}
+
+struct Closure<T, E, F> {
+    work: Option<F>,
+    result: Option<Result<Result<T, E>, StoreError>>,
+    reply: oneshot::Sender<Result<Result<T, E>, StoreError>>,
+}
+
+impl<T, E, F> Job for Closure<T, E, F>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+{
+    fn run(&mut self, connection: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(connection)));
+        let (keep, result) = match ran {
+            Ok(result) => (result.is_ok(), Ok(result)),
+            Err(payload) => (
+                false,
+                Err(StoreError::backend(SqliteStoreError::WorkPanicked(
+                    cqrs_core::processor::Panicked::from_payload(&*payload).to_string(),
+                ))),
+            ),
+        };
+        self.result = Some(result);
+        keep
+    }
+
+    fn answer(self: Box<Self>, transaction: Result<(), StoreError>) {
+        let answer = match (transaction, self.result) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Some(result)) => result,
+            // Not run: the writer answers every job it did not run with an error.
+            (Ok(()), None) => return,
+        };
+        let _ = self.reply.send(answer);
+    }
 }
 
 /// Starts the writer thread on `path`; returns once its connection is open (or failed to open).
@@ -101,6 +178,8 @@ struct Writer {
 enum Outcome {
     Append(Result<AppendReceipt, StoreError>),
     Snapshot(Result<(), StoreError>),
+    /// The job ran (its result is inside it), or its savepoint failed.
+    Ran(Result<(), StoreError>),
 }
 
 impl Writer {
@@ -143,7 +222,7 @@ impl Writer {
         if !spans.is_empty() {
             store_telemetry::record_batch(STORE_LABEL, spans.into_iter());
         }
-        match self.transaction(&writes) {
+        match self.transaction(&mut writes) {
             Ok((outcomes, head)) => {
                 // Published before the replies, so that a caller that waits right after its
                 // receipt finds the head there.
@@ -169,7 +248,10 @@ impl Writer {
     /// Runs `writes` in one transaction, each in a savepoint of its own, so that one refused or
     /// failed request leaves the others alone. `Err` when the transaction itself failed (to begin
     /// or to commit): then nothing of it was written.
-    fn transaction(&mut self, writes: &[Request]) -> Result<(Vec<Outcome>, Position), SqliteError> {
+    fn transaction(
+        &mut self,
+        writes: &mut [Request],
+    ) -> Result<(Vec<Outcome>, Position), SqliteError> {
         // IMMEDIATE: the write lock is taken now (waiting up to the busy timeout for another
         // process), so the head and versions read below cannot change before the commit. A
         // deferred transaction that reads first and writes later fails with BUSY at once instead.
@@ -186,7 +268,7 @@ impl Writer {
             .map_err(|error| SqliteError::new("reading the head", &error))?;
         let mut head = u64::try_from(head).unwrap_or(0);
         let mut outcomes = Vec::with_capacity(writes.len());
-        for request in writes {
+        for request in writes.iter_mut() {
             match request {
                 Request::Append(append) => outcomes.push(Outcome::Append(
                     in_savepoint(&transaction, "appending", |connection| {
@@ -205,6 +287,7 @@ impl Writer {
                     "saving a snapshot",
                     |connection| save_snapshot(connection, stream, snapshot),
                 ))),
+                Request::Run(job) => outcomes.push(Outcome::Ran(run_job(&transaction, &mut **job))),
                 // Served before the transaction (see `serve`).
                 Request::Migrate { .. } => {}
             }
@@ -226,6 +309,7 @@ fn reply(request: Request, outcome: Outcome) {
         (Request::SaveSnapshot { reply, .. }, Outcome::Snapshot(result)) => {
             let _ = reply.send(result);
         }
+        (Request::Run(job), Outcome::Ran(result)) => job.answer(result),
         // `transaction` answers each request with its own kind of outcome, and migrations are
         // answered in `serve`: nothing else reaches here (a reply dropped unanswered would tell
         // its caller that the writer stopped).
@@ -246,7 +330,25 @@ fn fail(request: Request, error: &SqliteError) {
         Request::Migrate { reply } => {
             let _ = reply.send(Err(error()));
         }
+        Request::Run(job) => job.answer(Err(error())),
     }
+}
+
+/// Runs `job` in a savepoint of its own, kept or rolled back as the job says.
+fn run_job(connection: &Connection, job: &mut dyn Job) -> Result<(), StoreError> {
+    const OPERATION: &str = "running a processor's work";
+    connection
+        .execute_batch("SAVEPOINT cqrs_request")
+        .map_err(backend(OPERATION))?;
+    let statement = if job.run(connection) {
+        "RELEASE cqrs_request"
+    } else {
+        "ROLLBACK TO cqrs_request; RELEASE cqrs_request"
+    };
+    // Should this fail, the commit fails too and every request of the batch learns it.
+    connection
+        .execute_batch(statement)
+        .map_err(backend(OPERATION))
 }
 
 /// Runs `work` in a savepoint: released when it succeeds, rolled back (undoing whatever part of
@@ -566,5 +668,83 @@ mod tests {
             stored,
             [(1, "a-1".into()), (2, "b-1".into()), (3, "d-1".into())]
         );
+    }
+
+    /// A job shares the batch's transaction with appends: one that returns `Err` and one that
+    /// panics are rolled back alone (the panic answered as a store error, the writer alive), one
+    /// that returns `Ok` is committed with the appends around it.
+    #[test]
+    fn jobs_run_in_savepoints_of_the_batch_and_a_panic_rolls_back_alone() {
+        let file = ScratchFile::new("jobs");
+        let options = SqliteOptions::default();
+        let mut connection =
+            connection::open(file.path(), &options, Role::Writer).expect("open writer");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+            .execute_batch("CREATE TABLE model (n INTEGER NOT NULL)")
+            .expect("table");
+        let head = Arc::new(watch::Sender::new(Position::START));
+        let mut writer = Writer {
+            connection,
+            options,
+            head,
+        };
+        let insert = |n: i64| {
+            move |connection: &Connection| {
+                connection
+                    .execute("INSERT INTO model (n) VALUES (?1)", [n])
+                    .map_err(|error| error.to_string())
+            }
+        };
+        let (kept, mut kept_answer) = job(insert(1));
+        let (refused, mut refused_answer) = job(move |connection: &Connection| {
+            insert(2)(connection)?;
+            Err::<usize, String>("refused".into())
+        });
+        let (panicking, mut panicking_answer) =
+            job(move |connection: &Connection| -> Result<usize, String> {
+                let _ = insert(3)(connection);
+                panic!("the work panics");
+            });
+        let (a, a_answer) = append("a-1", ExpectedVersion::Any, vec![event("Ok", None)]);
+        let mut batch = vec![
+            Request::Run(kept),
+            Request::Run(refused),
+            Request::Run(panicking),
+            a,
+        ];
+        writer.serve(&mut batch);
+
+        let answer = |answer: &mut JobAnswer<usize, String>| {
+            answer
+                .try_recv()
+                .expect("answered")
+                .expect("no store error")
+        };
+        assert_eq!(answer(&mut kept_answer), Ok(1));
+        assert_eq!(answer(&mut refused_answer), Err("refused".into()));
+        let panicked = panicking_answer
+            .try_recv()
+            .expect("answered")
+            .expect_err("a panic is a store error");
+        assert!(
+            panicked.to_string().contains("the work panics"),
+            "{panicked}"
+        );
+        let mut a_answer = a_answer;
+        assert_eq!(
+            a_answer
+                .try_recv()
+                .expect("answered")
+                .expect("append")
+                .position,
+            Some(Position(1))
+        );
+        let stored: Vec<i64> = writer
+            .connection
+            .prepare("SELECT n FROM model ORDER BY n")
+            .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+            .expect("stored rows");
+        assert_eq!(stored, [1], "only the kept job's write");
     }
 }
