@@ -25,15 +25,9 @@ use crate::error::{backend, record_error};
 use crate::rows;
 
 /// The DEBUG span of one processor store call (`db.operation.name`: `checkpoint`,
-/// `dead_letters`, `discard_dead_letter`, `commit`, `reset`, `saga_commit`, ...). cqrs-core's
-/// telemetry has helpers for appends and reads only; these follow their field names.
+/// `dead_letters`, `discard_dead_letter`, `commit`, `reset`, `saga_commit`, ...).
 pub(crate) fn span(operation: &'static str, processor: &str) -> tracing::Span {
-    tracing::debug_span!(
-        "store.processor",
-        db.system.name = "sqlite",
-        db.operation.name = operation,
-        cqrs.processor = processor,
-    )
+    cqrs_core::telemetry::store::processor_store_span(crate::store::SYSTEM, operation, processor)
 }
 
 /// A stored checkpoint (or saga position) of `processor` as a position.

@@ -21,7 +21,7 @@ use crate::rows;
 use crate::writer::{self, Append, Request};
 
 /// The value of `db.system.name` on this store's spans (OpenTelemetry's name for SQLite).
-const SYSTEM: &str = "sqlite";
+pub(crate) const SYSTEM: &str = "sqlite";
 
 /// An [`EventStore`] in one SQLite file.
 ///

@@ -3,59 +3,11 @@
 //! writers that compete through SQLite's lock, and waiters woken by another store's commits.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use cqrs_core::{EventId, EventStore, ExpectedVersion, NewEvent, Position, StreamId, Version};
 use cqrs_sqlite::{SqliteOptions, SqliteStore};
-
-/// The directory of this test process's database files, made once. The checks of the suite
-/// drop their store without removing its file, so the directories of earlier runs are removed
-/// here: those of processes that are gone (where `/proc` tells) and any older than an hour.
-fn test_directory() -> &'static Path {
-    static DIRECTORY: OnceLock<PathBuf> = OnceLock::new();
-    DIRECTORY.get_or_init(|| {
-        let root = std::env::temp_dir();
-        let proc_tells = Path::new("/proc/self").exists();
-        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("cqrs-sqlite-tests-") else {
-                continue;
-            };
-            let gone = proc_tells && !Path::new("/proc").join(pid).exists();
-            let old = entry
-                .metadata()
-                .and_then(|metadata| metadata.modified())
-                .ok()
-                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-                .is_some_and(|age| age > Duration::from_secs(3600));
-            if gone || old {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let directory = root.join(format!("cqrs-sqlite-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).expect("create the test directory");
-        directory
-    })
-}
-
-/// A path no other store of this run uses.
-fn fresh_path(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = test_directory().join(format!("{name}-{n}.db"));
-    remove_database(&path);
-    path
-}
-
-/// Removes a database file and its WAL and shared-memory files.
-fn remove_database(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-}
+use cqrs_tests::scratch_database::{fresh_path, remove_database};
 
 async fn fresh_store() -> SqliteStore {
     let store = SqliteStore::open_with(fresh_path("conformance"), SqliteOptions::default())

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use cqrs_core::{
 };
 use cqrs_examples::show::{Show, ShowCommand, ShowEvent};
 use cqrs_sqlite::SqliteStore;
+use cqrs_tests::scratch_database::{fresh_path, remove_database};
 
 /// The events of the torn-write child's one append.
 const BIG_APPEND: usize = 10_000;
@@ -23,25 +24,6 @@ const BIG_APPEND: usize = 10_000;
 const KILL_POINTS: u32 = 10;
 /// How long a child may take to say `ready` or to finish before the test kills it and fails.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A database path of this test process that nothing else uses; its files are removed first.
-/// Each test removes its files when it passes and keeps them when it fails, for a look at what
-/// the kill left (the failure names the file).
-fn fresh_path(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "cqrs-sqlite-faults-{}-{name}.db",
-        std::process::id()
-    ));
-    remove_database(&path);
-    path
-}
-
-/// Removes a database file and its WAL and shared-memory files.
-fn remove_database(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-}
 
 /// A running `sqlite_child`, its stdout read line by line on a thread of its own. Killed when
 /// dropped, so that a failing test leaves no process behind.

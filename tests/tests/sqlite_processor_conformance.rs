@@ -1,48 +1,14 @@
 //! The processor conformance suites against the SQLite backend: a projection into a table
 //! through `SqliteProjector`, and the `SqliteSagaStore`, each check on a fresh file.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
 
 use cqrs_core::Position;
 use cqrs_core::projection::EventContext;
 use cqrs_sqlite::rusqlite::{self, Connection};
 use cqrs_sqlite::{SqliteProjection, SqliteProjector, SqliteSagaStore, SqliteStore};
 use cqrs_tests::processors::{TALLY, Tally, TallyEvent, TallyRefused};
-
-/// The directory of this test process's database files, made once; those of earlier runs whose
-/// process is gone (where `/proc` tells), or older than an hour, are removed.
-fn test_directory() -> &'static Path {
-    static DIRECTORY: OnceLock<PathBuf> = OnceLock::new();
-    DIRECTORY.get_or_init(|| {
-        let root = std::env::temp_dir();
-        let proc_tells = Path::new("/proc/self").exists();
-        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("cqrs-sqlite-processor-tests-") else {
-                continue;
-            };
-            let gone = proc_tells && !Path::new("/proc").join(pid).exists();
-            let old = entry
-                .metadata()
-                .and_then(|metadata| metadata.modified())
-                .ok()
-                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-                .is_some_and(|age| age > Duration::from_secs(3600));
-            if gone || old {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let directory = root.join(format!(
-            "cqrs-sqlite-processor-tests-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&directory).expect("create the test directory");
-        directory
-    })
-}
+use cqrs_tests::scratch_database::test_directory;
 
 /// A migrated store on a file no other check of this run uses.
 async fn fresh_store() -> SqliteStore {

@@ -3,10 +3,10 @@
 //! database failure met by `apply` commits nothing; a panic in `apply` is the event's failure
 //! and the writer lives on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{
@@ -17,6 +17,7 @@ use cqrs_core::{EventStore, ExpectedVersion, LogEntry, Metadata, NewEvent, Posit
 use cqrs_sqlite::migrate::Migration;
 use cqrs_sqlite::rusqlite::{self, Connection};
 use cqrs_sqlite::{MigrationError, SqliteProjection, SqliteProjector, SqliteStore};
+use cqrs_tests::scratch_database::fresh_path;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const NONE: u64 = u64::MAX;
@@ -100,45 +101,6 @@ impl SqliteProjection for Seats {
     fn reset(&self, connection: &Connection) -> Result<(), rusqlite::Error> {
         connection.execute_batch("DELETE FROM seats; DELETE FROM applied;")
     }
-}
-
-fn test_directory() -> &'static Path {
-    static DIRECTORY: OnceLock<PathBuf> = OnceLock::new();
-    DIRECTORY.get_or_init(|| {
-        let root = std::env::temp_dir();
-        let proc_tells = Path::new("/proc/self").exists();
-        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("cqrs-sqlite-projector-tests-") else {
-                continue;
-            };
-            let gone = proc_tells && !Path::new("/proc").join(pid).exists();
-            let old = entry
-                .metadata()
-                .and_then(|metadata| metadata.modified())
-                .ok()
-                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-                .is_some_and(|age| age > Duration::from_secs(3600));
-            if gone || old {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let directory = root.join(format!(
-            "cqrs-sqlite-projector-tests-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&directory).expect("create the test directory");
-        directory
-    })
-}
-
-/// A fresh file's path.
-fn fresh_path(name: &str) -> PathBuf {
-    let path = test_directory().join(format!("{name}.db"));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    path
 }
 
 /// Opens the store on `path` and migrates it and the read model.

@@ -19,6 +19,7 @@ use cqrs_examples::booking::{Booking, BookingCommand, BookingStatus, Checkout, P
 use cqrs_examples::payment::{Card, Payment};
 use cqrs_examples::show::{BookingId, Show, ShowCommand};
 use cqrs_sqlite::{SqliteSagaStore, SqliteStore};
+use cqrs_tests::scratch_database::{remove_database, test_directory};
 use uuid::Uuid;
 
 const SHOW: &str = "hamlet";
@@ -282,40 +283,4 @@ async fn the_payment_deadline_is_stored_and_fires_once_after_a_restart() {
         .await
         .expect("replays");
     assert_eq!(app.all_events().await, before);
-}
-
-/// The directory of this test process's database files, made once; those of earlier runs whose
-/// process is gone (where `/proc` tells), or older than an hour, are removed.
-fn test_directory() -> &'static std::path::Path {
-    static DIRECTORY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIRECTORY.get_or_init(|| {
-        let root = std::env::temp_dir();
-        let proc_tells = std::path::Path::new("/proc/self").exists();
-        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("cqrs-sqlite-saga-tests-") else {
-                continue;
-            };
-            let gone = proc_tells && !std::path::Path::new("/proc").join(pid).exists();
-            let old = entry
-                .metadata()
-                .and_then(|metadata| metadata.modified())
-                .ok()
-                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-                .is_some_and(|age| age > Duration::from_secs(3600));
-            if gone || old {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let directory = root.join(format!("cqrs-sqlite-saga-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).expect("create the test directory");
-        directory
-    })
-}
-
-/// Removes a database file and its WAL and shared-memory files.
-fn remove_database(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
 }

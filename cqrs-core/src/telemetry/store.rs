@@ -22,7 +22,7 @@ use std::fmt;
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::{APPEND_BATCH_SIZE, APPEND_SPAN, READ_SPAN};
+use super::{APPEND_BATCH_SIZE, APPEND_SPAN, PROCESSOR_STORE_SPAN, READ_SPAN};
 use crate::event::{Position, StreamId};
 use crate::store::{AppendReceipt, ExpectedVersion, StoreError};
 
@@ -83,6 +83,23 @@ pub fn log_read_span(
         cqrs.from = from.0,
         cqrs.limit = limit,
         cqrs.events = Empty,
+    )
+}
+
+/// The span around one call of a backend's processor store (checkpoints, dead letters, a
+/// processor's commit, a saga's commit), `operation` naming it (`checkpoint`, `commit`,
+/// `dead_letters`, `saga_commit`, ...).
+#[inline]
+pub fn processor_store_span(
+    system: &'static str,
+    operation: &'static str,
+    processor: &str,
+) -> Span {
+    tracing::debug_span!(
+        PROCESSOR_STORE_SPAN,
+        db.system.name = system,
+        db.operation.name = operation,
+        cqrs.processor = processor,
     )
 }
 
