@@ -17,6 +17,8 @@ use cqrs_memstore::MemStore;
 
 mod postgres;
 mod projection;
+mod sqlite;
+mod stores;
 
 type Shows = Repository<Show, MemStore>;
 
@@ -283,6 +285,7 @@ async fn main() -> BenchResult {
         // No cache: every command loads the show and races the others; losers retry.
         mem_contention("mem_contention_uncached", 0, 250).await?;
     }
+    sqlite::run(&wanted).await?;
     // The PostgreSQL benchmarks run in a spawned task, on a worker thread, as a service's request
     // handlers do. Run by `block_on` itself (the body of this function), the measured code would
     // sit on the main thread while the connections' tasks run on the workers, and every batch of

@@ -1,5 +1,6 @@
 //! `mem_projection_catchup`: a projection catching up on 1,000,000 events from the in-memory
-//! store into an in-memory read model (seats available per show).
+//! store into an in-memory read model (seats available per show); the same catch-up from other
+//! stores.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -48,12 +49,23 @@ impl Projection for AvailableSeats {
 /// reservations), written first; then the time from starting the runner until it has applied
 /// the last event, in batches of 1,000.
 pub(crate) async fn mem_projection_catchup() -> BenchResult {
-    const SHOWS: u64 = 1_000;
-    const EVENTS_PER_SHOW: u64 = 1_000;
-    let store = MemStore::new();
-    for show in 0..SHOWS {
+    catchup("mem_projection_catchup", MemStore::new(), 1_000, 1_000).await
+}
+
+/// `name`: `shows` shows of `events_per_show` events each written to `store`, then the time an
+/// in-memory projection takes to catch up on them from position 0, in batches of 1,000.
+pub(crate) async fn catchup<S>(
+    name: &str,
+    store: S,
+    shows: u64,
+    events_per_show: u64,
+) -> BenchResult
+where
+    S: EventStore + Clone + 'static,
+{
+    for show in 0..shows {
         let stream = StreamId::for_aggregate("show", show)?;
-        let events = crate::show_history(0..EVENTS_PER_SHOW, EVENTS_PER_SHOW)?;
+        let events = crate::show_history(0..events_per_show, events_per_show)?;
         store
             .append(&stream, ExpectedVersion::Exact(Version(0)), events)
             .await?;
@@ -71,15 +83,11 @@ pub(crate) async fn mem_projection_catchup() -> BenchResult {
     projection.shutdown().await;
 
     let wrong = read_model.read(|seats| {
-        seats.len() != SHOWS as usize || seats.values().any(|available| *available != 1)
+        seats.len() != shows as usize || seats.values().any(|available| *available != 1)
     });
     if wrong {
         return Err("the read model does not hold one seat left per show".into());
     }
-    report(
-        "mem_projection_catchup",
-        per_second(head.0, elapsed),
-        "events/s",
-    );
+    report(name, per_second(head.0, elapsed), "events/s");
     Ok(())
 }

@@ -1,0 +1,177 @@
+//! The benchmarks every durable store runs the same way, named `{prefix}_...` (`pg`, `sqlite`):
+//! commands on distinct shows from 1 and 8 tasks, 8 tasks on one show, and a cold load of a
+//! 100,000-event stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
+use cqrs_examples::show::{BookingId, Show, ShowCommand};
+
+use crate::{BenchResult, BoxError, per_second, report, show_history};
+
+/// A prefix that keeps this run's shows apart from earlier runs' in the same database.
+pub(crate) fn run_id() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros())
+        .unwrap_or(0)
+}
+
+/// `{prefix}_exec_distinct_{tasks}`: reserve(1) commands from `tasks` concurrent tasks, each on its own
+/// 100 shows round-robin (cached repository: one append per command).
+pub(crate) async fn exec_distinct<S: EventStore + Clone>(
+    prefix: &str,
+    store: S,
+    tasks: u64,
+    per_task: u64,
+) -> BenchResult {
+    const SHOWS_PER_TASK: u64 = 100;
+    let run = run_id();
+    let shows: Repository<Show, S> = Repository::builder(store)
+        .cache((tasks * SHOWS_PER_TASK * 2) as usize)
+        .build();
+    for show in 0..tasks * SHOWS_PER_TASK {
+        shows
+            .execute(
+                format!("d{run}-{show}"),
+                ShowCommand::Schedule {
+                    capacity: per_task as u32,
+                },
+            )
+            .await?;
+    }
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let shows = shows.clone();
+        handles.push(tokio::spawn(async move {
+            for n in 0..per_task {
+                let show = task * SHOWS_PER_TASK + n % SHOWS_PER_TASK;
+                let command = ShowCommand::ReserveSeats {
+                    booking: BookingId(n),
+                    seats: 1,
+                };
+                shows.execute(format!("d{run}-{show}"), command).await?;
+            }
+            Ok::<(), ExecuteError<cqrs_examples::show::ShowError>>(())
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    report(
+        &format!("{prefix}_exec_distinct_{tasks}"),
+        per_second(tasks * per_task, started.elapsed()),
+        "cmds/s",
+    );
+    Ok(())
+}
+
+/// Schedules the show `id` with `capacity` seats, for the tasks that then race on it.
+pub(crate) async fn scheduled<S: EventStore>(
+    shows: &Repository<Show, S>,
+    id: String,
+    capacity: u32,
+) -> Result<Arc<String>, BoxError> {
+    shows
+        .execute(&id, ShowCommand::Schedule { capacity })
+        .await?;
+    Ok(Arc::new(id))
+}
+
+/// `{prefix}_exec_same`: 8 tasks reserving one seat each time on one show with room for all of them.
+pub(crate) async fn exec_same<S: EventStore + Clone>(prefix: &str, store: S) -> BenchResult {
+    const TASKS: u64 = 8;
+    const PER_TASK: u64 = 500;
+    let show = format!("same{}", run_id());
+    let shows: Repository<Show, S> = Repository::builder(store)
+        .retry(RetryPolicy {
+            max_attempts: 1_000,
+            ..RetryPolicy::default()
+        })
+        .build();
+    let show = scheduled(&shows, show, (TASKS * PER_TASK) as u32).await?;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let shows = shows.clone();
+        let show = Arc::clone(&show);
+        handles.push(tokio::spawn(async move {
+            let (mut successes, mut retries, mut failures) = (0_u64, 0_u64, 0_u64);
+            for n in 0..PER_TASK {
+                let command = ShowCommand::ReserveSeats {
+                    booking: BookingId(task * PER_TASK + n),
+                    seats: 1,
+                };
+                match shows.execute(show.as_str(), command).await {
+                    Ok(outcome) => {
+                        successes += 1;
+                        retries += u64::from(outcome.attempts.saturating_sub(1));
+                    }
+                    Err(_) => failures += 1,
+                }
+            }
+            (successes, retries, failures)
+        }));
+    }
+    let (mut successes, mut retries, mut failures) = (0, 0, 0);
+    for handle in handles {
+        let (s, r, f) = handle.await?;
+        successes += s;
+        retries += r;
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    report(
+        &format!("{prefix}_exec_same"),
+        per_second(successes, elapsed),
+        "successes/s",
+    );
+    report(
+        &format!("{prefix}_exec_same_retries"),
+        retries as f64,
+        "retries",
+    );
+    report(
+        &format!("{prefix}_exec_same_failures"),
+        failures as f64,
+        "failures",
+    );
+    report(
+        &format!("{prefix}_exec_same_success_rate"),
+        100.0 * successes as f64 / (TASKS * PER_TASK) as f64,
+        "%",
+    );
+    Ok(())
+}
+
+/// `{prefix}_rehydrate`: cold load of a 100,000-event show (best of five loads, no cache, no snapshot).
+pub(crate) async fn rehydrate<S: EventStore + Clone>(prefix: &str, store: S) -> BenchResult {
+    const EVENTS: u64 = 100_000;
+    const BATCH: u64 = 1_000;
+    let show = format!("rehydrate{}", run_id());
+    let stream = StreamId::for_aggregate("show", &show)?;
+    let mut written = 0;
+    while written < EVENTS {
+        let events = show_history(written..written + BATCH, EVENTS)?;
+        store.append(&stream, ExpectedVersion::Any, events).await?;
+        written += BATCH;
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let shows: Repository<Show, S> = Repository::builder(store.clone()).cache(0).build();
+        let started = Instant::now();
+        let loaded = shows.load(&show).await?;
+        best = best.min(started.elapsed());
+        if u64::from(loaded.state.reserved()) != EVENTS - 1 {
+            return Err(format!("rehydrated {} seats", loaded.state.reserved()).into());
+        }
+    }
+    report(
+        &format!("{prefix}_rehydrate"),
+        per_second(EVENTS, best),
+        "events/s",
+    );
+    Ok(())
+}
