@@ -99,19 +99,11 @@ async fn store_instance(
     saga: &str,
     record: &InstanceRecord,
 ) -> Result<(), StoreError> {
-    let what = || format!("instance `{}`", record.instance);
-    let state = serde_json::to_string(&record.state).map_err(|error| {
+    let (state, deadlines) = record.encode().map_err(|error| {
         record_error(
             saga,
-            what(),
-            format!("has a state that cannot be encoded: {error}"),
-        )
-    })?;
-    let deadlines = serde_json::to_string(&record.deadlines).map_err(|error| {
-        record_error(
-            saga,
-            what(),
-            format!("has deadlines that cannot be encoded: {error}"),
+            format!("instance `{}`", record.instance),
+            error.to_string(),
         )
     })?;
     let position = crate::rows::to_i64(record.position.0);
@@ -136,20 +128,12 @@ async fn store_instance(
                 &position,
                 &record.finished,
                 &deadlines,
-                &next_due(record),
+                &record.next_due(),
             ],
         )
         .await
         .map_err(crate::error::backend)?;
     Ok(())
-}
-
-/// The earliest deadline an instance still waits for: none once it finished.
-fn next_due(record: &InstanceRecord) -> Option<SystemTime> {
-    if record.finished {
-        return None;
-    }
-    record.deadlines.iter().map(|deadline| deadline.due).min()
 }
 
 #[async_trait::async_trait]

@@ -122,33 +122,17 @@ fn floor_micros(time: SystemTime) -> i64 {
     }
 }
 
-/// The earliest deadline an instance still waits for: none once it finished.
-fn next_due(record: &InstanceRecord) -> Option<SystemTime> {
-    if record.finished {
-        return None;
-    }
-    record.deadlines.iter().map(|deadline| deadline.due).min()
-}
-
 /// Stores `record` as instance of `saga`, replacing its earlier record.
 fn store_instance(
     connection: &Connection,
     saga: &str,
     record: &InstanceRecord,
 ) -> Result<(), StoreError> {
-    let what = || format!("instance `{}`", record.instance);
-    let state = serde_json::to_string(&record.state).map_err(|error| {
+    let (state, deadlines) = record.encode().map_err(|error| {
         record_error(
             saga,
-            what(),
-            format!("has a state that cannot be encoded: {error}"),
-        )
-    })?;
-    let deadlines = serde_json::to_string(&record.deadlines).map_err(|error| {
-        record_error(
-            saga,
-            what(),
-            format!("has deadlines that cannot be encoded: {error}"),
+            format!("instance `{}`", record.instance),
+            error.to_string(),
         )
     })?;
     connection
@@ -168,7 +152,7 @@ fn store_instance(
                 crate::rows::to_i64(record.position.0),
                 record.finished,
                 deadlines,
-                next_due(record).map(floor_micros),
+                record.next_due().map(floor_micros),
             ])
         })
         .map_err(backend("storing a saga instance"))?;

@@ -123,7 +123,8 @@ pub use self::processor::{
     SAGA_HEADER, SAGA_INSTANCE_HEADER, SagaProcessor, SagaReport, SagaRunner,
 };
 pub use self::store::{
-    Deadline, InjectedCommitFault, InstanceRecord, MemorySagaStore, SagaCommit, SagaStore,
+    Deadline, InjectedCommitFault, InstanceEncodeError, InstanceRecord, MemorySagaStore,
+    SagaCommit, SagaStore,
 };
 pub use self::testing::SagaTest;
 

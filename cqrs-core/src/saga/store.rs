@@ -28,6 +28,37 @@ pub struct InstanceRecord {
     pub deadlines: Vec<Deadline>,
 }
 
+impl InstanceRecord {
+    /// The earliest deadline the instance still waits for: none once it finished. What a store
+    /// indexes to find the instances due.
+    pub fn next_due(&self) -> Option<SystemTime> {
+        if self.finished {
+            return None;
+        }
+        self.deadlines.iter().map(|deadline| deadline.due).min()
+    }
+
+    /// The state and the deadlines as the JSON texts a store keeps.
+    pub fn encode(&self) -> Result<(String, String), InstanceEncodeError> {
+        let state = serde_json::to_string(&self.state).map_err(InstanceEncodeError::State)?;
+        let deadlines =
+            serde_json::to_string(&self.deadlines).map_err(InstanceEncodeError::Deadlines)?;
+        Ok((state, deadlines))
+    }
+}
+
+/// Why [`InstanceRecord::encode`] failed; its message completes "instance `x` ...".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstanceEncodeError {
+    /// The state did not encode.
+    #[error("has a state that cannot be encoded: {0}")]
+    State(#[source] serde_json::Error),
+    /// The deadlines did not encode.
+    #[error("has deadlines that cannot be encoded: {0}")]
+    Deadlines(#[source] serde_json::Error),
+}
+
 /// A time at which a saga instance asked to be woken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deadline {
@@ -303,5 +334,47 @@ impl SagaStore for MemorySagaStore {
     async fn forget(&self, saga: &str) -> Result<(), StoreError> {
         self.lock().sagas.remove(saga);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn deadline(name: &str, seconds: u64) -> Deadline {
+        Deadline {
+            name: name.to_owned(),
+            due: SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
+            id: name.to_owned(),
+            correlation_id: None,
+            causation_id: None,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn the_next_due_deadline_is_the_earliest_until_the_instance_finishes() {
+        let mut record = InstanceRecord {
+            instance: "order-7".to_owned(),
+            state: serde_json::json!({"paid": false}),
+            position: Position(3),
+            finished: false,
+            deadlines: vec![deadline("late", 20), deadline("early", 10)],
+        };
+        assert_eq!(
+            record.next_due(),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
+        );
+        let (state, deadlines) = record.encode().expect("encodes");
+        assert_eq!(state, r#"{"paid":false}"#);
+        let decoded: Vec<Deadline> = serde_json::from_str(&deadlines).expect("decodes");
+        assert_eq!(decoded, record.deadlines);
+        record.finished = true;
+        assert_eq!(record.next_due(), None);
+        record.finished = false;
+        record.deadlines.clear();
+        assert_eq!(record.next_due(), None);
     }
 }
