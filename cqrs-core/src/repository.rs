@@ -428,32 +428,34 @@ where
         let mut attempts = 0;
         // Without a subscriber the command runs as it would uninstrumented, its future built
         // in place: a wrapper would move the whole future once more for nothing.
+        let run = Attempts {
+            started,
+            span: &span,
+            count: &mut attempts,
+        };
         let result = if span.is_disabled() {
-            self.run_command(id, command, metadata, started, &span, &mut attempts)
-                .await
+            self.run_command(id, command, metadata, run).await
         } else {
-            let run = self.run_command(id, command, metadata, started, &span, &mut attempts);
-            Box::pin(run).instrument(span.clone()).await
+            let running = self.run_command(id, command, metadata, run);
+            Box::pin(running).instrument(span.clone()).await
         };
         instruments::finished(&self.inner.metrics, &span, started, attempts, &result);
         result
     }
 
-    /// [`execute_with`](Repository::execute_with) inside its span; `attempts` counts the
+    /// [`execute_with`](Repository::execute_with) inside its span; `run.count` counts the
     /// decisions made.
     async fn run_command(
         &self,
         id: impl fmt::Display,
         command: A::Command,
         metadata: CommandMetadata,
-        started: Instant,
-        span: &tracing::Span,
-        attempts: &mut u32,
+        run: Attempts<'_>,
     ) -> Result<ExecuteOutcome<A::Event>, ExecuteError<A::Error>> {
-        // A cached aggregate's stream id is reused rather than made again for every command.
         if let Err(invalid) = &self.inner.name {
             return Err(ExecuteError::InvalidStream(invalid.clone().into()));
         }
+        // A cached aggregate's stream id is reused rather than made again for every command.
         let (stream, slot) = match &self.inner.cache {
             Some(cache) => {
                 let (stream, slot) =
@@ -462,7 +464,7 @@ where
             }
             None => (self.stream_id(id)?, None),
         };
-        instruments::stream(span, &stream);
+        instruments::stream(run.span, &stream);
         if let Some(command_id) = &metadata.command_id {
             if let Some(record) = self.inner.store.command_record(&stream, command_id).await? {
                 return self.earlier_outcome(record, 0).await;
@@ -470,11 +472,6 @@ where
         }
         let Some(slot) = slot else {
             let mut hydrated = Some(self.hydrate(&stream).await?);
-            let run = Attempts {
-                started,
-                span,
-                count: attempts,
-            };
             return self
                 .decide_and_append(&stream, &mut hydrated, command, metadata, true, run)
                 .await;
@@ -491,11 +488,6 @@ where
         }
         // Whatever happens, the slot keeps a state that holds exactly the events read or written
         // so far, or none (the next command loads afresh).
-        let run = Attempts {
-            started,
-            span,
-            count: attempts,
-        };
         self.decide_and_append(&stream, &mut cached, command, metadata, fresh, run)
             .await
     }
