@@ -1,8 +1,8 @@
 //! The SQLite benchmarks, each on a fresh file (`synchronous=FULL`, WAL) in the temporary
 //! directory (or `CQRS_BENCH_SQLITE_DIR`): the store's own (`sqlite_exec_distinct_1` and `_8`,
 //! `sqlite_exec_same`, `sqlite_rehydrate`, `sqlite_projection_catchup`), and the physical
-//! reference: a bare rusqlite loop inserting the same rows into a table of the same shape with
-//! the same pragmas, one row per transaction (`sqlite_reference_1`) and 8 rows per transaction
+//! reference: a bare rusqlite loop inserting the same rows into the store's own table with the
+//! same pragmas, one row per transaction (`sqlite_reference_1`) and 8 rows per transaction
 //! (`sqlite_reference_8`, as the store's writer batches the appends of 8 tasks).
 
 use std::path::PathBuf;
@@ -86,70 +86,94 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
     Ok(())
 }
 
-/// The physical reference: 2,000 (or 4,000 in transactions of 8) one-event rows, shaped as the
-/// store's `cqrs_events` rows (a reservation's JSON payload, its metadata, a unique stream and
-/// version), inserted with the store's pragmas, `rows_per_transaction` to a transaction. Rows
-/// per second.
+/// The physical reference: the rows `sqlite_exec_distinct_1` (`rows_per_transaction` 1) and
+/// `_8` (8) write, inserted by a bare rusqlite loop with the store's pragmas into the store's own
+/// `cqrs_events` table (its migration, so the same columns, checks and indexes): first one
+/// `Scheduled` row per show (not timed), then the reservations, in the benchmark's order. As in
+/// the benchmark, each of the `rows_per_transaction` writers has its own 100 shows round-robin,
+/// and a transaction holds one reservation of each. Rows per second.
 fn reference(path: &std::path::Path, rows_per_transaction: u64) -> Result<f64, BoxError> {
-    let rows = if rows_per_transaction == 1 {
-        2_000
+    const SHOWS_PER_WRITER: u64 = 100;
+    let (writers, per_writer) = if rows_per_transaction == 1 {
+        (1, 2_000)
     } else {
-        4_000
+        (rows_per_transaction, 500)
     };
     let mut connection = Connection::open(path)?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
-    connection.execute_batch(
-        "CREATE TABLE events (
-             position INTEGER PRIMARY KEY,
-             stream TEXT NOT NULL,
-             version INTEGER NOT NULL,
-             event_id BLOB NOT NULL,
-             event_type TEXT NOT NULL,
-             schema_version INTEGER NOT NULL,
-             payload BLOB NOT NULL,
-             correlation_id BLOB,
-             recorded_at INTEGER NOT NULL,
-             headers TEXT NOT NULL,
-             UNIQUE (stream, version)
-         ) STRICT;",
+    connection.execute_batch(include_str!(
+        "../../cqrs-sqlite/migrations/0001_event_store.sql"
+    ))?;
+    let run = run_id();
+    let stream = |show: u64| format!("show-d{run}-{show}");
+    let scheduled = NewEvent::encode(
+        &ShowEvent::Scheduled {
+            capacity: per_writer as u32,
+        },
+        Metadata::default(),
     )?;
-    let event = ShowEvent::SeatsReserved {
+    let reserved = ShowEvent::SeatsReserved {
         booking: BookingId(1),
         seats: 1,
     };
-    let encoded = NewEvent::encode(&event, Metadata::default())?;
-    let payload = encoded.payload.as_bytes();
-    let event_type = event.event_type();
-    let started = Instant::now();
-    let mut written = 0;
-    while written < rows {
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut insert = transaction.prepare_cached(
-                "INSERT INTO events (stream, version, event_id, event_type, schema_version, \
-                 payload, correlation_id, recorded_at, headers) \
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, '{}')",
+    let encoded = NewEvent::encode(&reserved, Metadata::default())?;
+    let mut position = 0_i64;
+    let mut insert_row = |connection: &Connection,
+                          stream: &str,
+                          version: u64,
+                          event_type: &str,
+                          payload: &[u8]|
+     -> rusqlite::Result<()> {
+        position += 1;
+        let id = EventId::new().0;
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros() as i64);
+        connection
+            .prepare_cached(
+                "INSERT INTO cqrs_events (position, stream, version, event_id, event_type, \
+                 schema_version, payload, correlation_id, causation_id, command_id, \
+                 occurred_at, headers) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, NULL, NULL, ?8, '{}')",
+            )?
+            .execute(params![
+                position,
+                stream,
+                version as i64,
+                id.as_bytes().as_slice(),
+                event_type,
+                payload,
+                id.as_bytes().as_slice(),
+                micros,
+            ])
+            .map(drop)
+    };
+    {
+        let transaction = connection.transaction()?;
+        for show in 0..writers * SHOWS_PER_WRITER {
+            insert_row(
+                &transaction,
+                &stream(show),
+                1,
+                ShowEvent::Scheduled { capacity: 0 }.event_type(),
+                scheduled.payload.as_bytes(),
             )?;
-            for _ in 0..rows_per_transaction {
-                // 100 shows round-robin, as `sqlite_exec_distinct` spreads its commands.
-                let stream = format!("show-{}", written % 100);
-                let version = written / 100 + 1;
-                let id = EventId::new().0;
-                insert.execute(params![
-                    stream,
-                    version as i64,
-                    id.as_bytes().as_slice(),
-                    event_type,
-                    payload,
-                    id.as_bytes().as_slice(),
-                    written as i64,
-                ])?;
-                written += 1;
-            }
         }
         transaction.commit()?;
     }
-    Ok(per_second(rows, started.elapsed()))
+    let event_type = reserved.event_type();
+    let payload = encoded.payload.as_bytes();
+    let started = Instant::now();
+    for n in 0..per_writer {
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for writer in 0..writers {
+            let show = writer * SHOWS_PER_WRITER + n % SHOWS_PER_WRITER;
+            let version = n / SHOWS_PER_WRITER + 2;
+            insert_row(&transaction, &stream(show), version, event_type, payload)?;
+        }
+        transaction.commit()?;
+    }
+    Ok(per_second(writers * per_writer, started.elapsed()))
 }
