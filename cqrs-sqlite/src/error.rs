@@ -45,6 +45,16 @@ impl SqliteError {
         }
     }
 
+    /// A failure the store noticed itself while doing `operation`, with no SQLite code.
+    pub(crate) fn noticed(operation: &'static str, message: String) -> Self {
+        SqliteError {
+            operation,
+            extended_code: None,
+            code_name: None,
+            message,
+        }
+    }
+
     /// Whether SQLite answered that another connection held the lock for longer than the busy
     /// timeout (`SQLITE_BUSY`): nothing was written and the call may be retried.
     pub fn is_busy(&self) -> bool {

@@ -225,8 +225,8 @@ mod writer;
 pub use crate::error::{SqliteError, SqliteStoreError};
 pub use crate::migrate::MigrationError;
 pub use crate::options::{
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_CHANGE_CHECK_INTERVAL, DEFAULT_MAX_BATCH,
-    DEFAULT_READ_CONNECTIONS, SqliteOptions, Synchronous,
+    DEFAULT_ACK_SPIN, DEFAULT_BATCH_LINGER, DEFAULT_BUSY_TIMEOUT, DEFAULT_CHANGE_CHECK_INTERVAL,
+    DEFAULT_MAX_BATCH, DEFAULT_READ_CONNECTIONS, SqliteOptions, Synchronous,
 };
 pub use crate::projection::{
     ProjectionResetError, SqliteProjection, SqliteProjectionRunner, SqliteProjector,

@@ -13,9 +13,18 @@ use rusqlite::Row;
 use rusqlite::types::ValueRef;
 use uuid::Uuid;
 
+/// The columns [`recorded_event`] reads, in its order, as a literal for `concat!`: the statements
+/// that name them are then constants, not strings formatted on every call.
+macro_rules! event_columns {
+    () => {
+        "position, stream, version, event_id, event_type, schema_version, payload, \
+         correlation_id, causation_id, command_id, occurred_at, headers"
+    };
+}
+pub(crate) use event_columns;
+
 /// The columns [`recorded_event`] reads, in its order.
-pub(crate) const EVENT_COLUMNS: &str = "position, stream, version, event_id, event_type, \
-     schema_version, payload, correlation_id, causation_id, command_id, occurred_at, headers";
+pub(crate) const EVENT_COLUMNS: &str = event_columns!();
 
 /// A stored row that cannot be a valid event, snapshot or record (edited by hand, or written by
 /// something else than this crate).
@@ -152,20 +161,32 @@ fn unsigned(row: &Row<'_>, index: usize) -> Result<u64, String> {
 
 /// Reads a row selected with [`EVENT_COLUMNS`]; the error names its position, stream and version.
 pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
-    let position = unsigned(row, 0).ok().map(Position);
-    let stored = text(row, 1).unwrap_or_default();
-    let version = unsigned(row, 2).ok().map(Version);
-    let place = Place {
-        position,
-        stream: stored,
-        version,
-    };
-    event_of(row).map_err(|reason| place.corrupt(reason))
+    event_or_corrupt(row, None)
 }
 
-fn event_of(row: &Row<'_>) -> Result<RecordedEvent, String> {
+/// Reads a row of `stream` selected with [`EVENT_COLUMNS`] (by a query on that stream: its
+/// stored id is `stream`'s, which is shared rather than read and validated again).
+pub(crate) fn stream_event(row: &Row<'_>, stream: &StreamId) -> Result<RecordedEvent, StoreError> {
+    event_or_corrupt(row, Some(stream))
+}
+
+fn event_or_corrupt(row: &Row<'_>, stream: Option<&StreamId>) -> Result<RecordedEvent, StoreError> {
+    event_of(row, stream).map_err(|reason| {
+        Place {
+            position: unsigned(row, 0).ok().map(Position),
+            stream: text(row, 1).unwrap_or_default(),
+            version: unsigned(row, 2).ok().map(Version),
+        }
+        .corrupt(reason)
+    })
+}
+
+fn event_of(row: &Row<'_>, known_stream: Option<&StreamId>) -> Result<RecordedEvent, String> {
     let position = Position(unsigned(row, 0)?);
-    let stream = StreamId::new(text(row, 1)?).map_err(|error| column_error(1, error))?;
+    let stream = match known_stream {
+        Some(stream) => stream.clone(),
+        None => StreamId::new(text(row, 1)?).map_err(|error| column_error(1, error))?,
+    };
     let version = Version(unsigned(row, 2)?);
     let event_id = uuid(row, 3)?.ok_or_else(|| column_error(3, "NULL"))?;
     let event_type = text(row, 4)?;
@@ -229,7 +250,7 @@ pub(crate) fn log_entry(
     if !aggregates.is_empty() && !aggregates.contains(&aggregate) {
         return Ok(None);
     }
-    Ok(Some(match event_of(row) {
+    Ok(Some(match event_of(row, None) {
         Ok(event) => LogEntry::Event(event),
         Err(reason) => unreadable(row, position, stored, reason),
     }))

@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use cqrs_core::store::command_id_of;
 use cqrs_core::telemetry::store as store_telemetry;
@@ -13,6 +15,7 @@ use cqrs_core::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::connection::{self, Role};
 use crate::error::{SqliteStoreError, backend};
@@ -34,6 +37,19 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+/// The rows of one stream from a version on, at most a number of them.
+const STREAM_QUERY: &str = concat!(
+    "SELECT ",
+    rows::event_columns!(),
+    " FROM cqrs_events WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"
+);
+
+/// The result of a read task, or its failure (a panic) as the store's error.
+async fn read_task<T>(task: JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
+    task.await
+        .map_err(|error| StoreError::backend(SqliteStoreError::ReadTask(error.to_string())))?
+}
+
 struct Inner {
     path: PathBuf,
     options: SqliteOptions,
@@ -45,6 +61,24 @@ struct Inner {
     head: Arc<watch::Sender<Position>>,
     /// Upgraded by the change watcher while the store lives.
     _alive: Arc<()>,
+    /// Appends sent to the writer and not answered yet.
+    in_flight: AtomicUsize,
+}
+
+/// Counts an append in flight while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -81,6 +115,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 head: Arc::clone(&head),
                 _alive: Arc::clone(&alive),
+                in_flight: AtomicUsize::new(0),
             }),
         };
         if options.migrate_on_open {
@@ -170,6 +205,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        read_task(self.spawn_read(read)).await
+    }
+
+    /// Starts `read` on a read connection, on the blocking pool, at once.
+    fn spawn_read<T, F>(&self, read: F) -> JoinHandle<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let idle = inner
@@ -188,8 +232,62 @@ impl SqliteStore {
             }
             result
         })
-        .await
-        .map_err(|error| StoreError::backend(SqliteStoreError::ReadTask(error.to_string())))?
+    }
+
+    /// Hands each event of `stream` from `from` (at most `limit`) to `visit`. The visitor
+    /// borrows the caller's state, so it cannot run on the blocking pool: the rows are read
+    /// there and handed over here in chunks, so that reading the next chunk overlaps visiting
+    /// this one.
+    async fn visit_stream_now(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        const CHUNK: usize = 256;
+        if limit == 0 {
+            return Ok(0);
+        }
+        let (chunks, mut received) = mpsc::channel::<Vec<RecordedEvent>>(2);
+        let stream = stream.clone();
+        let reading = self.spawn_read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(STREAM_QUERY)
+                .map_err(backend("reading a stream"))?;
+            let mut found = statement
+                .query(params![
+                    stream.as_str(),
+                    rows::to_i64(from.0),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ])
+                .map_err(backend("reading a stream"))?;
+            let mut chunk = Vec::with_capacity(CHUNK.min(limit));
+            while let Some(row) = found.next().map_err(backend("reading a stream"))? {
+                chunk.push(rows::stream_event(row, &stream)?);
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    if chunks.blocking_send(full).is_err() {
+                        // The visitor stopped: nothing more to read.
+                        return Ok(());
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = chunks.blocking_send(chunk);
+            }
+            Ok(())
+        });
+        let mut visited = 0;
+        while let Some(chunk) = received.recv().await {
+            for event in &chunk {
+                visit(event)?;
+            }
+            visited += chunk.len();
+        }
+        // Every chunk was handed over: what is left to learn is whether the read failed.
+        read_task(reading).await?;
+        Ok(visited)
     }
 
     async fn append_now(
@@ -206,6 +304,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::backend)?;
         let (reply, answer) = oneshot::channel();
+        let _in_flight = InFlight::new(&self.inner.in_flight);
         self.send(Request::Append(Append {
             stream: stream.clone(),
             expected,
@@ -216,6 +315,33 @@ impl SqliteStore {
             reply,
         }))
         .await?;
+        self.acknowledgement(answer).await
+    }
+
+    /// Waits for the writer's answer to an append. A lone append (the only one of this store in
+    /// flight) first looks for it without sleeping, for up to [`SqliteOptions::ack_spin`],
+    /// yielding to the task's other work in between: waking a sleeping thread adds tens of
+    /// microseconds to each commit on a virtual machine, and a lone writer waits for nothing
+    /// else. Once another append is in flight, the tasks would compete with the writer for the
+    /// cores, so they sleep until answered.
+    async fn acknowledgement(
+        &self,
+        mut answer: oneshot::Receiver<Result<AppendReceipt, StoreError>>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let spin = self.inner.options.ack_spin;
+        let alone = || self.inner.in_flight.load(Ordering::Relaxed) == 1;
+        if !spin.is_zero() && alone() {
+            let started = Instant::now();
+            while alone() && started.elapsed() < spin {
+                match answer.try_recv() {
+                    Ok(result) => return result,
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        return Err(writer::stopped(&self.inner.path));
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => tokio::task::yield_now().await,
+                }
+            }
+        }
         answer
             .await
             .map_err(|_| writer::stopped(&self.inner.path))?
@@ -233,11 +359,7 @@ impl SqliteStore {
         let stream = stream.clone();
         self.read(move |connection| {
             let mut statement = connection
-                .prepare_cached(&format!(
-                    "SELECT {} FROM cqrs_events WHERE stream = ?1 AND version >= ?2 \
-                     ORDER BY version LIMIT ?3",
-                    rows::EVENT_COLUMNS
-                ))
+                .prepare_cached(STREAM_QUERY)
                 .map_err(backend("reading a stream"))?;
             let mut found = statement
                 .query(params![
@@ -248,7 +370,7 @@ impl SqliteStore {
                 .map_err(backend("reading a stream"))?;
             let mut events = Vec::new();
             while let Some(row) = found.next().map_err(backend("reading a stream"))? {
-                events.push(rows::recorded_event(row)?);
+                events.push(rows::stream_event(row, &stream)?);
             }
             Ok(events)
         })
@@ -275,9 +397,10 @@ impl SqliteStore {
                 i64::try_from(limit).unwrap_or(i64::MAX)
             };
             let mut statement = connection
-                .prepare_cached(&format!(
-                    "SELECT {} FROM cqrs_events WHERE position > ?1 ORDER BY position LIMIT ?2",
-                    rows::EVENT_COLUMNS
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    rows::event_columns!(),
+                    " FROM cqrs_events WHERE position > ?1 ORDER BY position LIMIT ?2"
                 ))
                 .map_err(backend("reading the log"))?;
             let mut found = statement
@@ -328,13 +451,7 @@ impl EventStore for SqliteStore {
     ) -> Result<usize, StoreError> {
         let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
         let result = cqrs_core::telemetry::in_span!(&span, {
-            // The visitor borrows the caller's state, so it cannot run on the blocking pool:
-            // the rows are read there, then handed over here.
-            let events = self.read_stream_now(stream, from, limit).await?;
-            for event in &events {
-                visit(event)?;
-            }
-            Ok(events.len())
+            self.visit_stream_now(stream, from, limit, visit).await
         });
         store_telemetry::record_read(&span, &result, |visited| *visited);
         result

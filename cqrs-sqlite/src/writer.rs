@@ -1,15 +1,17 @@
 //! The store's one writer: a thread that owns the write connection and turns the requests that
 //! queued up into one `BEGIN IMMEDIATE` transaction, each append in a savepoint of its own.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cqrs_core::telemetry::store as store_telemetry;
 use cqrs_core::{
     AppendReceipt, CommandId, CommandRecord, ExpectedVersion, NewEvent, Position, Snapshot,
     StoreError, StreamId, Version,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::connection::{self, Role};
@@ -134,7 +136,15 @@ pub(crate) async fn start(
     std::thread::Builder::new()
         .name("cqrs-sqlite-writer".into())
         .spawn(move || {
-            let connection = match connection::open(&thread_path, &options, Role::Writer) {
+            let connection = match connection::open(&thread_path, &options, Role::Writer).and_then(
+                |connection| {
+                    // The writer polls for the lock itself (see `WriteTransaction::begin`).
+                    connection.busy_timeout(Duration::ZERO).map_err(|error| {
+                        StoreError::backend(SqliteError::new("setting busy_timeout", &error))
+                    })?;
+                    Ok(connection)
+                },
+            ) {
                 Ok(connection) => connection,
                 Err(error) => {
                     let _ = opened.send(Err(error));
@@ -148,6 +158,7 @@ pub(crate) async fn start(
                 connection,
                 options,
                 head,
+                known: Known::default(),
             }
             .run(receiver);
         })
@@ -168,10 +179,127 @@ pub(crate) fn stopped(path: &Path) -> StoreError {
     })
 }
 
+/// The writer's transaction: `BEGIN IMMEDIATE` when made, rolled back when dropped uncommitted.
+struct WriteTransaction<'c> {
+    connection: &'c Connection,
+    committed: bool,
+}
+
+/// The first and the longest pause between two attempts at the write lock.
+const LOCK_PAUSES: (Duration, Duration) = (Duration::from_micros(100), Duration::from_millis(1));
+
+impl<'c> WriteTransaction<'c> {
+    /// Takes the file's write lock, trying again while another connection (another process)
+    /// holds it, up to `timeout`. SQLite's own busy handler sleeps longer and longer between
+    /// tries (up to 100 ms), so a process waiting on a writer that commits back to back rarely
+    /// finds the lock free and can wait out its whole timeout; the writer tries every
+    /// millisecond at most instead.
+    fn begin(connection: &'c Connection, timeout: Duration) -> Result<Self, SqliteError> {
+        let started = Instant::now();
+        let mut pause = LOCK_PAUSES.0;
+        loop {
+            match connection
+                .prepare_cached("BEGIN IMMEDIATE")
+                .and_then(|mut statement| statement.execute([]))
+            {
+                Ok(_) => {
+                    return Ok(WriteTransaction {
+                        connection,
+                        committed: false,
+                    });
+                }
+                Err(error) => {
+                    let error = SqliteError::new("beginning a write transaction", &error);
+                    if !error.is_busy() || started.elapsed() >= timeout {
+                        return Err(error);
+                    }
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(LOCK_PAUSES.1);
+        }
+    }
+
+    fn commit(mut self) -> Result<(), SqliteError> {
+        self.committed = true;
+        self.connection
+            .prepare_cached("COMMIT")
+            .and_then(|mut statement| statement.execute([]))
+            .map(drop)
+            .map_err(|error| {
+                // A failed COMMIT can leave the transaction open: it must not stay open.
+                if !self.connection.is_autocommit() {
+                    let _ = self.connection.execute_batch("ROLLBACK");
+                }
+                SqliteError::new("committing", &error)
+            })
+    }
+}
+
+impl std::ops::Deref for WriteTransaction<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.committed && !self.connection.is_autocommit() {
+            // Fails only when there is nothing left to roll back.
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// How long the writer looks for a next request before it sleeps: a writer that sends again
+/// right after its answer (most do) then finds the writer awake.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
+
+/// What [`next_soon`] found.
+enum Next {
+    Request(Request),
+    Empty,
+    Closed,
+}
+
+/// The next request, if one arrives before `deadline`: looked for without sleeping, yielding the
+/// core in between so that the writers sending it can run.
+fn next_soon(receiver: &mut mpsc::Receiver<Request>, deadline: Instant) -> Next {
+    loop {
+        match receiver.try_recv() {
+            Ok(request) => return Next::Request(request),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
+            Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= deadline => {
+                return Next::Empty;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+}
+
 struct Writer {
     connection: Connection,
     options: SqliteOptions,
     head: Arc<watch::Sender<Position>>,
+    known: Known,
+}
+
+/// The most stream versions the writer remembers; beyond, it forgets them all and reads them
+/// again.
+const KNOWN_STREAMS: usize = 65_536;
+
+/// What the writer learned from its own commits: the head, and the versions of the streams it
+/// appended to, so that an append needs neither read. Trusted while `PRAGMA data_version` is
+/// what it was after the writer's last commit: SQLite changes it when another connection (another
+/// process, another store on the file) commits, never for the writer's own commits. The unique
+/// `(stream, version)` key stays the last word either way.
+#[derive(Default)]
+struct Known {
+    data_version: Option<i64>,
+    head: u64,
+    versions: HashMap<StreamId, Version>,
 }
 
 /// What one request did inside the transaction; it holds once the transaction commits.
@@ -184,45 +312,80 @@ enum Outcome {
 
 impl Writer {
     /// Serves requests until every sender is gone (the store and its clones dropped).
+    ///
+    /// Group commit: the writers answered by one transaction are likely to come back with their
+    /// next request a few microseconds later, so the next transaction stays open (up to
+    /// [`SqliteOptions::batch_linger`]) until it holds as many requests as the last one served
+    /// plus those that queued meanwhile, running each as it arrives. A lone writer never waits:
+    /// its estimate is 1. A writer that went away costs one linger, after which the estimate has
+    /// dropped.
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
-        let mut batch = Vec::with_capacity(self.options.max_batch);
-        while let Some(first) = receiver.blocking_recv() {
-            batch.push(first);
-            while batch.len() < self.options.max_batch {
-                match receiver.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
+        let max_batch = self.options.max_batch;
+        let mut expected = 1;
+        // A migration met while a transaction was open: served first after it.
+        let mut held = None;
+        loop {
+            let first = match held.take() {
+                Some(request) => request,
+                None => match next_soon(&mut receiver, Instant::now() + IDLE_SPIN) {
+                    Next::Request(request) => request,
+                    Next::Closed => return,
+                    Next::Empty => match receiver.blocking_recv() {
+                        Some(request) => request,
+                        None => return,
+                    },
+                },
+            };
+            let deadline = Instant::now() + self.options.batch_linger;
+            let mut served = 1;
+            self.serve(first, |taken| {
+                served = taken;
+                if taken >= max_batch {
+                    return None;
                 }
-            }
-            self.serve(&mut batch);
+                let next = match receiver.try_recv() {
+                    Ok(request) => request,
+                    Err(_) if taken >= expected => return None,
+                    Err(_) => match next_soon(&mut receiver, deadline) {
+                        Next::Request(request) => request,
+                        Next::Empty | Next::Closed => return None,
+                    },
+                };
+                if let Request::Migrate { .. } = next {
+                    held = Some(next);
+                    return None;
+                }
+                Some(next)
+            });
+            expected = (served + receiver.len()).min(max_batch);
         }
     }
 
-    fn serve(&mut self, batch: &mut Vec<Request>) {
-        let mut writes = Vec::with_capacity(batch.len());
-        for request in batch.drain(..) {
-            match request {
-                // Rare, and DDL: a transaction of its own, before the batch's writes.
-                Request::Migrate { reply } => {
-                    let _ = reply.send(crate::migrate::run(&mut self.connection));
-                }
-                other => writes.push(other),
+    /// Serves `first` and the requests `more` hands out (asked with how many were taken so far,
+    /// until it answers `None`) in one transaction, then answers them all.
+    fn serve(&mut self, first: Request, mut more: impl FnMut(usize) -> Option<Request>) {
+        // Rare, and DDL: a transaction of its own.
+        let first = match first {
+            Request::Migrate { reply } => {
+                let _ = reply.send(self.migrate());
+                // Tables may have changed under what the writer knows.
+                self.known = Known::default();
+                return;
             }
-        }
-        if writes.is_empty() {
-            return;
-        }
-        let spans: Vec<&tracing::Span> = writes
-            .iter()
-            .filter_map(|request| match request {
-                Request::Append(append) => Some(&append.span),
-                _ => None,
-            })
-            .collect();
+            other => other,
+        };
+        let mut writes = Vec::with_capacity(self.options.max_batch.min(64));
+        writes.push(first);
+        let result = self.transaction(&mut writes, &mut more);
+        let spans = writes.iter().filter_map(|request| match request {
+            Request::Append(append) => Some(&append.span),
+            _ => None,
+        });
+        let spans: Vec<&tracing::Span> = spans.collect();
         if !spans.is_empty() {
             store_telemetry::record_batch(STORE_LABEL, spans.into_iter());
         }
-        match self.transaction(&mut writes) {
+        match result {
             Ok((outcomes, head)) => {
                 // Published before the replies, so that a caller that waits right after its
                 // receipt finds the head there.
@@ -245,41 +408,76 @@ impl Writer {
         }
     }
 
+    /// Applies the shipped migrations, waiting for another process's lock as SQLite does (the
+    /// writer's own polling is for its transactions only).
+    fn migrate(&mut self) -> Result<Vec<u32>, StoreError> {
+        let waiting = |error: rusqlite::Error| {
+            StoreError::backend(SqliteError::new("setting busy_timeout", &error))
+        };
+        self.connection
+            .busy_timeout(self.options.busy_timeout)
+            .map_err(waiting)?;
+        let applied = crate::migrate::run(&mut self.connection);
+        self.connection
+            .busy_timeout(Duration::ZERO)
+            .map_err(waiting)?;
+        applied
+    }
+
     /// Runs `writes` in one transaction, each in a savepoint of its own, so that one refused or
     /// failed request leaves the others alone. `Err` when the transaction itself failed (to begin
     /// or to commit): then nothing of it was written.
     fn transaction(
         &mut self,
-        writes: &mut [Request],
+        writes: &mut Vec<Request>,
+        more: &mut dyn FnMut(usize) -> Option<Request>,
     ) -> Result<(Vec<Outcome>, Position), SqliteError> {
         // IMMEDIATE: the write lock is taken now (waiting up to the busy timeout for another
         // process), so the head and versions read below cannot change before the commit. A
         // deferred transaction that reads first and writes later fails with BUSY at once instead.
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|error| SqliteError::new("beginning a write transaction", &error))?;
-        let head: i64 = transaction
-            .query_row(
-                "SELECT coalesce(max(position), 0) FROM cqrs_events",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(|error| SqliteError::new("reading the head", &error))?;
-        let mut head = u64::try_from(head).unwrap_or(0);
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for request in writes.iter_mut() {
+        let transaction = WriteTransaction::begin(&self.connection, self.options.busy_timeout)?;
+        let data_version: i64 = transaction
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(|error| SqliteError::new("reading the data version", &error))?;
+        // Trusted again only once this transaction commits.
+        let known = std::mem::take(&mut self.known);
+        let (mut head, mut versions) = if known.data_version == Some(data_version) {
+            (known.head, known.versions)
+        } else {
+            let head: i64 = transaction
+                .prepare_cached("SELECT coalesce(max(position), 0) FROM cqrs_events")
+                .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+                .map_err(|error| SqliteError::new("reading the head", &error))?;
+            let mut versions = known.versions;
+            versions.clear();
+            (u64::try_from(head).unwrap_or(0), versions)
+        };
+        // A job may write anything, events included: what the writer knows is then not trusted.
+        let mut trusted = true;
+        let mut outcomes = Vec::with_capacity(writes.capacity());
+        loop {
+            if outcomes.len() == writes.len() {
+                match more(writes.len()) {
+                    Some(request) => writes.push(request),
+                    None => break,
+                }
+            }
+            let Some(request) = writes.get_mut(outcomes.len()) else {
+                break;
+            };
             match request {
-                Request::Append(append) => outcomes.push(Outcome::Append(
-                    in_savepoint(&transaction, "appending", |connection| {
-                        append_one(connection, Position(head), append)
-                    })
-                    .inspect(|receipt| {
+                Request::Append(append) => {
+                    let known_version = versions.get(&append.stream).copied();
+                    let outcome = append_one(&transaction, Position(head), append, known_version);
+                    if let Ok(receipt) = &outcome {
                         if let Some(position) = receipt.position {
                             head = position.0;
                         }
-                    }),
-                )),
+                        versions.insert(append.stream.clone(), receipt.version);
+                    }
+                    outcomes.push(Outcome::Append(outcome));
+                }
                 Request::SaveSnapshot {
                     stream, snapshot, ..
                 } => outcomes.push(Outcome::Snapshot(in_savepoint(
@@ -287,14 +485,43 @@ impl Writer {
                     "saving a snapshot",
                     |connection| save_snapshot(connection, stream, snapshot),
                 ))),
-                Request::Run(job) => outcomes.push(Outcome::Ran(run_job(&transaction, &mut **job))),
-                // Served before the transaction (see `serve`).
-                Request::Migrate { .. } => {}
+                Request::Run(job) => {
+                    trusted = false;
+                    outcomes.push(Outcome::Ran(run_job(&transaction, &mut **job)));
+                }
+                // `run` serves migrations alone and never hands one here; were one handed, its
+                // reply would be dropped, and its caller would learn that it was not served.
+                Request::Migrate { .. } => outcomes.push(Outcome::Ran(Ok(()))),
+            }
+            // SQLite rolls a whole transaction back by itself after some errors (a full disk,
+            // an I/O error). The next request would then run outside of any transaction and
+            // commit on its own: the batch stops here and fails as a whole instead.
+            if transaction.is_autocommit() {
+                let cause = match outcomes.last() {
+                    Some(
+                        Outcome::Append(Err(error))
+                        | Outcome::Snapshot(Err(error))
+                        | Outcome::Ran(Err(error)),
+                    ) => error.to_string(),
+                    _ => "an error".to_owned(),
+                };
+                return Err(SqliteError::noticed(
+                    "writing",
+                    format!("SQLite rolled the write transaction back after {cause}"),
+                ));
             }
         }
-        transaction
-            .commit()
-            .map_err(|error| SqliteError::new("committing", &error))?;
+        transaction.commit()?;
+        if trusted {
+            if versions.len() > KNOWN_STREAMS {
+                versions.clear();
+            }
+            self.known = Known {
+                data_version: Some(data_version),
+                head,
+                versions,
+            };
+        }
         Ok((outcomes, Position(head)))
     }
 }
@@ -337,18 +564,13 @@ fn fail(request: Request, error: &SqliteError) {
 /// Runs `job` in a savepoint of its own, kept or rolled back as the job says.
 fn run_job(connection: &Connection, job: &mut dyn Job) -> Result<(), StoreError> {
     const OPERATION: &str = "running a processor's work";
-    connection
-        .execute_batch("SAVEPOINT cqrs_request")
-        .map_err(backend(OPERATION))?;
-    let statement = if job.run(connection) {
-        "RELEASE cqrs_request"
+    savepoint(connection, Savepoint::Begin).map_err(backend(OPERATION))?;
+    let end = if job.run(connection) {
+        Savepoint::Release
     } else {
-        "ROLLBACK TO cqrs_request; RELEASE cqrs_request"
+        Savepoint::RollBack
     };
-    // Should this fail, the commit fails too and every request of the batch learns it.
-    connection
-        .execute_batch(statement)
-        .map_err(backend(OPERATION))
+    end_savepoint(connection, end).map_err(backend(OPERATION))
 }
 
 /// Runs `work` in a savepoint: released when it succeeds, rolled back (undoing whatever part of
@@ -358,23 +580,54 @@ fn in_savepoint<T>(
     operation: &'static str,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    connection
-        .execute_batch("SAVEPOINT cqrs_request")
-        .map_err(backend(operation))?;
+    savepoint(connection, Savepoint::Begin).map_err(backend(operation))?;
     match work(connection) {
         Ok(value) => {
-            connection
-                .execute_batch("RELEASE cqrs_request")
-                .map_err(backend(operation))?;
+            end_savepoint(connection, Savepoint::Release).map_err(backend(operation))?;
             Ok(value)
         }
         Err(error) => {
-            // Should the rollback itself fail, the commit fails too and every request of the
-            // batch learns it: nothing is left half-written.
-            connection
-                .execute_batch("ROLLBACK TO cqrs_request; RELEASE cqrs_request")
-                .map_err(backend(operation))?;
+            // The request's own failure is what its caller learns, whatever the rollback does.
+            let _ = end_savepoint(connection, Savepoint::RollBack);
             Err(error)
+        }
+    }
+}
+
+/// Ends the request's savepoint with `step`. Should that fail, what the request wrote cannot be
+/// told apart from the rest of the transaction any more: the whole transaction is rolled back,
+/// and the writer, finding no transaction open, fails the batch rather than commit part of a
+/// request.
+fn end_savepoint(connection: &Connection, step: Savepoint) -> rusqlite::Result<()> {
+    savepoint(connection, step).inspect_err(|_| {
+        // Fails only when there is no transaction left to roll back, which is the aim.
+        let _ = connection.execute_batch("ROLLBACK");
+    })
+}
+
+/// A step of the one savepoint each request runs in.
+#[derive(Clone, Copy)]
+enum Savepoint {
+    Begin,
+    Release,
+    RollBack,
+}
+
+/// Takes `step` with cached statements: the writer runs these for every request, and parsing
+/// them each time is a measurable part of a small append.
+fn savepoint(connection: &Connection, step: Savepoint) -> rusqlite::Result<()> {
+    let run = |sql: &str| {
+        connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map(drop)
+    };
+    match step {
+        Savepoint::Begin => run("SAVEPOINT cqrs_request"),
+        Savepoint::Release => run("RELEASE cqrs_request"),
+        Savepoint::RollBack => {
+            run("ROLLBACK TO cqrs_request")?;
+            run("RELEASE cqrs_request")
         }
     }
 }
@@ -428,10 +681,13 @@ pub(crate) fn stream_version(
 
 /// One append inside the writer's transaction, after the last position `head`: the command id
 /// first (whatever `expected` says), then the expected version, then the events and the record.
+/// The checks only read; the writes of more than one statement run in a savepoint, so that one
+/// failing halfway (a trigger of the user's, a constraint) leaves nothing of the append behind.
 fn append_one(
     connection: &Connection,
     head: Position,
     append: &Append,
+    known_version: Option<Version>,
 ) -> Result<AppendReceipt, StoreError> {
     let stream = &append.stream;
     if let Some(command_id) = &append.command_id
@@ -439,7 +695,10 @@ fn append_one(
     {
         return Err(StoreError::DuplicateCommand { earlier });
     }
-    let actual = stream_version(connection, stream)?;
+    let actual = match known_version {
+        Some(version) => version,
+        None => stream_version(connection, stream)?,
+    };
     if !append.expected.matches(actual) {
         return Err(StoreError::Conflict {
             stream: stream.clone(),
@@ -456,11 +715,31 @@ fn append_one(
             position: None,
         });
     }
+    if append.events.len() == 1 && append.command_id.is_none() {
+        // One statement: SQLite undoes a failing statement by itself, and a failure that undoes
+        // the whole transaction is caught by the writer after each request.
+        return insert_events(connection, head, actual, append);
+    }
+    in_savepoint(connection, "appending", |connection| {
+        insert_events(connection, head, actual, append)
+    })
+}
+
+/// The rows of an append whose checks passed: its events after `head` and `actual`, and its
+/// command record.
+fn insert_events(
+    connection: &Connection,
+    head: Position,
+    actual: Version,
+    append: &Append,
+) -> Result<AppendReceipt, StoreError> {
+    let stream = &append.stream;
+    let first_version = actual.next();
     let mut insert = connection
-        .prepare_cached(&format!(
-            "INSERT INTO cqrs_events ({}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            rows::EVENT_COLUMNS
+        .prepare_cached(concat!(
+            "INSERT INTO cqrs_events (",
+            rows::event_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         ))
         .map_err(backend("appending"))?;
     let mut position = head.0;
@@ -569,6 +848,15 @@ mod tests {
 
     type Answer = oneshot::Receiver<Result<AppendReceipt, StoreError>>;
 
+    /// Serves `batch` as `run` serves the requests that queued up: in one transaction, unless
+    /// one stops it early; those left then go in the next.
+    fn serve_all(writer: &mut Writer, batch: Vec<Request>) {
+        let mut batch = batch.into_iter();
+        while let Some(first) = batch.next() {
+            writer.serve(first, |_| batch.next());
+        }
+    }
+
     fn append(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> (Request, Answer) {
         let (reply, answer) = oneshot::channel();
         let command_id = events
@@ -610,6 +898,7 @@ mod tests {
             connection,
             options,
             head: Arc::clone(&head),
+            known: Known::default(),
         };
 
         let (a, a_answer) = append("a-1", ExpectedVersion::NoStream, vec![event("Ok", None)]);
@@ -624,8 +913,8 @@ mod tests {
             vec![event("Ok", None), event("Poison", None)],
         );
         let (d, d_answer) = append("d-1", ExpectedVersion::NoStream, vec![event("Ok", None)]);
-        let mut batch = vec![a, a_again, b, b_again, poisoned, d];
-        writer.serve(&mut batch);
+        let batch = vec![a, a_again, b, b_again, poisoned, d];
+        serve_all(&mut writer, batch);
 
         let answer = |mut answer: Answer| answer.try_recv().expect("answered");
         let a = answer(a_answer).expect("first append");
@@ -688,6 +977,7 @@ mod tests {
             connection,
             options,
             head,
+            known: Known::default(),
         };
         let insert = |n: i64| {
             move |connection: &Connection| {
@@ -707,13 +997,13 @@ mod tests {
                 panic!("the work panics");
             });
         let (a, a_answer) = append("a-1", ExpectedVersion::Any, vec![event("Ok", None)]);
-        let mut batch = vec![
+        let batch = vec![
             Request::Run(kept),
             Request::Run(refused),
             Request::Run(panicking),
             a,
         ];
-        writer.serve(&mut batch);
+        serve_all(&mut writer, batch);
 
         let answer = |answer: &mut JobAnswer<usize, String>| {
             answer
@@ -746,5 +1036,78 @@ mod tests {
             .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
             .expect("stored rows");
         assert_eq!(stored, [1], "only the kept job's write");
+    }
+
+    /// A full file (`max_page_count` reached) fails an append halfway, and SQLite may then roll
+    /// the whole transaction back by itself. Whichever it does, every append answered `Ok` is
+    /// stored whole, every one answered `Err` left nothing, and nothing ran outside the
+    /// transaction.
+    #[test]
+    fn a_full_file_fails_appends_without_losing_or_half_writing_any() {
+        let file = ScratchFile::new("full");
+        let options = SqliteOptions::default();
+        let mut connection =
+            connection::open(file.path(), &options, Role::Writer).expect("open writer");
+        crate::migrate::run(&mut connection).expect("migrate");
+        let pages: i64 = connection
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .expect("page count");
+        connection
+            .execute_batch(&format!("PRAGMA max_page_count = {}", pages + 2))
+            .expect("cap the file");
+        let head = Arc::new(watch::Sender::new(Position::START));
+        let mut writer = Writer {
+            connection,
+            options,
+            head,
+            known: Known::default(),
+        };
+        let big = |n: usize| {
+            (0..n)
+                .map(|_| NewEvent {
+                    payload: vec![b'x'; 2_000].as_slice().into(),
+                    ..event("Big", None)
+                })
+                .collect::<Vec<_>>()
+        };
+        let (small, small_answer) =
+            append("small-1", ExpectedVersion::Any, vec![event("Ok", None)]);
+        let (huge, huge_answer) = append("huge-1", ExpectedVersion::Any, big(200));
+        let (after, after_answer) =
+            append("after-1", ExpectedVersion::Any, vec![event("Ok", None)]);
+        serve_all(&mut writer, vec![small, huge, after]);
+
+        let answer = |mut answer: Answer| answer.try_recv().expect("answered");
+        let answers = [
+            ("small-1", 1, answer(small_answer)),
+            ("huge-1", 200, answer(huge_answer)),
+            ("after-1", 1, answer(after_answer)),
+        ];
+        assert!(answers[1].2.is_err(), "the huge append does not fit");
+        let message = answers[1].2.as_ref().expect_err("huge").to_string();
+        assert!(message.contains("SQLITE_FULL"), "{message}");
+        for (stream, events, answer) in &answers {
+            let stored: i64 = writer
+                .connection
+                .query_row(
+                    "SELECT count(*) FROM cqrs_events WHERE stream = ?1",
+                    [stream],
+                    |row| row.get(0),
+                )
+                .expect("count");
+            let expected = if answer.is_ok() { *events } else { 0 };
+            assert_eq!(stored, expected, "{stream}: {answer:?}");
+        }
+        println!(
+            "after a full file: {:?}",
+            answers
+                .iter()
+                .map(|(stream, _, answer)| (stream, answer.is_ok()))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            writer.connection.is_autocommit(),
+            "no transaction left open"
+        );
     }
 }

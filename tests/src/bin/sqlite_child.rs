@@ -13,6 +13,11 @@
 //!     Prints `reserved <booking> <seats> <version> <microseconds>` per acknowledged reservation
 //!     (the time from the call to the acknowledgement last), `error <text>` per command that
 //!     failed otherwise, and finally `summary <reserved> <sold_out> <retries>`.
+//! sqlite_child hammer <db> <tasks> <millis> <busy_timeout_millis>
+//!     opens <db> (migrating) with that busy timeout, prints `ready`, waits for a line on stdin,
+//!     then appends one event at a time from <tasks> tasks, each to streams of its own, for
+//!     <millis> ms, and prints `summary <appends> <busy_failures> <other_failures>
+//!     <longest_append_microseconds>`.
 //! ```
 //!
 //! Bad arguments print this usage and exit with 2; a failure to open or append exits with 1.
@@ -22,16 +27,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cqrs_core::{
     EventId, EventStore, ExecuteError, ExpectedVersion, NewEvent, Repository, StreamId,
 };
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowError};
-use cqrs_sqlite::SqliteStore;
+use cqrs_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 
 const USAGE: &str = "usage: sqlite_child append-big <db> <events>
-       sqlite_child reserve <db> <show> <tasks> <per_task>";
+       sqlite_child reserve <db> <show> <tasks> <per_task>
+       sqlite_child hammer <db> <tasks> <millis> <busy_timeout_millis>";
 
 /// The stream `append-big` writes.
 const BIG_STREAM: (&str, u64) = ("big", 1);
@@ -47,6 +53,12 @@ enum Mode {
         tasks: u64,
         per_task: u64,
     },
+    Hammer {
+        path: PathBuf,
+        tasks: u64,
+        run_for: Duration,
+        busy_timeout: Duration,
+    },
 }
 
 fn parse(args: &[String]) -> Option<Mode> {
@@ -60,6 +72,12 @@ fn parse(args: &[String]) -> Option<Mode> {
             show: show.clone(),
             tasks: tasks.parse().ok()?,
             per_task: per_task.parse().ok()?,
+        }),
+        [mode, path, tasks, millis, busy_timeout] if mode == "hammer" => Some(Mode::Hammer {
+            path: path.into(),
+            tasks: tasks.parse().ok()?,
+            run_for: Duration::from_millis(millis.parse().ok()?),
+            busy_timeout: Duration::from_millis(busy_timeout.parse().ok()?),
         }),
         _ => None,
     }
@@ -91,6 +109,12 @@ fn main() -> ExitCode {
                 tasks,
                 per_task,
             } => reserve(path, show, tasks, per_task).await,
+            Mode::Hammer {
+                path,
+                tasks,
+                run_for,
+                busy_timeout,
+            } => hammer(path, tasks, run_for, busy_timeout).await,
         }
     });
     match result {
@@ -149,16 +173,88 @@ async fn append_big(path: PathBuf, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-async fn reserve(path: PathBuf, show: String, tasks: u64, per_task: u64) -> Result<(), String> {
-    let store = open(path).await?;
-    let shows: Repository<Show, SqliteStore> = Repository::new(store);
-    say("ready");
-    // The start signal: the test lets every child go at once, so that they race.
+/// Waits for the test's start signal on stdin, so that the children it lets go at once race.
+fn wait_for_go() -> Result<(), String> {
     let mut go = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut go)
         .map_err(|error| format!("reading the start signal: {error}"))?;
+    Ok(())
+}
+
+async fn hammer(
+    path: PathBuf,
+    tasks: u64,
+    run_for: Duration,
+    busy_timeout: Duration,
+) -> Result<(), String> {
+    let store = SqliteStore::open_with(&path, SqliteOptions::default().busy_timeout(busy_timeout))
+        .await
+        .map_err(|error| format!("open {}: {error}", path.display()))?;
+    store
+        .migrate()
+        .await
+        .map_err(|error| format!("migrate {}: {error}", path.display()))?;
+    say("ready");
+    wait_for_go()?;
+    let started = Instant::now();
+    let process = std::process::id();
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let (mut appends, mut busy, mut other, mut longest) = (0_u64, 0_u64, 0_u64, 0_u128);
+            while started.elapsed() < run_for {
+                let stream = StreamId::new(format!("hammer-{process}x{task}x{}", appends % 50))
+                    .map_err(|error| error.to_string())?;
+                let event = NewEvent {
+                    event_id: EventId::new(),
+                    event_type: "Hammered".into(),
+                    schema_version: 1,
+                    payload: "{}".into(),
+                    metadata: Default::default(),
+                };
+                let call = Instant::now();
+                match store
+                    .append(&stream, ExpectedVersion::Any, vec![event])
+                    .await
+                {
+                    Ok(_) => appends += 1,
+                    Err(cqrs_core::StoreError::Backend(error))
+                        if error
+                            .downcast_ref::<SqliteError>()
+                            .is_some_and(SqliteError::is_busy) =>
+                    {
+                        busy += 1
+                    }
+                    Err(error) => {
+                        other += 1;
+                        say(&format!("error {error}"));
+                    }
+                }
+                longest = longest.max(call.elapsed().as_micros());
+            }
+            Ok::<_, String>((appends, busy, other, longest))
+        }));
+    }
+    let (mut appends, mut busy, mut other, mut longest) = (0, 0, 0, 0);
+    for handle in handles {
+        let (a, b, o, l) = handle.await.map_err(|error| error.to_string())??;
+        appends += a;
+        busy += b;
+        other += o;
+        longest = longest.max(l);
+    }
+    say(&format!("summary {appends} {busy} {other} {longest}"));
+    Ok(())
+}
+
+async fn reserve(path: PathBuf, show: String, tasks: u64, per_task: u64) -> Result<(), String> {
+    let store = open(path).await?;
+    let shows: Repository<Show, SqliteStore> = Repository::new(store);
+    say("ready");
+    wait_for_go()?;
 
     // Unique across the children that run at once: their process ids differ.
     let first_booking = u64::from(std::process::id()) << 32;
