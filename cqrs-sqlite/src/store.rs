@@ -44,6 +44,33 @@ const STREAM_QUERY: &str = concat!(
     " FROM cqrs_events WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"
 );
 
+/// Hands the events of `stream` from `from` (at most `limit`) to `sink`, in order, until it
+/// answers `false`.
+fn stream_rows(
+    connection: &Connection,
+    stream: &StreamId,
+    from: Version,
+    limit: usize,
+    mut sink: impl FnMut(RecordedEvent) -> bool,
+) -> Result<(), StoreError> {
+    let mut statement = connection
+        .prepare_cached(STREAM_QUERY)
+        .map_err(backend("reading a stream"))?;
+    let mut found = statement
+        .query(params![
+            stream.as_str(),
+            rows::to_i64(from.0),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ])
+        .map_err(backend("reading a stream"))?;
+    while let Some(row) = found.next().map_err(backend("reading a stream"))? {
+        if !sink(rows::stream_event(row, stream)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The result of a read task, or its failure (a panic) as the store's error.
 async fn read_task<T>(task: JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
     task.await
@@ -252,28 +279,18 @@ impl SqliteStore {
         let (chunks, mut received) = mpsc::channel::<Vec<RecordedEvent>>(2);
         let stream = stream.clone();
         let reading = self.spawn_read(move |connection| {
-            let mut statement = connection
-                .prepare_cached(STREAM_QUERY)
-                .map_err(backend("reading a stream"))?;
-            let mut found = statement
-                .query(params![
-                    stream.as_str(),
-                    rows::to_i64(from.0),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ])
-                .map_err(backend("reading a stream"))?;
             let mut chunk = Vec::with_capacity(CHUNK.min(limit));
-            while let Some(row) = found.next().map_err(backend("reading a stream"))? {
-                chunk.push(rows::stream_event(row, &stream)?);
+            let mut open = true;
+            stream_rows(connection, &stream, from, limit, |event| {
+                chunk.push(event);
                 if chunk.len() == CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                    if chunks.blocking_send(full).is_err() {
-                        // The visitor stopped: nothing more to read.
-                        return Ok(());
-                    }
+                    // A send fails when the visitor stopped: nothing more to read.
+                    open = chunks.blocking_send(full).is_ok();
                 }
-            }
-            if !chunk.is_empty() {
+                open
+            })?;
+            if open && !chunk.is_empty() {
                 let _ = chunks.blocking_send(chunk);
             }
             Ok(())
@@ -358,20 +375,11 @@ impl SqliteStore {
         }
         let stream = stream.clone();
         self.read(move |connection| {
-            let mut statement = connection
-                .prepare_cached(STREAM_QUERY)
-                .map_err(backend("reading a stream"))?;
-            let mut found = statement
-                .query(params![
-                    stream.as_str(),
-                    rows::to_i64(from.0),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ])
-                .map_err(backend("reading a stream"))?;
             let mut events = Vec::new();
-            while let Some(row) = found.next().map_err(backend("reading a stream"))? {
-                events.push(rows::stream_event(row, &stream)?);
-            }
+            stream_rows(connection, &stream, from, limit, |event| {
+                events.push(event);
+                true
+            })?;
             Ok(events)
         })
         .await

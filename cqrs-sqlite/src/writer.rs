@@ -848,6 +848,21 @@ mod tests {
 
     type Answer = oneshot::Receiver<Result<AppendReceipt, StoreError>>;
 
+    /// A writer on a new migrated file, after `setup` (SQL) ran on its connection.
+    fn writer_on(file: &ScratchFile, setup: &str) -> Writer {
+        let options = SqliteOptions::default();
+        let mut connection =
+            connection::open(file.path(), &options, Role::Writer).expect("open writer");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection.execute_batch(setup).expect("setup");
+        Writer {
+            connection,
+            options,
+            head: Arc::new(watch::Sender::new(Position::START)),
+            known: Known::default(),
+        }
+    }
+
     /// Serves `batch` as `run` serves the requests that queued up: in one transaction, unless
     /// one stops it early; those left then go in the next.
     fn serve_all(writer: &mut Writer, batch: Vec<Request>) {
@@ -882,24 +897,13 @@ mod tests {
     #[test]
     fn a_failing_append_rolls_back_alone_and_leaves_no_hole() {
         let file = ScratchFile::new("batch");
-        let options = SqliteOptions::default();
-        let mut connection =
-            connection::open(file.path(), &options, Role::Writer).expect("open writer");
-        crate::migrate::run(&mut connection).expect("migrate");
-        connection
-            .execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON cqrs_events \
-                 WHEN NEW.event_type = 'Poison' \
-                 BEGIN SELECT RAISE(ABORT, 'poisoned event refused'); END;",
-            )
-            .expect("trigger");
-        let head = Arc::new(watch::Sender::new(Position::START));
-        let mut writer = Writer {
-            connection,
-            options,
-            head: Arc::clone(&head),
-            known: Known::default(),
-        };
+        let mut writer = writer_on(
+            &file,
+            "CREATE TRIGGER poison BEFORE INSERT ON cqrs_events \
+             WHEN NEW.event_type = 'Poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned event refused'); END;",
+        );
+        let head = Arc::clone(&writer.head);
 
         let (a, a_answer) = append("a-1", ExpectedVersion::NoStream, vec![event("Ok", None)]);
         let (a_again, a_again_answer) =
@@ -965,20 +969,7 @@ mod tests {
     #[test]
     fn jobs_run_in_savepoints_of_the_batch_and_a_panic_rolls_back_alone() {
         let file = ScratchFile::new("jobs");
-        let options = SqliteOptions::default();
-        let mut connection =
-            connection::open(file.path(), &options, Role::Writer).expect("open writer");
-        crate::migrate::run(&mut connection).expect("migrate");
-        connection
-            .execute_batch("CREATE TABLE model (n INTEGER NOT NULL)")
-            .expect("table");
-        let head = Arc::new(watch::Sender::new(Position::START));
-        let mut writer = Writer {
-            connection,
-            options,
-            head,
-            known: Known::default(),
-        };
+        let mut writer = writer_on(&file, "CREATE TABLE model (n INTEGER NOT NULL)");
         let insert = |n: i64| {
             move |connection: &Connection| {
                 connection
@@ -1045,23 +1036,15 @@ mod tests {
     #[test]
     fn a_full_file_fails_appends_without_losing_or_half_writing_any() {
         let file = ScratchFile::new("full");
-        let options = SqliteOptions::default();
-        let mut connection =
-            connection::open(file.path(), &options, Role::Writer).expect("open writer");
-        crate::migrate::run(&mut connection).expect("migrate");
-        let pages: i64 = connection
+        let mut writer = writer_on(&file, "");
+        let pages: i64 = writer
+            .connection
             .query_row("PRAGMA page_count", [], |row| row.get(0))
             .expect("page count");
-        connection
+        writer
+            .connection
             .execute_batch(&format!("PRAGMA max_page_count = {}", pages + 2))
             .expect("cap the file");
-        let head = Arc::new(watch::Sender::new(Position::START));
-        let mut writer = Writer {
-            connection,
-            options,
-            head,
-            known: Known::default(),
-        };
         let big = |n: usize| {
             (0..n)
                 .map(|_| NewEvent {

@@ -133,8 +133,8 @@ fn say(line: &str) {
     let _ = stdout.flush();
 }
 
-async fn open(path: PathBuf) -> Result<SqliteStore, String> {
-    let store = SqliteStore::open(&path)
+async fn open(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, String> {
+    let store = SqliteStore::open_with(&path, options)
         .await
         .map_err(|error| format!("open {}: {error}", path.display()))?;
     store
@@ -145,7 +145,7 @@ async fn open(path: PathBuf) -> Result<SqliteStore, String> {
 }
 
 async fn append_big(path: PathBuf, count: usize) -> Result<(), String> {
-    let store = open(path).await?;
+    let store = open(path, SqliteOptions::default()).await?;
     let stream = StreamId::for_aggregate(BIG_STREAM.0, BIG_STREAM.1).map_err(|e| e.to_string())?;
     // Built before `ready`, so that the time after it is the append's alone.
     let events: Vec<NewEvent> = (1..=count)
@@ -189,13 +189,7 @@ async fn hammer(
     run_for: Duration,
     busy_timeout: Duration,
 ) -> Result<(), String> {
-    let store = SqliteStore::open_with(&path, SqliteOptions::default().busy_timeout(busy_timeout))
-        .await
-        .map_err(|error| format!("open {}: {error}", path.display()))?;
-    store
-        .migrate()
-        .await
-        .map_err(|error| format!("migrate {}: {error}", path.display()))?;
+    let store = open(path, SqliteOptions::default().busy_timeout(busy_timeout)).await?;
     say("ready");
     wait_for_go()?;
     let started = Instant::now();
@@ -251,7 +245,7 @@ async fn hammer(
 }
 
 async fn reserve(path: PathBuf, show: String, tasks: u64, per_task: u64) -> Result<(), String> {
-    let store = open(path).await?;
+    let store = open(path, SqliteOptions::default()).await?;
     let shows: Repository<Show, SqliteStore> = Repository::new(store);
     say("ready");
     wait_for_go()?;
