@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod checkout;
 pub mod conformance;
 pub mod flaky;
 pub mod interposed;

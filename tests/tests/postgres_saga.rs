@@ -1,270 +1,56 @@
-//! The checkout saga end to end on PostgreSQL: events in a [`PostgresStore`], saga state,
-//! deadlines and checkpoint in a [`PostgresSagaStore`]. Paid, declined and timed-out bookings
-//! finish as on the in-memory store; a replay from position zero writes nothing; a restarted
-//! process fires a deadline once.
+//! The checkout saga end to end on PostgreSQL (`cqrs_tests::checkout`): events in a
+//! [`PostgresStore`], saga state, deadlines and checkpoint in a [`PostgresSagaStore`]. A restart
+//! is a new pool on the same database.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
-
-use cqrs_core::processor::{
-    CatchUp, CatchUpError, FailurePolicy, Processor as _, ProcessorStore as _,
-};
-use cqrs_core::saga::{
-    Clock, CommandBus, ManualClock, SagaProcessor, SagaReport, SagaRunner, SagaStore,
-};
-use cqrs_core::{CommandMetadata, EventStore, Position, RecordedEvent, Repository};
-use cqrs_examples::booking::{Booking, BookingCommand, BookingStatus, Checkout, PAYMENT_TIMEOUT};
-use cqrs_examples::payment::{Card, Payment};
-use cqrs_examples::show::{BookingId, Show, ShowCommand};
+use cqrs_core::StoreError;
+use cqrs_core::saga::InstanceRecord;
 use cqrs_postgres::testing::TestCluster;
 use cqrs_postgres::{PostgresSagaStore, PostgresStore};
-use uuid::Uuid;
+use cqrs_tests::checkout::{self, Backend};
 
-const SHOW: &str = "hamlet";
+/// A fresh database on the shared test cluster, migrated.
+struct PostgresDatabase(PostgresStore);
 
-/// What one catch-up did: the runner's counts and the saga's.
-#[derive(Debug)]
-struct Ran {
-    caught_up: CatchUp,
-    saga: SagaReport,
-}
-
-/// Catches `runner` up (its events and its due deadlines) and says what it did. Every runner
-/// here is made for one catch-up, so the saga's counts since its processor was made are this
-/// run's.
-async fn run(
-    runner: &SagaRunner<Checkout, PostgresStore, PostgresSagaStore>,
-) -> Result<Ran, CatchUpError> {
-    let caught_up = runner.catch_up().await?;
-    Ok(Ran {
-        caught_up,
-        saga: runner.processor().report(),
-    })
-}
-
-struct App {
-    store: PostgresStore,
-    sagas: PostgresSagaStore,
-    clock: ManualClock,
-    shows: Repository<Show, PostgresStore>,
-    bookings: Repository<Booking, PostgresStore>,
-    payments: Repository<Payment, PostgresStore>,
-}
-
-impl App {
-    async fn with_show(capacity: u32) -> Self {
+impl PostgresDatabase {
+    async fn new() -> Self {
         let cluster = TestCluster::shared().unwrap_or_else(|error| panic!("{error}"));
         let url = cluster.create_database().await.expect("database");
         let store = PostgresStore::with_pool_size(&url, 4).expect("store");
         store.migrate().await.expect("migrate");
-        let app = App::restart_from(
-            store.clone(),
-            ManualClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-        );
-        app.shows
-            .execute(SHOW, ShowCommand::Schedule { capacity })
-            .await
-            .expect("show scheduled");
-        app
-    }
-
-    /// A new process on the same database: a new pool, fresh repositories, a fresh runner.
-    fn restart(&self) -> Self {
-        let store = PostgresStore::from_config(self.store.config().clone(), 4).expect("store");
-        App::restart_from(store, self.clock.clone())
-    }
-
-    fn restart_from(store: PostgresStore, clock: ManualClock) -> Self {
-        App {
-            shows: Repository::new(store.clone()),
-            bookings: Repository::new(store.clone()),
-            payments: Repository::new(store.clone()),
-            sagas: PostgresSagaStore::new(store.clone()),
-            store,
-            clock,
-        }
-    }
-
-    fn runner(&self) -> SagaRunner<Checkout, PostgresStore, PostgresSagaStore> {
-        let bus = CommandBus::new()
-            .register(self.shows.clone())
-            .register(self.bookings.clone())
-            .register(self.payments.clone());
-        SagaProcessor::new(self.store.clone(), bus, self.sagas.clone())
-            .clock(self.clock.clone())
-            .runner()
-            .failure_policy(FailurePolicy::Stop)
-    }
-
-    async fn request(&self, booking: u64, seats: u32, card: Card) {
-        let command = BookingCommand::Request {
-            booking: BookingId(booking),
-            show: SHOW.to_owned(),
-            seats,
-            amount: 4_500 * u64::from(seats),
-            card,
-        };
-        let metadata = CommandMetadata {
-            correlation_id: Some(Uuid::from_u128(0x00C0_FFEE_0000 + u128::from(booking))),
-            ..CommandMetadata::default()
-        };
-        self.bookings
-            .execute_with(booking, command, metadata)
-            .await
-            .expect("booking requested");
-    }
-
-    async fn all_events(&self) -> Vec<RecordedEvent> {
-        self.store
-            .read_all(Position::START, usize::MAX)
-            .await
-            .expect("log readable")
-    }
-
-    async fn status(&self, booking: u64) -> BookingStatus {
-        self.bookings
-            .load(booking)
-            .await
-            .expect("booking loads")
-            .state
-            .status()
-    }
-
-    async fn reserved_seats(&self) -> u32 {
-        self.shows
-            .load(SHOW)
-            .await
-            .expect("show loads")
-            .state
-            .reserved()
-    }
-
-    async fn streams(&self) -> BTreeMap<String, Vec<String>> {
-        let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for event in self.all_events().await {
-            streams
-                .entry(event.stream.to_string())
-                .or_default()
-                .push(event.event_type.to_string());
-        }
-        streams
+        PostgresDatabase(store)
     }
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|item| (*item).to_owned()).collect()
+impl Backend for PostgresDatabase {
+    type Store = PostgresStore;
+    type Sagas = PostgresSagaStore;
+
+    async fn open(&self) -> (PostgresStore, PostgresSagaStore) {
+        let store = PostgresStore::from_config(self.0.config().clone(), 4).expect("store");
+        let sagas = PostgresSagaStore::new(store.clone());
+        (store, sagas)
+    }
+
+    async fn instances(
+        sagas: &PostgresSagaStore,
+        saga: &str,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        sagas.instances(saga).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_confirms_paid_bookings_releases_declined_ones_and_a_replay_writes_nothing() {
-    let app = App::with_show(10).await;
-    app.request(1, 2, Card::Good).await;
-    app.request(2, 1, Card::Declining).await;
-    app.request(3, 20, Card::Good).await; // sold out
-
-    let report = run(&app.runner()).await.expect("saga runs").saga;
-    assert!(report.commands >= 6, "{report:?}");
-    assert_eq!(app.status(1).await, BookingStatus::Confirmed);
-    assert_eq!(app.status(2).await, BookingStatus::Failed);
-    assert_eq!(app.status(3).await, BookingStatus::Failed);
-    assert_eq!(app.reserved_seats().await, 2);
-    let payment = app.payments.load(1).await.expect("payment loads").state;
-    assert_eq!(payment.charged(), 9_000);
-    let streams = app.streams().await;
-    assert_eq!(
-        streams.get("booking-1"),
-        Some(&strings(&["Requested", "Confirmed"]))
-    );
-    assert_eq!(
-        streams.get("booking-2"),
-        Some(&strings(&["Requested", "Failed"]))
-    );
-    assert_eq!(streams.get("payment-1"), Some(&strings(&["Charged"])));
-
-    // State, position and deadlines were stored together, per instance.
-    let instances = app.sagas.instances("checkout").await.expect("instances");
-    assert_eq!(instances.len(), 3);
-    assert!(instances.iter().all(|instance| instance.finished));
-    assert!(
-        instances
-            .iter()
-            .all(|instance| instance.deadlines.is_empty())
-    );
-    let head = app.store.head().await.expect("head");
-    assert_eq!(
-        app.sagas.checkpoint("checkout").await.expect("checkpoint"),
-        head
-    );
-
-    // A replay from zero, by a new process: every event is read again, nothing is handled or
-    // written.
-    let before = app.all_events().await;
-    app.sagas
-        .set_checkpoint("checkout", Position::START)
-        .await
-        .expect("reset");
-    assert_eq!(
-        app.sagas.checkpoint("checkout").await.expect("checkpoint"),
-        Position::START
-    );
-    let Ran { caught_up, saga } = run(&app.restart().runner()).await.expect("replays");
-    assert_eq!(caught_up.events, head.0, "the whole log was read again");
-    assert_eq!((saga.handled, saga.commands, saga.deduplicated), (0, 0, 0));
-    assert_eq!(app.all_events().await, before);
-    assert!(
-        app.sagas
-            .dead_letters("checkout")
-            .await
-            .expect("dead letters")
-            .is_empty()
-    );
+    checkout::checkout_confirms_paid_bookings_releases_declined_ones_and_a_replay_writes_nothing(
+        PostgresDatabase::new().await,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_payment_deadline_is_stored_and_fires_once_after_a_restart() {
-    let app = App::with_show(10).await;
-    app.request(1, 2, Card::Silent).await;
-    app.runner().catch_up().await.expect("saga runs");
-    assert_eq!(app.status(1).await, BookingStatus::Pending);
-    let instances = app.sagas.instances("checkout").await.expect("instances");
-    assert_eq!(instances[0].deadlines.len(), 1);
-    let due = app.clock.now() + PAYMENT_TIMEOUT;
-    assert_eq!(instances[0].deadlines[0].due, due);
-    assert_eq!(
-        app.sagas.next_deadline("checkout").await.expect("next"),
-        Some(due)
-    );
-
-    let app = app.restart();
-    app.clock.advance(PAYMENT_TIMEOUT - Duration::from_secs(1));
-    assert!(
-        app.sagas
-            .due_deadlines("checkout", app.clock.now())
-            .await
-            .expect("due")
-            .is_empty()
-    );
-    let early = run(&app.runner()).await.expect("runs").saga;
-    assert_eq!(early.deadlines, 0, "not due yet");
-
-    app.clock.advance(Duration::from_secs(1));
-    let fired = run(&app.runner()).await.expect("runs").saga;
-    assert_eq!(fired.deadlines, 1);
-    assert_eq!(app.status(1).await, BookingStatus::Failed);
-    assert_eq!(app.reserved_seats().await, 0);
-    assert_eq!(
-        app.sagas.next_deadline("checkout").await.expect("next"),
-        None
-    );
-
-    let before = app.all_events().await;
-    app.clock.advance(Duration::from_secs(3600));
-    let again = run(&app.restart().runner()).await.expect("runs").saga;
-    assert_eq!(again.deadlines, 0);
-    app.sagas
-        .set_checkpoint("checkout", Position::START)
-        .await
-        .expect("reset");
-    app.restart().runner().catch_up().await.expect("replays");
-    assert_eq!(app.all_events().await, before);
+    checkout::the_payment_deadline_is_stored_and_fires_once_after_a_restart(
+        PostgresDatabase::new().await,
+    )
+    .await;
 }
