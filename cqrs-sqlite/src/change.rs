@@ -2,7 +2,9 @@
 //! short interval, while someone waits for events, and publishes the new head.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 
 use cqrs_core::Position;
 use rusqlite::Connection;
@@ -12,23 +14,23 @@ use crate::connection::{self, Role};
 use crate::options::SqliteOptions;
 
 /// Starts the change watcher of a store; it ends within one interval of the store's last clone
-/// being dropped (`alive` no longer upgrades). A watcher that cannot open its connection ends at
-/// once: waiters are then woken by this store's own writes only.
+/// being dropped (`alive` no longer upgrades) or of `closed` being set, closing its connection.
+/// A watcher that cannot open its connection or thread ends at once (`None`): waiters are then
+/// woken by this store's own writes only.
 pub(crate) fn start(
     path: PathBuf,
     options: &SqliteOptions,
     head: Arc<watch::Sender<Position>>,
     alive: Weak<()>,
-) {
+    closed: Arc<AtomicBool>,
+) -> Option<JoinHandle<()>> {
     let interval = options.change_check_interval;
-    let Ok(connection) = connection::open(&path, options, Role::Reader) else {
-        return;
-    };
+    let connection = connection::open(&path, options, Role::Reader).ok()?;
     let spawned = std::thread::Builder::new()
         .name("cqrs-sqlite-changes".into())
         .spawn(move || {
             let mut seen = data_version(&connection);
-            while alive.upgrade().is_some() {
+            while alive.upgrade().is_some() && !closed.load(Ordering::Acquire) {
                 std::thread::sleep(interval);
                 // Nobody waits: nothing to check. `seen` stays as it was, so a change made
                 // meanwhile is noticed at the first check after someone starts waiting.
@@ -52,7 +54,7 @@ pub(crate) fn start(
             }
         });
     // Without the thread, waiters still wake on this store's own writes.
-    drop(spawned);
+    spawned.ok()
 }
 
 /// The connection's `data_version`: it changes when another connection commits to the file.

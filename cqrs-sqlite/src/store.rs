@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -90,6 +90,10 @@ struct Inner {
     _alive: Arc<()>,
     /// Appends sent to the writer and not answered yet.
     in_flight: AtomicUsize,
+    /// Set by [`SqliteStore::close`]: the change watcher stops.
+    closed: Arc<AtomicBool>,
+    /// The change watcher's thread, joined by [`SqliteStore::close`].
+    watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Counts an append in flight while it lives.
@@ -143,6 +147,8 @@ impl SqliteStore {
                 head: Arc::clone(&head),
                 _alive: Arc::clone(&alive),
                 in_flight: AtomicUsize::new(0),
+                closed: Arc::new(AtomicBool::new(false)),
+                watcher: Mutex::new(None),
             }),
         };
         if options.migrate_on_open {
@@ -150,10 +156,18 @@ impl SqliteStore {
         }
         let watched = options.clone();
         let weak = Arc::downgrade(&alive);
+        let closed = Arc::clone(&store.inner.closed);
         // Opening its connection blocks: not on the runtime.
-        tokio::task::spawn_blocking(move || crate::change::start(path, &watched, head, weak))
-            .await
-            .map_err(|error| StoreError::backend(SqliteStoreError::ReadTask(error.to_string())))?;
+        let watcher = tokio::task::spawn_blocking(move || {
+            crate::change::start(path, &watched, head, weak, closed)
+        })
+        .await
+        .map_err(|error| StoreError::backend(SqliteStoreError::ReadTask(error.to_string())))?;
+        *store
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = watcher;
         Ok(store)
     }
 
@@ -173,6 +187,49 @@ impl SqliteStore {
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Migrate { reply }).await?;
+        answer
+            .await
+            .map_err(|_| writer::stopped(&self.inner.path))?
+    }
+
+    /// Closes the store, for this handle and every clone of it: the change watcher stops, the
+    /// idle read connections close, then the writer serves what was sent before, moves the
+    /// whole WAL into the database file (`PRAGMA wal_checkpoint(TRUNCATE)`) and closes its
+    /// connection. When no other process has the file open, SQLite then removes its `-wal` and
+    /// `-shm` files, so that the database file alone holds everything, ready to be copied.
+    ///
+    /// Later calls of the store's clones fail with [`SqliteStoreError::WriterStopped`] (reads
+    /// still open connections of their own, closed when they are done). A read in flight while
+    /// the store closes keeps the file open: the WAL is then left for the next open. Without
+    /// `close`, nothing is lost either: the next open finds the WAL and uses it, with no repair
+    /// step.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.inner.closed.store(true, Ordering::Release);
+        let watcher = self
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let readers = std::mem::take(
+            &mut *self
+                .inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        // Joining waits up to one check interval; closing connections may block: not on the
+        // runtime.
+        tokio::task::spawn_blocking(move || {
+            drop(readers);
+            if let Some(watcher) = watcher {
+                let _ = watcher.join();
+            }
+        })
+        .await
+        .map_err(|error| StoreError::backend(SqliteStoreError::ReadTask(error.to_string())))?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Close { reply }).await?;
         answer
             .await
             .map_err(|_| writer::stopped(&self.inner.path))?
@@ -254,7 +311,10 @@ impl SqliteStore {
             };
             let result = read(&connection);
             let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if readers.len() < inner.options.read_connections {
+            // A closed store keeps no connection open.
+            if readers.len() < inner.options.read_connections
+                && !inner.closed.load(Ordering::Acquire)
+            {
                 readers.push(connection);
             }
             result

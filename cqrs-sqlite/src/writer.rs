@@ -45,6 +45,10 @@ pub(crate) enum Request {
     Migrate {
         reply: oneshot::Sender<Result<Vec<u32>, StoreError>>,
     },
+    /// Checkpoint the whole WAL into the database file, close the connection and stop.
+    Close {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Work of the caller's (a processor's batch, a saga's commit), run on the writer's
     /// connection in a savepoint of its own.
     Run(Box<dyn Job>),
@@ -336,6 +340,14 @@ impl Writer {
                     },
                 },
             };
+            let first = match first {
+                Request::Close { reply } => {
+                    let closed = self.close();
+                    let _ = reply.send(closed);
+                    return;
+                }
+                other => other,
+            };
             let deadline = Instant::now() + self.options.batch_linger;
             let mut served = 1;
             self.serve(first, |taken| {
@@ -351,7 +363,7 @@ impl Writer {
                         Next::Empty | Next::Closed => return None,
                     },
                 };
-                if let Request::Migrate { .. } = next {
+                if let Request::Migrate { .. } | Request::Close { .. } = next {
                     held = Some(next);
                     return None;
                 }
@@ -406,6 +418,34 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Moves the whole WAL into the database file and closes the connection (SQLite removes the
+    /// `-wal` and `-shm` files when it was the last one on the file).
+    fn close(self) -> Result<(), StoreError> {
+        let failed = |operation| {
+            move |error: rusqlite::Error| StoreError::backend(SqliteError::new(operation, &error))
+        };
+        // Waits for other processes' readers as SQLite does, up to the busy timeout.
+        self.connection
+            .busy_timeout(self.options.busy_timeout)
+            .map_err(failed("setting busy_timeout"))?;
+        let (busy, _, _): (i64, i64, i64) = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(failed("checkpointing"))?;
+        if busy != 0 {
+            return Err(StoreError::backend(SqliteError::noticed(
+                "checkpointing",
+                "another connection kept the WAL from being moved into the database file"
+                    .to_owned(),
+            )));
+        }
+        self.connection
+            .close()
+            .map_err(|(_, error)| StoreError::backend(SqliteError::new("closing", &error)))
     }
 
     /// Applies the shipped migrations, waiting for another process's lock as SQLite does (the
@@ -489,9 +529,12 @@ impl Writer {
                     trusted = false;
                     outcomes.push(Outcome::Ran(run_job(&transaction, &mut **job)));
                 }
-                // `run` serves migrations alone and never hands one here; were one handed, its
-                // reply would be dropped, and its caller would learn that it was not served.
-                Request::Migrate { .. } => outcomes.push(Outcome::Ran(Ok(()))),
+                // `run` serves migrations and closing alone and never hands one here; were one
+                // handed, its reply would be dropped, and its caller would learn that it was not
+                // served.
+                Request::Migrate { .. } | Request::Close { .. } => {
+                    outcomes.push(Outcome::Ran(Ok(())))
+                }
             }
             // SQLite rolls a whole transaction back by itself after some errors (a full disk,
             // an I/O error). The next request would then run outside of any transaction and
@@ -555,6 +598,9 @@ fn fail(request: Request, error: &SqliteError) {
             let _ = reply.send(Err(error()));
         }
         Request::Migrate { reply } => {
+            let _ = reply.send(Err(error()));
+        }
+        Request::Close { reply } => {
             let _ = reply.send(Err(error()));
         }
         Request::Run(job) => job.answer(Err(error())),

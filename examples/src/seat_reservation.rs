@@ -243,7 +243,10 @@ pub async fn run_on<W: Write>(
         Database::Sqlite(path) => {
             let store = database::open_sqlite(path).await?;
             let found = earlier_runs::introduce(&store, database, &AGGREGATES, out).await?;
-            Ok((found, run(store, out).await?))
+            let report = run(store.clone(), out).await?;
+            // The file alone holds the run now: SQLite's `-wal` and `-shm` files are gone.
+            store.close().await?;
+            Ok((found, report))
         }
         Database::Memory => {
             // Without a network between them, in-memory customers hardly ever overlap: give each

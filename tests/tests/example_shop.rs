@@ -136,6 +136,11 @@ async fn a_second_run_on_a_sqlite_file_continues_the_first() {
     assert_eq!(first_line(&story), format!("{place}: a new database."));
     assert_story(&first);
     assert_eq!(first.orders_in_store, 4);
+    let wal = format!("{}-wal", file.path().display());
+    assert!(
+        !std::path::Path::new(&wal).exists(),
+        "the run closed the store: the file alone holds what it wrote"
+    );
 
     // What the first run left, read from the file by a store of its own, as a new process would.
     let store = database::open_sqlite(file.path()).await.expect("reopen");

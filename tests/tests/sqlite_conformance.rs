@@ -449,3 +449,58 @@ async fn an_append_waiting_for_another_process_commits_soon_after_the_lock_is_fr
     drop(store);
     remove_database(&path);
 }
+
+/// `close` leaves the database file alone holding everything: the WAL moved into it and
+/// removed, a copy of the file without its WAL reads every event. The store's clones fail
+/// afterwards, and the file opens again with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_moves_the_wal_into_the_file_and_stops_every_clone() {
+    let path = fresh_path("close");
+    let store = SqliteStore::open(&path).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let stream = StreamId::new("closed-1").expect("valid stream id");
+    for n in 0..100 {
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(n)])
+            .await
+            .expect("append");
+    }
+    // A waiter makes the change watcher read the file too.
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.wait_for_events(Position(1_000)).await })
+    };
+    // Until it waits, with its read done (a read in flight keeps the file open past `close`).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let clone = store.clone();
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    assert!(wal.exists(), "the appends went to the WAL");
+    store.close().await.expect("close");
+    assert!(!wal.exists(), "the WAL is gone");
+    assert!(
+        !std::path::PathBuf::from(format!("{}-shm", path.display())).exists(),
+        "the shared-memory file is gone"
+    );
+
+    let copy = fresh_path("close-copy");
+    std::fs::copy(&path, &copy).expect("copy the file alone");
+    let counted: i64 = rusqlite::Connection::open(&copy)
+        .expect("open the copy")
+        .query_row("SELECT count(*) FROM cqrs_events", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(counted, 100, "the file alone holds every event");
+    remove_database(&copy);
+
+    let refused = clone
+        .append(&stream, ExpectedVersion::Any, vec![event(100)])
+        .await
+        .expect_err("the writer is closed");
+    assert!(refused.to_string().contains("writer"), "{refused}");
+    waiting.abort();
+    drop(clone);
+
+    let reopened = SqliteStore::open(&path).await.expect("open again");
+    assert_eq!(reopened.head().await.expect("head"), Position(100));
+    drop(reopened);
+    remove_database(&path);
+}
