@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod browser;
 pub mod checkout;
 pub mod conformance;
 pub mod flaky;
