@@ -326,7 +326,7 @@ impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
         let max_batch = self.options.max_batch;
         let mut expected = 1;
-        // A migration met while a transaction was open: served first after it.
+        // A migration or the closing met while a transaction was open: served first after it.
         let mut held = None;
         loop {
             let first = match held.take() {
