@@ -17,11 +17,9 @@ use cqrs_sqlite::rusqlite::{self, Connection, params};
 use crate::stores::{self, run_id};
 use crate::{BenchResult, BoxError, per_second, report};
 
-/// Removes a database file and its WAL and shared-memory files.
+/// Removes a database file and its WAL and shared-memory files, whatever is left of them.
 fn remove(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    let _ = cqrs_sqlite::remove_database(path);
 }
 
 /// A fresh database path for `name`, removed again when dropped.

@@ -249,9 +249,59 @@ pub use crate::projection::{
 pub use crate::rows::CorruptRow;
 pub use crate::saga::SqliteSagaStore;
 pub use crate::store::SqliteStore;
+
+/// Removes the database file at `path` with SQLite's `-wal` and `-shm` files beside it (those
+/// that exist): the way to start over. No store may have the file open; one that has keeps
+/// writing to files no longer in the directory.
+pub fn remove_database(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    let path = path.as_ref();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 /// The SQLite binding whose [`Connection`](rusqlite::Connection) a [`SqliteProjection`] and
 /// [`SqliteStore::write`] get.
 pub use rusqlite;
 
 #[cfg(doc)]
 use cqrs_core::{EventStore, StoreError};
+
+#[cfg(test)]
+mod tests {
+    use crate::connection::{self, Role};
+    use crate::options::SqliteOptions;
+    use crate::scratch::ScratchFile;
+
+    #[test]
+    fn remove_database_removes_the_file_with_its_wal_and_shared_memory_and_nothing_else() {
+        let file = ScratchFile::new("remove");
+        let connection = connection::open(file.path(), &SqliteOptions::default(), Role::Writer)
+            .expect("open writer");
+        connection
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .expect("write");
+        let with = |suffix: &str| {
+            let mut path = file.path().as_os_str().to_owned();
+            path.push(suffix);
+            std::path::PathBuf::from(path)
+        };
+        let neighbour = with(".backup");
+        std::fs::write(&neighbour, b"keep").expect("a file beside it");
+        // Open, so that SQLite does not remove the WAL itself on closing.
+        assert!(with("-wal").exists() && with("-shm").exists());
+        crate::remove_database(file.path()).expect("remove");
+        drop(connection);
+        for suffix in ["", "-wal", "-shm"] {
+            assert!(!with(suffix).exists(), "{suffix}");
+        }
+        assert!(neighbour.exists(), "only the database's own files go");
+        crate::remove_database(file.path()).expect("nothing left to remove is fine");
+        std::fs::remove_file(neighbour).expect("clean up");
+    }
+}

@@ -24,9 +24,7 @@ impl ScratchFile {
     }
 
     fn remove(&self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
+        let _ = crate::remove_database(&self.0);
     }
 }
 

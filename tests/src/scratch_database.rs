@@ -83,9 +83,7 @@ pub fn fresh_path(name: &str) -> PathBuf {
     path
 }
 
-/// Removes a database file and its WAL and shared-memory files.
+/// Removes a database file and its WAL and shared-memory files, whatever is left of them.
 pub fn remove_database(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    let _ = cqrs_sqlite::remove_database(path);
 }
