@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod checkout;
 pub mod conformance;
 pub mod flaky;
