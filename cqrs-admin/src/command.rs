@@ -33,6 +33,10 @@ pub(crate) async fn run<W: Write>(
     if let Command::Migrate { yes } = command {
         return migrate(target, yes, output).await;
     }
+    // Arguments are checked before the database is opened: a usage error is said as such.
+    if let Command::Stream { id, .. } = &command {
+        stream_id(id)?;
+    }
     let database = Database::open(target, false).await?;
     let code = match command {
         Command::Streams {
@@ -187,6 +191,11 @@ fn payload(event: &RecordedEvent) -> serde_json::Value {
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
+fn stream_id(id: &str) -> Result<StreamId, AdminError> {
+    StreamId::new(id)
+        .map_err(|error| AdminError::Usage(format!("`{id}` is not a stream id: {error}")))
+}
+
 const EVENT_HEADER: [&str; 5] = ["POSITION", "STREAM", "VERSION", "TYPE", "OCCURRED AT"];
 
 fn event_table(payloads: bool) -> Table {
@@ -203,8 +212,7 @@ async fn stream<W: Write>(
     payloads: bool,
     output: &mut Output<W>,
 ) -> Result<u8, AdminError> {
-    let stream = StreamId::new(id)
-        .map_err(|error| AdminError::Usage(format!("`{id}` is not a stream id: {error}")))?;
+    let stream = stream_id(id)?;
     let mut table = event_table(payloads);
     let mut from = Version(1);
     loop {
@@ -271,8 +279,11 @@ async fn tail<W: Write>(
     let mut stop = if follow { Some(Stop::new()?) } else { None };
     let aggregates: Vec<&str> = filter.category.iter().map(String::as_str).collect();
     if !output.json {
-        let header = event_table(filter.payloads);
-        header.print(&mut output.out)?;
+        let mut header: Vec<String> = EVENT_HEADER.iter().map(|name| (*name).to_owned()).collect();
+        if filter.payloads {
+            header.push("PAYLOAD".to_owned());
+        }
+        tail_row(&mut output.out, &header)?;
     }
     loop {
         let batch = database.events().read_log(after, PAGE, &aggregates).await?;
@@ -312,18 +323,7 @@ fn print_entry<W: Write>(
             if output.json {
                 json_line(&mut output.out, &line)?;
             } else {
-                // Lines go out as they come, so the columns have fixed widths.
-                let cells = line.cells();
-                writeln!(
-                    output.out,
-                    "{:<8}  {:<24}  {:<7}  {:<24}  {}",
-                    cells[0],
-                    cells[1],
-                    cells[2],
-                    cells[3],
-                    cells[4..].join("  ")
-                )?;
-                output.out.flush()?;
+                tail_row(&mut output.out, &line.cells())?;
             }
         }
         LogEntry::Unreadable(row) => {
@@ -343,6 +343,18 @@ fn print_entry<W: Write>(
         }
     }
     Ok(())
+}
+
+/// One row of `tail`'s table. Rows go out as they come, so the columns have fixed widths.
+fn tail_row(out: &mut impl Write, cells: &[String]) -> std::io::Result<()> {
+    let widths = [8, 24, 7, 24];
+    let mut line = String::new();
+    for (cell, width) in cells.iter().zip(widths) {
+        line.push_str(&format!("{cell:<width$}  "));
+    }
+    line.push_str(&cells.get(widths.len()..).unwrap_or_default().join("  "));
+    writeln!(out, "{}", line.trim_end())?;
+    out.flush()
 }
 
 /// The signals that stop `tail --follow`: Ctrl-C (SIGINT) and SIGTERM.

@@ -98,7 +98,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, AdminError> {
-    let value = cli.database.ok_or(AdminError::NoDatabase)?;
+    let value = cli
+        .database
+        .filter(|value| !value.is_empty())
+        .ok_or(AdminError::NoDatabase)?;
     let target = Target::parse(&value)?;
     let mut output = Output {
         out: std::io::stdout().lock(),
