@@ -67,6 +67,7 @@
 //! [`guide`] walks through all of it, one chapter per concept, with examples that run as tests.
 #![doc(html_root_url = "https://docs.rs/cqrs-core/0.1.0")]
 
+pub mod admin;
 pub mod aggregate;
 mod cache;
 pub mod event;

@@ -77,6 +77,7 @@
 //! `cqrs.batch.appends` and no batch size histogram.
 #![doc(html_root_url = "https://docs.rs/cqrs-memstore/0.1.0")]
 
+mod admin;
 mod fault;
 mod log;
 

@@ -207,6 +207,7 @@
 //! to 0.87 M events/s that way on a two-core machine, and at 1.2 to 1.3 M from a spawned task.
 #![doc(html_root_url = "https://docs.rs/cqrs-postgres/0.1.0")]
 
+pub mod admin;
 mod batch;
 mod error;
 mod lease;

@@ -223,6 +223,7 @@
 //! retries conflicts with backoff. Turns on SQLite are left for later.
 #![doc(html_root_url = "https://docs.rs/cqrs-sqlite/0.1.0")]
 
+pub mod admin;
 mod change;
 mod connection;
 mod error;

@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod browser;
 pub mod checkout;
 pub mod conformance;

@@ -1,0 +1,51 @@
+//! What can go wrong, and the exit code each failure ends the process with.
+
+use cqrs_core::StoreError;
+
+/// The process's exit codes (see the crate docs and `--help`).
+pub(crate) mod exit {
+    /// Success.
+    pub(crate) const OK: u8 = 0;
+    /// `check` found problems.
+    pub(crate) const PROBLEMS: u8 = 1;
+    /// A usage error.
+    pub(crate) const USAGE: u8 = 2;
+    /// The database could not be reached or opened.
+    pub(crate) const UNREACHABLE: u8 = 3;
+    /// Any other failure.
+    pub(crate) const FAILED: u8 = 4;
+}
+
+/// A failure of one run of the tool.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdminError {
+    /// No `--database` and no `DATABASE_URL`.
+    #[error("no database given: pass --database URL or set DATABASE_URL")]
+    NoDatabase,
+    /// The argument cannot be used (an invalid stream id).
+    #[error("{0}")]
+    Usage(String),
+    /// The database could not be opened or reached.
+    #[error("cannot open the database: {0}")]
+    Unreachable(String),
+    /// The store failed while serving a command.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The task that ran the command failed (it panicked).
+    #[error("the command did not finish: {0}")]
+    Task(String),
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl AdminError {
+    /// The exit code this failure ends the process with.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            AdminError::NoDatabase | AdminError::Usage(_) => exit::USAGE,
+            AdminError::Unreachable(_) => exit::UNREACHABLE,
+            AdminError::Store(_) | AdminError::Task(_) | AdminError::Output(_) => exit::FAILED,
+        }
+    }
+}
