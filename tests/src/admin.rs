@@ -182,3 +182,30 @@ where
     assert!(capped.position_holes_truncated && capped.version_breaks_truncated);
     assert!(!capped.is_clean());
 }
+
+/// A store on a new database lists every shipped migration as not applied, and as applied once
+/// `migrate` (the backend's own call) has run; it knows of no processor yet.
+pub async fn migrations_are_listed_as_applied<S, Fut>(store: &S, migrate: Fut)
+where
+    S: StoreAdmin,
+    Fut: Future<Output = ()>,
+{
+    let before = store
+        .migrations()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(!before.is_empty() && before.iter().all(|migration| !migration.applied));
+    migrate.await;
+    let after = store
+        .migrations()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(after.iter().all(|migration| migration.applied), "{after:?}");
+    assert!(
+        store
+            .processors()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+            .is_empty()
+    );
+}
