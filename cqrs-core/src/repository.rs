@@ -727,6 +727,17 @@ where
                     continue;
                 }
             }
+            if refused_or_no_op {
+                if let Some(command_id) = &metadata.command_id {
+                    // The id was not applied when it was checked before the wait for the cached
+                    // state, but a concurrent request with the same id (a client's retry) may
+                    // have written meanwhile, and this decision is made on its events: its
+                    // outcome is this one's, as when the id is found before deciding.
+                    if let Some(record) = inner.store.command_record(stream, command_id).await? {
+                        return self.earlier_outcome(record, *attempt).await;
+                    }
+                }
+            }
             let events = decision.map_err(ExecuteError::Domain)?;
             if events.is_empty() {
                 return Ok(ExecuteOutcome {

@@ -1,0 +1,325 @@
+//! Admin endpoints over the processors of a service: status, health, dead letters, and the
+//! controls (rebuild, pause, resume, retry or discard a dead letter).
+//!
+//! [`router`] gives a router to nest under a prefix of your choice, behind whatever
+//! authentication the service uses (this crate adds none):
+//!
+//! | call | answer |
+//! | --- | --- |
+//! | `GET /status` | every processor's [`ProcessorStatus`] (name, state, checkpoint, head, lag, ...) |
+//! | `GET /health` | the [`Health`] of [`Processors::health`]: 200 when healthy, 503 when not |
+//! | `GET /processors/{name}/dead-letters` | the processor's dead letters, oldest first |
+//! | `POST /processors/{name}/rebuild` | empties the read model and replays the log |
+//! | `POST /processors/{name}/pause` | pauses after the batch in hand |
+//! | `POST /processors/{name}/resume` | resumes a paused or failed processor |
+//! | `POST /processors/{name}/dead-letters/{id}/retry` | handles the dead letter's event again |
+//! | `POST /processors/{name}/dead-letters/{id}/discard` | drops the dead letter |
+//!
+//! A `POST` changes what a processor does, so it must be confirmed: `?confirm=true`, or the JSON
+//! body `{"confirm": true}`. Without it nothing happens and the answer is a 400 problem whose
+//! `detail` says what the call would have done. A dead letter id with a `/` in it (a saga
+//! deadline's) is sent percent-encoded (`deadline%2Forder-1%2Fpay`).
+//!
+//! [`ProcessorStatus`]: cqrs_core::processor::ProcessorStatus
+//! [`Health`]: cqrs_core::processor::Health
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cqrs_core::processor::{ControlError, ProcessorHandle};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Problem, kinds};
+use crate::processors::Processors;
+
+/// The admin router over `processors`, to nest under a prefix:
+/// `app.nest("/admin", admin::router(processors))`. It carries its own state, so it fits a
+/// router of any state type.
+pub fn router<S: Clone + Send + Sync + 'static>(processors: Processors) -> Router<S> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/health", get(health))
+        .route("/processors/{name}/dead-letters", get(dead_letters))
+        .route("/processors/{name}/rebuild", post(rebuild))
+        .route("/processors/{name}/pause", post(pause))
+        .route("/processors/{name}/resume", post(resume))
+        .route(
+            "/processors/{name}/dead-letters/{id}/retry",
+            post(retry_dead_letter),
+        )
+        .route(
+            "/processors/{name}/dead-letters/{id}/discard",
+            post(discard_dead_letter),
+        )
+        .with_state(processors)
+}
+
+async fn status(State(processors): State<Processors>) -> Response {
+    Json(processors.statuses().await).into_response()
+}
+
+async fn health(State(processors): State<Processors>) -> Response {
+    let health = processors.health();
+    let status = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+async fn dead_letters(
+    State(processors): State<Processors>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let handle = processors.get(&name).await?;
+    match handle.dead_letters().await {
+        Ok(letters) => Ok(Json(letters).into_response()),
+        Err(error) => {
+            tracing::error!(target: "cqrs_http", processor = %name, %error, "listing dead letters failed");
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                kinds::STORE_UNAVAILABLE,
+                "store unavailable",
+            )
+            .detail(format_args!(
+                "the dead letters of `{name}` could not be read from its store"
+            )))
+        }
+    }
+}
+
+/// The body of a mutating call.
+#[derive(Debug, Deserialize)]
+struct ConfirmBody {
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Whether the call is confirmed by `?confirm=true` or `{"confirm": true}`; a body that is not
+/// that JSON is a 400 problem.
+fn confirmed(query: Option<&str>, body: &Bytes) -> Result<bool, Problem> {
+    let in_query = query
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| pair == "confirm=true");
+    if in_query {
+        return Ok(true);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    serde_json::from_slice::<ConfirmBody>(body)
+        .map(|body| body.confirm)
+        .map_err(|error| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                kinds::INVALID_BODY,
+                "invalid request body",
+            )
+            .detail(format_args!(
+                "the body must be the JSON object {{\"confirm\": true}}: {error}"
+            ))
+        })
+}
+
+/// What an admin call is about to do, and the request that asked for it.
+struct Action<'a> {
+    /// The call, as `rebuild`, `dead-letters/{id}/retry`.
+    call: String,
+    /// What it does, in words: "would" follows before it is confirmed.
+    effect: String,
+    processors: &'a Processors,
+    name: &'a str,
+}
+
+impl Action<'_> {
+    /// Checks that the processor exists and the call is confirmed, then runs `control` on the
+    /// processor's handle and answers with its status afterwards.
+    async fn run<T>(
+        self,
+        query: Option<&str>,
+        body: &Bytes,
+        control: impl AsyncFnOnce(&ProcessorHandle) -> Result<T, ControlError>,
+    ) -> Result<Response, Problem> {
+        let handle = self.processors.get(self.name).await?;
+        if !confirmed(query, body)? {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                kinds::CONFIRMATION_REQUIRED,
+                "confirmation required",
+            )
+            .detail(format_args!(
+                "this call would {}; nothing was done. Repeat it with `?confirm=true` or the \
+                 body {{\"confirm\": true}} to go ahead",
+                self.effect
+            ))
+            .extension("processor", self.name)
+            .extension("action", self.call.as_str()));
+        }
+        control(&handle)
+            .await
+            .map_err(|error| control_problem(self.name, &error))?;
+        let status = handle.status().await;
+        Ok(Json(Done {
+            processor: self.name,
+            action: &self.call,
+            done: true,
+            status,
+        })
+        .into_response())
+    }
+}
+
+/// The answer to a carried out admin call.
+#[derive(Serialize)]
+struct Done<'a> {
+    processor: &'a str,
+    action: &'a str,
+    done: bool,
+    status: cqrs_core::processor::ProcessorStatus,
+}
+
+async fn rebuild(
+    State(processors): State<Processors>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let action = Action {
+        call: "rebuild".to_owned(),
+        effect: format!(
+            "empty the read model of `{name}`, drop its dead letters and replay the log from the start"
+        ),
+        processors: &processors,
+        name: &name,
+    };
+    action
+        .run(query.as_deref(), &body, async |handle| {
+            handle.rebuild().await
+        })
+        .await
+}
+
+async fn pause(
+    State(processors): State<Processors>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let action = Action {
+        call: "pause".to_owned(),
+        effect: format!("pause `{name}` after the batch in hand, until it is resumed"),
+        processors: &processors,
+        name: &name,
+    };
+    action
+        .run(query.as_deref(), &body, async |handle| handle.pause().await)
+        .await
+}
+
+async fn resume(
+    State(processors): State<Processors>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let action = Action {
+        call: "resume".to_owned(),
+        effect: format!("resume `{name}`, trying a failed event again"),
+        processors: &processors,
+        name: &name,
+    };
+    action
+        .run(query.as_deref(), &body, async |handle| {
+            handle.resume().await
+        })
+        .await
+}
+
+async fn retry_dead_letter(
+    State(processors): State<Processors>,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let action = Action {
+        call: format!("dead-letters/{id}/retry"),
+        effect: format!("handle the event of dead letter `{id}` of `{name}` again"),
+        processors: &processors,
+        name: &name,
+    };
+    action
+        .run(query.as_deref(), &body, async |handle| {
+            handle.retry_dead_letter(&id).await
+        })
+        .await
+}
+
+async fn discard_dead_letter(
+    State(processors): State<Processors>,
+    Path((name, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let action = Action {
+        call: format!("dead-letters/{id}/discard"),
+        effect: format!("drop dead letter `{id}` of `{name}` without handling its event"),
+        processors: &processors,
+        name: &name,
+    };
+    action
+        .run(query.as_deref(), &body, async |handle| {
+            match handle.discard_dead_letter(&id).await? {
+                true => Ok(()),
+                false => Err(ControlError::UnknownDeadLetter {
+                    processor: handle.name(),
+                    id: id.clone(),
+                }),
+            }
+        })
+        .await
+}
+
+/// The problem of a refused control.
+fn control_problem(name: &str, error: &ControlError) -> Problem {
+    let (status, kind, title) = match error {
+        ControlError::NotRunning { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            kinds::PROCESSOR_UNAVAILABLE,
+            "processor not running",
+        ),
+        ControlError::UnknownDeadLetter { .. } => (
+            StatusCode::NOT_FOUND,
+            kinds::NOT_FOUND,
+            "no such dead letter",
+        ),
+        ControlError::EventGone { .. } => (StatusCode::GONE, kinds::REFUSED, "event gone"),
+        ControlError::Failed(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kinds::REFUSED,
+            "handling failed again",
+        ),
+        ControlError::Store(store) => {
+            tracing::error!(target: "cqrs_http", processor = %name, error = %store, "admin call failed");
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                kinds::STORE_UNAVAILABLE,
+                "store unavailable",
+            )
+            .detail(format_args!(
+                "the store of `{name}` failed; nothing was changed"
+            ))
+            .extension("processor", name);
+        }
+        // Not the leader, cannot be rebuilt, not an event, and kinds added later: the processor
+        // refuses in its current state.
+        _ => (StatusCode::CONFLICT, kinds::REFUSED, "refused"),
+    };
+    Problem::new(status, kind, title)
+        .detail(error)
+        .extension("processor", name)
+}
