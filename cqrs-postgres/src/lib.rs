@@ -197,6 +197,13 @@
 //!   otherwise, following the stored checkpoint; when the leader's connection closes, another
 //!   node takes over from the checkpoint.
 //!
+//! # Administration
+//!
+//! [`PostgresStore`] is cqrs-core's [`StoreAdmin`](cqrs_core::admin::StoreAdmin) (see
+//! [`admin`]): its streams, processors and migrations, and the check that positions are dense,
+//! every stream's versions contiguous and no committed event left waiting for a position, for
+//! tools such as `cqrs-admin`.
+//!
 //! # Tasks and threads
 //!
 //! Each pooled connection is driven by a task of its own (tokio-postgres's connection task) on

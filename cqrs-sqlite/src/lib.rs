@@ -217,6 +217,12 @@
 //! # }
 //! ```
 //!
+//! # Administration
+//!
+//! [`SqliteStore`] is cqrs-core's [`StoreAdmin`](cqrs_core::admin::StoreAdmin) (see
+//! [`admin`]): its streams, processors and migrations, and the check that positions are dense
+//! and every stream's versions contiguous, for tools such as `cqrs-admin`.
+//!
 //! # Turns
 //!
 //! [`take_turn`](EventStore::take_turn) answers `None` (the default): the repository then
