@@ -47,6 +47,7 @@
 //! | `processor store is back` | INFO | `cqrs.checkpoint` |
 //! | `processor state changed` | INFO | `cqrs.state` (`catching_up`, `live`, `paused`, `rebuilding`), `cqrs.checkpoint`, `cqrs.lag`; not for the round trip a live processor makes with each new batch |
 //! | `processor leadership changed` | INFO | `cqrs.leader` |
+//! | `processor checkpoint moved forward, events skipped` | WARN | `cqrs.from`, `cqrs.checkpoint`; an operator's [`skip_to`](crate::processor::ProcessorHandle::skip_to) |
 //!
 //! The PostgreSQL store adds DEBUG events inside an append's span when it sends a batch again
 //! (after a deadlock or serialization failure: `cqrs.retry`, `cqrs.batch.appends`,

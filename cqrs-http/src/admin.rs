@@ -12,6 +12,7 @@
 //! | `POST /processors/{name}/rebuild` | empties the read model and replays the log |
 //! | `POST /processors/{name}/pause` | pauses after the batch in hand |
 //! | `POST /processors/{name}/resume` | resumes a paused or failed processor |
+//! | `POST /processors/{name}/reset?to=N` | moves the checkpoint forward to `N`, skipping the events in between |
 //! | `POST /processors/{name}/dead-letters/{id}/retry` | handles the dead letter's event again |
 //! | `POST /processors/{name}/dead-letters/{id}/discard` | drops the dead letter |
 //!
@@ -29,6 +30,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cqrs_core::Position;
 use cqrs_core::processor::{ControlError, ProcessorHandle};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +48,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(processors: Processors) -> Route
         .route("/processors/{name}/rebuild", post(rebuild))
         .route("/processors/{name}/pause", post(pause))
         .route("/processors/{name}/resume", post(resume))
+        .route("/processors/{name}/reset", post(reset))
         .route(
             "/processors/{name}/dead-letters/{id}/retry",
             post(retry_dead_letter),
@@ -240,6 +243,55 @@ async fn resume(
         .await
 }
 
+async fn reset(
+    State(processors): State<Processors>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let to = reset_position(query.as_deref())?;
+    let action = Action {
+        call: format!("reset?to={to}"),
+        effect: format!(
+            "move the checkpoint of `{name}` forward to position {to}, without handling the \
+             events before it"
+        ),
+        processors: &processors,
+        name: &name,
+    };
+    action
+        .run(query.as_deref(), &body, async |handle| {
+            handle.skip_to(Position(to)).await
+        })
+        .await
+}
+
+/// The position of `?to=N`: a 400 problem when it is missing or not a number.
+fn reset_position(query: Option<&str>) -> Result<u64, Problem> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("to="));
+    let invalid = |detail: String| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            kinds::INVALID_POSITION,
+            "invalid position",
+        )
+        .detail(detail)
+    };
+    match value {
+        None => Err(invalid(
+            "say where the checkpoint goes with `?to=N`, N a position of the log".to_owned(),
+        )),
+        Some(value) => value.parse().map_err(|error| {
+            invalid(format!(
+                "`to={value}` is not a position (a number of 0 or more): {error}"
+            ))
+        }),
+    }
+}
+
 async fn retry_dead_letter(
     State(processors): State<Processors>,
     Path((name, id)): Path<(String, String)>,
@@ -297,6 +349,9 @@ fn control_problem(name: &str, error: &ControlError) -> Problem {
             kinds::NOT_FOUND,
             "no such dead letter",
         ),
+        ControlError::WouldReplay { .. } | ControlError::BeyondHead { .. } => {
+            (StatusCode::CONFLICT, kinds::REFUSED, "refused")
+        }
         ControlError::EventGone { .. } => (StatusCode::GONE, kinds::REFUSED, "event gone"),
         ControlError::Failed(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,

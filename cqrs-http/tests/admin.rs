@@ -288,3 +288,136 @@ async fn a_rebuild_while_commands_keep_arriving_ends_equal_to_a_fresh_rebuild() 
     fresh_handle.shutdown().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_moves_the_checkpoint_forward_past_events_it_does_not_handle_and_never_back() {
+    let service = shop_service(
+        MemStore::new(),
+        RetryPolicy::default(),
+        Duration::from_secs(2),
+    );
+    let processors = service.processors.clone();
+    let read_model = service.read_model.clone();
+    let server = Server::start(service.router).await;
+    let client = HttpClient::new(server.addr);
+    let reset = format!("/admin/processors/{PROJECTION}/reset");
+    let first = client
+        .place("o-1", "ada")
+        .await
+        .position()
+        .expect("a position");
+    processors
+        .wait_for(PROJECTION, Some(cqrs_core::Position(first)))
+        .await
+        .expect("catches up");
+
+    // Paused, so the next two orders wait; the first of them is then skipped.
+    let paused = client
+        .post(
+            &format!("/admin/processors/{PROJECTION}/pause?confirm=true"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{:#}", paused.body);
+    let skipped = client
+        .place("o-2", "bob")
+        .await
+        .position()
+        .expect("a position");
+    let kept = client
+        .place("o-3", "cyd")
+        .await
+        .position()
+        .expect("a position");
+
+    // Refused: no position, not a number, backwards, past the head, unconfirmed.
+    let missing = client.post(&reset, &[], json!(null)).await;
+    let body = missing.problem(StatusCode::BAD_REQUEST, kinds::INVALID_POSITION);
+    assert!(
+        body["detail"].as_str().expect("a detail").contains("?to=N"),
+        "{body:#}"
+    );
+    let garbled = client
+        .post(&format!("{reset}?to=two"), &[], json!(null))
+        .await;
+    garbled.problem(StatusCode::BAD_REQUEST, kinds::INVALID_POSITION);
+    let back = client
+        .post(&format!("{reset}?to=0&confirm=true"), &[], json!(null))
+        .await;
+    let body = back.problem(StatusCode::CONFLICT, kinds::REFUSED);
+    println!("{body:#}");
+    assert!(
+        body["detail"].as_str().expect("a detail").contains("twice"),
+        "{body:#}"
+    );
+    let beyond = client
+        .post(
+            &format!("{reset}?to={}&confirm=true", kept + 10),
+            &[],
+            json!(null),
+        )
+        .await;
+    let body = beyond.problem(StatusCode::CONFLICT, kinds::REFUSED);
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("a detail")
+            .contains("past the head"),
+        "{body:#}"
+    );
+    let unconfirmed = client
+        .post(&format!("{reset}?to={skipped}"), &[], json!(null))
+        .await;
+    let body = unconfirmed.problem(StatusCode::BAD_REQUEST, kinds::CONFIRMATION_REQUIRED);
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("a detail")
+            .contains(&format!("forward to position {skipped}")),
+        "{body:#}"
+    );
+    let status = client.get("/admin/status", &[]).await;
+    assert_eq!(status.body[0]["checkpoint"], first, "{:#}", status.body);
+
+    let done = client
+        .post(
+            &format!("{reset}?to={skipped}&confirm=true"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{:#}", done.body);
+    assert_eq!(
+        done.body["status"]["checkpoint"], skipped,
+        "{:#}",
+        done.body
+    );
+    assert_eq!(
+        done.body["status"]["state"]["state"], "paused",
+        "{:#}",
+        done.body
+    );
+    let resumed = client
+        .post(
+            &format!("/admin/processors/{PROJECTION}/resume?confirm=true"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK, "{:#}", resumed.body);
+    processors
+        .wait_for(PROJECTION, Some(cqrs_core::Position(kept)))
+        .await
+        .expect("catches up");
+    let customers = read_model.read(|model| {
+        ["ada", "bob", "cyd"]
+            .map(|customer| model.orders_of(customer).map_or(0, |orders| orders.len()))
+    });
+    assert_eq!(
+        customers,
+        [1, 0, 1],
+        "the order at {skipped} was skipped, the others handled"
+    );
+    server.stop().await;
+}

@@ -18,6 +18,7 @@ pub(crate) enum Control {
     Pause(oneshot::Sender<Result<(), ControlError>>),
     Resume(oneshot::Sender<Result<(), ControlError>>),
     Rebuild(oneshot::Sender<Result<(), ControlError>>),
+    SkipTo(Position, oneshot::Sender<Result<(), ControlError>>),
     Retry(String, oneshot::Sender<Result<(), ControlError>>),
     Discard(String, oneshot::Sender<Result<bool, ControlError>>),
 }
@@ -29,6 +30,7 @@ impl Control {
             Control::Pause(done)
             | Control::Resume(done)
             | Control::Rebuild(done)
+            | Control::SkipTo(_, done)
             | Control::Retry(_, done) => {
                 let _ = done.send(Err(error));
             }
@@ -60,6 +62,30 @@ pub enum ControlError {
     Unsupported {
         /// The processor.
         processor: &'static str,
+    },
+    /// A checkpoint cannot move back: the events in between would be handled twice. A
+    /// projection replays them with a rebuild.
+    #[error(
+        "processor `{processor}` is at position {checkpoint}: moving it back to {to} would handle \
+         the events in between twice (rebuild a projection to replay the log)"
+    )]
+    WouldReplay {
+        /// The processor.
+        processor: &'static str,
+        /// Its checkpoint.
+        checkpoint: Position,
+        /// The position asked for.
+        to: Position,
+    },
+    /// The position is past the last event of the log.
+    #[error("position {to} is past the head of the log ({head}) that `{processor}` follows")]
+    BeyondHead {
+        /// The processor.
+        processor: &'static str,
+        /// The position asked for.
+        to: Position,
+        /// The head of the log.
+        head: Position,
     },
     /// There is no dead letter with this id.
     #[error("processor `{processor}` has no dead letter `{id}`")]
@@ -224,6 +250,18 @@ impl ProcessorHandle {
     /// with the head as it was then.
     pub async fn rebuild(&self) -> Result<(), ControlError> {
         ask(&self.controls, self.name, Control::Rebuild).await
+    }
+
+    /// Moves the checkpoint forward to `to`, past the events in between without handling them
+    /// (an operator skipping events that must not be handled, say a batch imported twice). It
+    /// commits like a batch with no events, so the processor's effects and dead letters stay as
+    /// they are, and a failure stopped at a skipped event is cleared.
+    ///
+    /// A position before the checkpoint is refused with [`ControlError::WouldReplay`] (a
+    /// projection replays with [`rebuild`](ProcessorHandle::rebuild)), one past the head with
+    /// [`ControlError::BeyondHead`]; the checkpoint itself changes nothing.
+    pub async fn skip_to(&self, to: Position) -> Result<(), ControlError> {
+        ask(&self.controls, self.name, |done| Control::SkipTo(to, done)).await
     }
 
     /// The processor's dead letters, oldest first.

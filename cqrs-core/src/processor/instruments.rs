@@ -71,6 +71,8 @@ pub(crate) mod message {
     pub(crate) const STORE_BACK: &str = "processor store is back";
     /// INFO: the processor started catching up, went live, paused or started a rebuild.
     pub(crate) const STATE: &str = "processor state changed";
+    /// WARN: an operator moved the checkpoint forward past events that were not handled.
+    pub(crate) const SKIPPED: &str = "processor checkpoint moved forward, events skipped";
     /// INFO: the processor started or stopped leading.
     pub(crate) const LEADERSHIP: &str = "processor leadership changed";
 }
@@ -184,6 +186,19 @@ impl Instruments {
     /// The failure policy stopped the processor at `failure`.
     pub(super) fn stopped(&self, failure: &Failure) {
         failure_event!(Level::ERROR, self.processor, failure, message::STOPPED);
+    }
+
+    /// An operator moved the checkpoint from `from` to `to` without handling the events between.
+    pub(super) fn skipped(&self, from: Position, to: Position) {
+        tracing::event!(
+            target: TARGET,
+            Level::WARN,
+            cqrs.processor = self.processor,
+            cqrs.from = from.0,
+            cqrs.checkpoint = to.0,
+            "{}",
+            message::SKIPPED,
+        );
     }
 
     /// An attempt at the store failed with `error`; `first` when it starts an outage (the

@@ -899,6 +899,9 @@ impl<P: Processor> Worker<P> {
             Control::Rebuild(done) => {
                 let _ = done.send(self.rebuild().await);
             }
+            Control::SkipTo(to, done) => {
+                let _ = done.send(self.skip_to(to).await);
+            }
             Control::Retry(id, done) => {
                 let _ = done.send(self.retry_dead_letter(&id).await);
             }
@@ -947,6 +950,57 @@ impl<P: Processor> Worker<P> {
             true
         });
         Ok(())
+    }
+
+    async fn skip_to(&mut self, to: Position) -> Result<(), ControlError> {
+        let processor = self.name();
+        if to < self.checkpoint {
+            return Err(ControlError::WouldReplay {
+                processor,
+                checkpoint: self.checkpoint,
+                to,
+            });
+        }
+        let head = self
+            .processor
+            .events()
+            .head()
+            .await
+            .map_err(ControlError::Store)?;
+        if to > head {
+            return Err(ControlError::BeyondHead {
+                processor,
+                to,
+                head,
+            });
+        }
+        if to == self.checkpoint {
+            return Ok(());
+        }
+        let batch = Batch {
+            processor,
+            expected: self.checkpoint,
+            end: to,
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+            retried: None,
+        };
+        let span = self.instruments.batch_span(self.checkpoint);
+        match self.processor.commit(batch).instrument(span.clone()).await {
+            Ok(Committed { reached, .. }) => {
+                self.instruments.committed(&span, reached, 0, &[]);
+                self.instruments.skipped(self.checkpoint, reached);
+                let stood_still = self.failed;
+                self.failed = false;
+                self.advance(reached);
+                if stood_still {
+                    self.show_progress();
+                }
+                Ok(())
+            }
+            Err(CommitError::CheckpointMoved { .. }) => Err(ControlError::NotLeader { processor }),
+            Err(CommitError::Store(error)) => Err(ControlError::Store(error)),
+        }
     }
 
     async fn retry_dead_letter(&mut self, id: &str) -> Result<(), ControlError> {
