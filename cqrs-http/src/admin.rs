@@ -16,17 +16,29 @@
 //! | `POST /processors/{name}/dead-letters/{id}/retry` | handles the dead letter's event again |
 //! | `POST /processors/{name}/dead-letters/{id}/discard` | drops the dead letter |
 //!
+//! `GET /` is a status page (HTML and a little JavaScript, no build step, nothing loaded from
+//! elsewhere): every processor's state, checkpoint, lag and last error, the dead letters, and
+//! pause, resume, rebuild, retry and discard buttons that ask before they act. It refreshes
+//! itself every 2 seconds. Nested at `/admin`, it is at `/admin` (and the calls it makes are
+//! relative to it).
+//!
 //! A `POST` changes what a processor does, so it must be confirmed: `?confirm=true`, or the JSON
 //! body `{"confirm": true}`. Without it nothing happens and the answer is a 400 problem whose
 //! `detail` says what the call would have done. A dead letter id with a `/` in it (a saga
 //! deadline's) is sent percent-encoded (`deadline%2Forder-1%2Fpay`).
 //!
+//! A `POST` that a browser sends from a page of another origin is refused with 403 (by its
+//! `Sec-Fetch-Site` header, or an `Origin` that is not the `Host`), so that another site a
+//! signed-in operator visits cannot press the buttons. Clients that are not browsers (the
+//! `cqrs-admin` CLI, `curl`) send neither header and are not affected.
+//!
 //! [`ProcessorStatus`]: cqrs_core::processor::ProcessorStatus
 //! [`Health`]: cqrs_core::processor::Health
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -42,6 +54,7 @@ use crate::processors::Processors;
 /// router of any state type.
 pub fn router<S: Clone + Send + Sync + 'static>(processors: Processors) -> Router<S> {
     Router::new()
+        .route("/", get(status_page))
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/processors/{name}/dead-letters", get(dead_letters))
@@ -57,7 +70,83 @@ pub fn router<S: Clone + Send + Sync + 'static>(processors: Processors) -> Route
             "/processors/{name}/dead-letters/{id}/discard",
             post(discard_dead_letter),
         )
+        .route_layer(middleware::from_fn(same_origin_only))
         .with_state(processors)
+}
+
+/// The status page.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // Its own script and style only, calls to its own origin only, never in a frame
+            // (another site cannot overlay the buttons).
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
+}
+
+/// Refuses a mutating call that a browser sent from a page of another origin.
+async fn same_origin_only(request: Request, next: Next) -> Response {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    match cross_site(request.headers()) {
+        Some(origin) => {
+            tracing::warn!(target: "cqrs_http", %origin, path = request.uri().path(), "refused an admin call from another origin");
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                kinds::CROSS_SITE,
+                "cross-site request refused",
+            )
+            .detail(format_args!(
+                "admin calls are only taken from the service's own pages; this one came from {origin}"
+            ))
+            .into_response()
+        }
+        None => next.run(request).await,
+    }
+}
+
+/// Where a cross-site request came from, `None` for one from the same origin or from a client
+/// that is not a browser.
+fn cross_site(headers: &HeaderMap) -> Option<String> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            // `none`: typed in the address bar or opened from a bookmark.
+            b"same-origin" | b"none" => None,
+            other => Some(format!(
+                "a {} page (Sec-Fetch-Site)",
+                String::from_utf8_lossy(other)
+            )),
+        };
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"))
+        .map(|(_, host)| host);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    match (origin_host, host) {
+        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => None,
+        _ => Some(format!(
+            "origin {}",
+            String::from_utf8_lossy(origin.as_bytes())
+        )),
+    }
 }
 
 async fn status(State(processors): State<Processors>) -> Response {

@@ -48,6 +48,8 @@ pub mod kinds {
     pub const REFUSED: &str = "urn:cqrs:problem:refused";
     /// The request body is not what the endpoint reads.
     pub const INVALID_BODY: &str = "urn:cqrs:problem:invalid-body";
+    /// A browser sent an admin call from a page of another origin.
+    pub const CROSS_SITE: &str = "urn:cqrs:problem:cross-site-request";
 }
 
 /// An error response: a status code and an RFC 9457 `application/problem+json` body.

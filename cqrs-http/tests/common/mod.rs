@@ -196,8 +196,22 @@ pub fn shop_service<S: EventStore + Clone>(
     retry: RetryPolicy,
     wait: Duration,
 ) -> ShopService<S> {
+    shop_service_with(store, retry, wait, Vec::new())
+}
+
+/// [`shop_service`] running `others` beside its projection.
+pub fn shop_service_with<S: EventStore + Clone>(
+    store: S,
+    retry: RetryPolicy,
+    wait: Duration,
+    others: Vec<ProcessorHandle>,
+) -> ShopService<S> {
     let read_model = MemoryReadModel::new();
-    let processors = Processors::builder()
+    let processors = others
+        .into_iter()
+        .fold(Processors::builder(), |builder, other| {
+            builder.processor(other)
+        })
         .processor(spawn_projection(&store, &read_model))
         .wait_timeout(wait)
         .build();
