@@ -80,7 +80,7 @@ struct Seen {
     names: Vec<String>,
     lags: Vec<String>,
     states: Vec<String>,
-    letter_ids: Vec<String>,
+    letter_id: String,
     letter_error: String,
     question: String,
     message: String,
@@ -188,7 +188,7 @@ async fn the_status_page_shows_lag_and_a_dead_letter_and_retries_it_behind_a_con
                 names,
                 lags,
                 states,
-                letter_ids: vec![letter_id],
+                letter_id,
                 letter_error,
                 question,
                 message,
@@ -202,7 +202,7 @@ async fn the_status_page_shows_lag_and_a_dead_letter_and_retries_it_behind_a_con
     assert_eq!(seen.names, [PROJECTION, COUNTED], "in name order");
     assert_eq!(seen.lags, ["1", "0"]);
     assert_eq!(seen.states, ["paused", "live"]);
-    assert_eq!(seen.letter_ids, [parked_id.clone()]);
+    assert_eq!(seen.letter_id, parked_id);
     assert!(
         seen.letter_error.contains("`mallory` are refused"),
         "{}",
