@@ -6,6 +6,8 @@
 //!
 //! | call | answer |
 //! | --- | --- |
+//! | `GET /` | the status page (below) |
+//! | `GET /metrics` | Prometheus text, when [`Admin::prometheus`] was given the exporter's render |
 //! | `GET /status` | every processor's [`ProcessorStatus`] (name, state, checkpoint, head, lag, ...) |
 //! | `GET /health` | the [`Health`] of [`Processors::health`]: 200 when healthy, 503 when not |
 //! | `GET /processors/{name}/dead-letters` | the processor's dead letters, oldest first |
@@ -35,6 +37,8 @@
 //! [`ProcessorStatus`]: cqrs_core::processor::ProcessorStatus
 //! [`Health`]: cqrs_core::processor::Health
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -51,27 +55,105 @@ use crate::processors::Processors;
 
 /// The admin router over `processors`, to nest under a prefix:
 /// `app.nest("/admin", admin::router(processors))`. It carries its own state, so it fits a
-/// router of any state type.
+/// router of any state type. [`Admin`] configures more (Prometheus text at `/metrics`).
 pub fn router<S: Clone + Send + Sync + 'static>(processors: Processors) -> Router<S> {
-    Router::new()
-        .route("/", get(status_page))
-        .route("/status", get(status))
-        .route("/health", get(health))
-        .route("/processors/{name}/dead-letters", get(dead_letters))
-        .route("/processors/{name}/rebuild", post(rebuild))
-        .route("/processors/{name}/pause", post(pause))
-        .route("/processors/{name}/resume", post(resume))
-        .route("/processors/{name}/reset", post(reset))
-        .route(
-            "/processors/{name}/dead-letters/{id}/retry",
-            post(retry_dead_letter),
+    Admin::new(processors).router()
+}
+
+/// What renders the metrics as Prometheus text.
+type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The admin router, configured; [`router`](Admin::router) makes it.
+///
+/// ```no_run
+/// # fn wiring(processors: cqrs_http::Processors, render: fn() -> String) {
+/// use cqrs_http::admin::Admin;
+///
+/// // With `metrics-exporter-prometheus`: `let handle = PrometheusBuilder::new()
+/// // .install_recorder()?;`, then `.prometheus(move || handle.render())`.
+/// let admin: axum::Router = Admin::new(processors).prometheus(render).router();
+/// # }
+/// ```
+pub struct Admin {
+    processors: Processors,
+    metrics: Option<Render>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("processors", &self.processors)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl Admin {
+    /// The admin calls over `processors`, without `/metrics`.
+    pub fn new(processors: Processors) -> Self {
+        Admin {
+            processors,
+            metrics: None,
+        }
+    }
+
+    /// Serves `GET /metrics` with what `render` returns, in Prometheus' text format: the render
+    /// function of the exporter the service installed as its `metrics` recorder (with
+    /// `metrics-exporter-prometheus`, `move || handle.render()`). Without it, `/metrics` is a 404
+    /// problem that says so.
+    #[must_use]
+    pub fn prometheus(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(render));
+        self
+    }
+
+    /// The router, to nest under a prefix.
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        let metrics = self.metrics;
+        Router::new()
+            .route("/", get(status_page))
+            .route("/metrics", get(move || metrics_text(metrics.clone())))
+            .route("/status", get(status))
+            .route("/health", get(health))
+            .route("/processors/{name}/dead-letters", get(dead_letters))
+            .route("/processors/{name}/rebuild", post(rebuild))
+            .route("/processors/{name}/pause", post(pause))
+            .route("/processors/{name}/resume", post(resume))
+            .route("/processors/{name}/reset", post(reset))
+            .route(
+                "/processors/{name}/dead-letters/{id}/retry",
+                post(retry_dead_letter),
+            )
+            .route(
+                "/processors/{name}/dead-letters/{id}/discard",
+                post(discard_dead_letter),
+            )
+            .route_layer(middleware::from_fn(same_origin_only))
+            .with_state(self.processors)
+    }
+}
+
+async fn metrics_text(render: Option<Render>) -> Response {
+    match render {
+        Some(render) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render(),
         )
-        .route(
-            "/processors/{name}/dead-letters/{id}/discard",
-            post(discard_dead_letter),
+            .into_response(),
+        None => Problem::new(
+            StatusCode::NOT_FOUND,
+            kinds::NOT_FOUND,
+            "no metrics exporter",
         )
-        .route_layer(middleware::from_fn(same_origin_only))
-        .with_state(processors)
+        .detail(
+            "this service serves no metrics here: build its admin router with \
+                 `Admin::new(processors).prometheus(render)` to serve Prometheus text",
+        )
+        .into_response(),
+    }
 }
 
 /// The status page.
