@@ -20,6 +20,7 @@ pub mod checkout;
 pub mod order;
 pub mod orders_by_customer;
 pub mod payment;
+pub mod service;
 pub mod shipment;
 pub mod story;
 
