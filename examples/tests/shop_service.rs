@@ -378,85 +378,123 @@ impl Drop for Running {
     }
 }
 
+/// The example binary, running on a SQLite file, and what it printed so far.
+struct Service {
+    child: Running,
+    addr: SocketAddr,
+    printed: mpsc::Receiver<String>,
+    output: Vec<String>,
+}
+
+impl Service {
+    /// Starts the example on `db` and waits until it says where it listens.
+    fn start(db: &Path) -> Service {
+        let mut child = Command::new(example_binary())
+            .arg("--database")
+            .arg(db)
+            // Port 0: the system picks a free port, and the service prints the one it got.
+            .env("SHOP_ADDR", "127.0.0.1:0")
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .current_dir(db.parent().expect("the file is in a directory"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starts the example");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let child = Running(child);
+        let (lines, printed) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut output = Vec::new();
+        let addr = loop {
+            let line = printed
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("no address printed; printed so far: {output:#?}"));
+            let found = line
+                .strip_prefix("The shop is open on http://")
+                .map(|addr| addr.parse().expect("an address"));
+            output.push(line);
+            if let Some(addr) = found {
+                break addr;
+            }
+        };
+        Service {
+            child,
+            addr,
+            printed,
+            output,
+        }
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) and waits for the exit; asserts it is 0 and returns all
+    /// the example printed.
+    fn stop(mut self, signal: &str) -> String {
+        let pid = self.child.0.id().to_string();
+        let killed = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .expect("runs kill");
+        assert!(killed.success());
+        let deadline = Instant::now() + PATIENCE;
+        let exit = loop {
+            if let Some(exit) = self.child.0.try_wait().expect("waits for the example") {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "still running after SIG{signal}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader thread ends with the pipe; what it read is all there is.
+        self.output.extend(self.printed.iter());
+        let output = self.output.join("\n");
+        assert!(exit.success(), "{exit}\n{output}");
+        assert!(
+            output.contains(&format!(
+                "SIG{signal}: stopped taking connections, finished the requests in flight, and \
+                 drained the processors"
+            )),
+            "{output}"
+        );
+        assert!(output.contains("Closed "), "{output}");
+        output
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 #[cfg(unix)]
 #[test]
 fn the_example_serves_until_sigint_then_drains_and_closes_the_file() {
     let scratch = Scratch::new("shop-service-binary");
     let db = scratch.file("served.db");
-    let mut child = Command::new(example_binary())
-        .arg("--database")
-        .arg(&db)
-        // Port 0: the system picks a free port, and the service prints the one it got.
-        .env("SHOP_ADDR", "127.0.0.1:0")
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .current_dir(&scratch.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starts the example");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut child = Running(child);
-    let (lines, printed) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut output = Vec::new();
-    let addr: SocketAddr = loop {
-        let line = printed
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("no address printed; printed so far: {output:#?}"));
-        let found = line
-            .strip_prefix("The shop is open on http://")
-            .map(|addr| addr.parse().expect("an address"));
-        output.push(line);
-        if let Some(addr) = found {
-            break addr;
-        }
-    };
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let service = Service::start(&db);
+    assert!(
+        service.output[0].contains("a new database"),
+        "{:#?}",
+        service.output
+    );
+    let runtime = runtime();
     let opened = runtime.block_on(async {
-        let http = HttpClient::new(addr);
+        let http = HttpClient::new(service.addr);
         http.command("/carts/b-1", "open-b-1", json!({ "customer": "ada" }))
             .await
     });
     assert_eq!(opened.written(), 1);
 
-    let pid = child.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("runs kill");
-    assert!(killed.success());
-    let deadline = Instant::now() + PATIENCE;
-    let exit = loop {
-        if let Some(exit) = child.0.try_wait().expect("waits for the example") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "still running after SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // The reader thread ends with the pipe; what it read is all there is.
-    output.extend(printed.iter());
-    let output = output.join("\n");
-    assert!(exit.success(), "{exit}\n{output}");
-    assert!(
-        output.contains("SIGINT: stopped taking connections, finished the requests in flight, and drained the processors"),
-        "{output}"
-    );
-    assert!(output.contains("Closed "), "{output}");
+    service.stop("INT");
     assert!(db.exists());
-    assert!(!wal_of(&db).exists(), "a -wal file is left\n{output}");
-
+    assert!(!wal_of(&db).exists(), "a -wal file is left");
     // The cart is in the file: a new open finds the event the service wrote.
     let head = runtime.block_on(async {
         let store = open_sqlite(&db).await.expect("reopens the file");
@@ -465,4 +503,60 @@ fn the_example_serves_until_sigint_then_drains_and_closes_the_file() {
         head
     });
     assert_eq!(head.0, 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_example_continues_on_its_file_and_stops_on_sigterm_too() {
+    let scratch = Scratch::new("shop-service-restart");
+    let db = scratch.file("served.db");
+    let runtime = runtime();
+    let checkout = json!({ "card": "Good", "address": { "city": "Lyon", "country": "FR" } });
+    let service = Service::start(&db);
+    let position = runtime.block_on(async {
+        let http = HttpClient::new(service.addr);
+        http.command("/carts/r-1", "open-r-1", json!({ "customer": "ben" }))
+            .await
+            .written();
+        let kettle = json!({ "product": "kettle", "quantity": 1, "unit_price": 4900 });
+        http.command("/carts/r-1/items", "kettle-r-1", kettle)
+            .await
+            .written();
+        http.command("/carts/r-1/checkout", "checkout-r-1", checkout.clone())
+            .await
+            .written()
+    });
+    service.stop("INT");
+
+    // The second run finds the first one's events, rebuilds the read model from them, and a
+    // retry of the checkout (a client that never saw the answer) still has no second effect.
+    let service = Service::start(&db);
+    assert!(
+        service.output[0].contains("from earlier runs"),
+        "{:#?}",
+        service.output
+    );
+    runtime.block_on(async {
+        let http = HttpClient::new(service.addr);
+        let retried = http
+            .command("/carts/r-1/checkout", "checkout-r-1", checkout)
+            .await;
+        assert!(retried.written() >= position);
+        assert_eq!(retried.body["deduplicated"], true, "{:#}", retried.body);
+        let position = position.to_string();
+        let orders = http
+            .get(
+                "/customers/ben/orders",
+                &[("consistency-position", &position)],
+            )
+            .await;
+        assert_eq!(orders.status, StatusCode::OK, "{:#}", orders.body);
+        assert_eq!(
+            orders.body["orders"]["r-1"]["total"], 4900,
+            "{:#}",
+            orders.body
+        );
+    });
+    service.stop("TERM");
+    assert!(!wal_of(&db).exists(), "a -wal file is left");
 }
