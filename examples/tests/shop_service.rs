@@ -225,6 +225,17 @@ async fn the_shop_serves_commands_and_reads_its_writes_over_http() {
     )
     .await
     .refused(StatusCode::CONFLICT, "the order was never placed");
+    let not_json = http
+        .send(
+            Method::POST,
+            "/carts/c-3",
+            &[("idempotency-key", "open-c-3")],
+            Value::String("ben".to_owned()),
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(not_json.header("content-type"), "application/problem+json");
+    assert_eq!(not_json.body["type"], "urn:cqrs:problem:invalid-body");
     let missing_key = http
         .send(
             Method::POST,

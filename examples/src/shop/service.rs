@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, FromRequest, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
@@ -43,6 +43,7 @@ use cqrs_http::{
     CONSISTENCY_POSITION, CaughtUp, CommandReceipt, DomainStatus, IdempotencyKey, Problem,
     Processors,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -69,6 +70,12 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 
 /// The environment variable that sets the address.
 pub const ADDR_VAR: &str = "SHOP_ADDR";
+
+/// The projection's name, as `/admin` lists it.
+pub const READ_MODEL: &str = OrdersByCustomer::NAME;
+
+/// The checkout saga's name, as `/admin` lists it.
+pub const CHECKOUT: &str = Checkout::NAME;
 
 // Which refusals are conflicts: RFC 9110 makes 409 "a conflict with the current state of the
 // target resource" and 422 content that is understood but cannot be processed. Almost every
@@ -188,6 +195,27 @@ impl<S: EventStore + Clone> FromRef<Shop<S>> for Processors {
     }
 }
 
+/// A JSON request body whose rejection (not JSON, no `content-type: application/json`, a
+/// field missing) is a problem too, so that every error the service answers with is
+/// `application/problem+json`.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(Problem::new(
+                rejection.status(),
+                kinds::INVALID_BODY,
+                "invalid request body",
+            )
+            .detail(rejection.body_text())),
+        }
+    }
+}
+
 /// The body of `POST /carts/{cart}`.
 #[derive(Debug, Deserialize)]
 struct OpenCart {
@@ -226,7 +254,7 @@ async fn open<S: EventStore + Clone>(
     State(shop): State<Shop<S>>,
     Path(cart): Path<String>,
     key: IdempotencyKey,
-    Json(body): Json<OpenCart>,
+    Body(body): Body<OpenCart>,
 ) -> Result<CommandReceipt, Problem> {
     let command = CartCommand::Open {
         customer: body.customer,
@@ -242,7 +270,7 @@ async fn add_item<S: EventStore + Clone>(
     State(shop): State<Shop<S>>,
     Path(cart): Path<String>,
     key: IdempotencyKey,
-    Json(body): Json<AddItem>,
+    Body(body): Body<AddItem>,
 ) -> Result<CommandReceipt, Problem> {
     let command = CartCommand::AddItem {
         product: body.product,
@@ -260,7 +288,7 @@ async fn remove_item<S: EventStore + Clone>(
     State(shop): State<Shop<S>>,
     Path(cart): Path<String>,
     key: IdempotencyKey,
-    Json(body): Json<RemoveItem>,
+    Body(body): Body<RemoveItem>,
 ) -> Result<CommandReceipt, Problem> {
     let command = CartCommand::RemoveItem {
         product: body.product,
@@ -285,7 +313,7 @@ async fn check_out<S: EventStore + Clone>(
     State(shop): State<Shop<S>>,
     Path(cart): Path<String>,
     key: IdempotencyKey,
-    Json(body): Json<CheckOut>,
+    Body(body): Body<CheckOut>,
 ) -> Result<Response, Problem> {
     let command = CartCommand::CheckOut {
         order: cart.clone(),
@@ -317,7 +345,7 @@ async fn cancel<S: EventStore + Clone>(
     State(shop): State<Shop<S>>,
     Path(order): Path<String>,
     key: IdempotencyKey,
-    Json(body): Json<Cancel>,
+    Body(body): Body<Cancel>,
 ) -> Result<CommandReceipt, Problem> {
     let command = OrderCommand::Cancel {
         order: order.clone(),
@@ -429,9 +457,3 @@ async fn order<S: EventStore + Clone>(
 fn load_problem(error: LoadError) -> Problem {
     Problem::from(ExecuteError::<CartError>::from(error))
 }
-
-/// The projection's name, as `/admin` lists it.
-pub const READ_MODEL: &str = OrdersByCustomer::NAME;
-
-/// The checkout saga's name, as `/admin` lists it.
-pub const CHECKOUT: &str = Checkout::NAME;
