@@ -7,7 +7,8 @@
 //! - [`available_seats`]: the read model of seats per show.
 //! - [`seat_reservation`]: the story of `cargo run --example seat_reservation`.
 //! - [`shop`]: carts, orders, payments and shipments, the checkout saga across them, orders per
-//!   customer, and the story of `cargo run --example shop`.
+//!   customer, the story of `cargo run --example shop`, and the HTTP service of
+//!   `cargo run --example shop_service`.
 //! - [`replay`]: what a story's saga did when it caught up with earlier runs.
 //! - [`database`]: a SQLite file by default, in memory with `--memory`, PostgreSQL with a URL.
 //! - [`earlier_runs`]: what a store holds before a run, for the run's first line.

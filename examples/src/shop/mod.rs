@@ -1,7 +1,8 @@
 //! A small shop: a customer fills a [`cart`], checks it out, and the [`checkout`] saga places the
 //! [`order`], charges the [`payment`] and dispatches the [`shipment`], or cancels the order
 //! (refunding the payment when the carrier cannot deliver). [`orders_by_customer`] is the read
-//! model of orders per customer, and [`story`] is `cargo run --example shop`.
+//! model of orders per customer, [`story`] is `cargo run --example shop`, and [`service`] serves
+//! it all over HTTP (`cargo run --example shop_service`).
 //!
 //! ```text
 //! Cart: CheckedOut ──> Order: Place ──> Placed ──> Payment: Charge
@@ -20,6 +21,7 @@ pub mod checkout;
 pub mod order;
 pub mod orders_by_customer;
 pub mod payment;
+pub mod service;
 pub mod shipment;
 pub mod story;
 
