@@ -121,7 +121,7 @@ async fn serve<S: EventStore + Clone>(
 fn print_banner(base: &str) {
     let json = "-H 'content-type: application/json'";
     println!("The shop is open on {base}");
-    println!("Admin: {base}/admin/ (JSON: {base}/admin/status, {base}/admin/health)");
+    println!("Admin page: {base}/admin (JSON: {base}/admin/status, {base}/admin/health)");
     println!("\nTry (a retry with the same Idempotency-Key has no second effect):");
     println!(
         "  curl -i -X POST {base}/carts/cart-1 {json} -H 'Idempotency-Key: open-cart-1' \
