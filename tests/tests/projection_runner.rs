@@ -436,6 +436,49 @@ async fn rebuilds_in_place_from_position_zero() {
     handle.shutdown().await;
 }
 
+/// One thread, a store that answers at once: a runner catching up must let the other tasks
+/// run between its batches (here the caller of `rebuild`, an HTTP handler in a service), or
+/// they wait for the whole catch-up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_catch_up_lets_the_other_tasks_of_its_thread_run_between_batches() {
+    let store = MemStore::new();
+    let head = write_shows(&store, 0, 20, 10).await;
+    let model = MemoryReadModel::new();
+    let handle = spawn(&store, &model, 5);
+    handle.wait_for(head, WAIT).await.expect("catches up");
+
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = Arc::clone(&ticks);
+        async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    handle.rebuild().await.expect("rebuilds");
+    let status = handle.last_status();
+    println!(
+        "after rebuild() returned: {:?} at {} of {}, the other task ran {} time(s)",
+        status.state,
+        status.checkpoint,
+        head,
+        ticks.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        status.state,
+        ProcessorState::Rebuilding,
+        "the caller of rebuild() waited for the whole replay of {head} events"
+    );
+    assert!(status.checkpoint < head, "{status:?}");
+    handle.wait_for(head, WAIT).await.expect("replays");
+    assert!(ticks.load(Ordering::SeqCst) > 1, "the other task starved");
+    ticker.abort();
+    assert_eq!(model.snapshot().0.applied, positions(1..=head.0));
+    handle.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_the_position_a_command_wrote_and_times_out_with_a_typed_error() {
     let store = MemStore::new();

@@ -718,6 +718,11 @@ impl<P: Processor> Worker<P> {
                     if let Ok(head) = self.processor.events().head().await {
                         self.saw_head(head, None);
                     }
+                    // A catch-up over a store that answers at once never waits, so it would
+                    // hold its worker thread batch after batch: a task it wakes (the caller of
+                    // a control it just answered, an HTTP handler) sits in that worker's slot
+                    // until the catch-up ends. Between batches, the others run.
+                    tokio::task::yield_now().await;
                     if let Err(interrupt) = self.tick().await {
                         match self.interrupted(interrupt, &mut store_attempts).await {
                             Ok(()) => {}
