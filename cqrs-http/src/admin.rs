@@ -26,8 +26,10 @@
 //!
 //! A `POST` changes what a processor does, so it must be confirmed: `?confirm=true`, or the JSON
 //! body `{"confirm": true}`. Without it nothing happens and the answer is a 400 problem whose
-//! `detail` says what the call would have done. A dead letter id with a `/` in it (a saga
-//! deadline's) is sent percent-encoded (`deadline%2Forder-1%2Fpay`).
+//! `detail` says what the call would have done (and whose `effect` member says it alone, for a
+//! client to show: "pause `orders` after the batch in hand, until it is resumed"). A dead
+//! letter id with a `/` in it (a saga deadline's) is sent percent-encoded
+//! (`deadline%2Forder-1%2Fpay`).
 //!
 //! A `POST` that a browser sends from a page of another origin is refused with 403 (by its
 //! `Sec-Fetch-Site` header, or an `Origin` that is not the `Host`), so that another site a
@@ -332,7 +334,8 @@ impl Action<'_> {
                 self.effect
             ))
             .extension("processor", self.name)
-            .extension("action", self.call.as_str()));
+            .extension("action", self.call.as_str())
+            .extension("effect", self.effect.as_str()));
         }
         control(&handle)
             .await

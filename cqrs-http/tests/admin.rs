@@ -114,6 +114,11 @@ async fn a_mutating_call_without_confirmation_is_400_and_changes_nothing() {
     );
     assert_eq!(body["action"], "rebuild");
     assert_eq!(body["processor"], PROJECTION);
+    let effect = body["effect"].as_str().expect("the effect alone");
+    assert!(
+        effect.starts_with("empty the read model of `orders_by_customer`"),
+        "{effect}"
+    );
 
     let declined = client
         .post(&rebuild, &[], json!({ "confirm": false }))

@@ -11,68 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use cqrs_core::processor::{FailurePolicy, Processor as _, ProcessorHandle};
-use cqrs_core::projection::{EventContext, MemoryReadModel, Projection, Projector};
+use cqrs_core::projection::MemoryReadModel;
 use cqrs_core::{EventStore, RetryPolicy};
-use cqrs_examples::shop::order::OrderEvent;
 use cqrs_http::problem::kinds;
 use cqrs_memstore::MemStore;
 use cqrs_tests::browser::{Browser, artifact};
+use cqrs_tests::refusing::{COUNTED, REFUSED, spawn_counted};
 use serde_json::json;
 
 use common::{HttpClient, PROJECTION, Server, shop_service_with};
-
-/// The counting projection's name.
-const COUNTED: &str = "orders_counted";
-
-/// The customer whose orders [`Counted`] refuses while told to.
-const REFUSED: &str = "mallory";
-
-#[derive(Debug, thiserror::Error)]
-#[error("orders of customer `{0}` are refused until the fix is deployed")]
-struct Refused(String);
-
-/// Orders placed per customer; refuses [`REFUSED`]'s while `refuse` is set.
-struct Counted {
-    refuse: Arc<AtomicBool>,
-}
-
-impl Projection for Counted {
-    const NAME: &'static str = COUNTED;
-    const AGGREGATES: &'static [&'static str] = &["order"];
-    type Event = OrderEvent;
-    type ReadModel = BTreeMap<String, u32>;
-    type Error = Refused;
-
-    fn apply(
-        &self,
-        counts: &mut BTreeMap<String, u32>,
-        event: OrderEvent,
-        _: &EventContext<'_>,
-    ) -> Result<(), Refused> {
-        if let OrderEvent::Placed { customer, .. } = event {
-            if customer == REFUSED && self.refuse.load(Ordering::SeqCst) {
-                return Err(Refused(customer));
-            }
-            *counts.entry(customer).or_default() += 1;
-        }
-        Ok(())
-    }
-}
-
-fn spawn_counted(
-    store: &MemStore,
-    refuse: &Arc<AtomicBool>,
-    counts: &MemoryReadModel<BTreeMap<String, u32>>,
-) -> ProcessorHandle {
-    let projection = Counted {
-        refuse: Arc::clone(refuse),
-    };
-    Projector::new(projection, store.clone(), counts.clone())
-        .runner()
-        .failure_policy(FailurePolicy::Skip)
-        .spawn()
-}
 
 /// What the browser saw.
 #[derive(Debug)]

@@ -17,5 +17,6 @@ pub mod flaky;
 pub mod interposed;
 pub mod meters;
 pub mod processors;
+pub mod refusing;
 pub mod scratch_database;
 pub mod telemetry;
