@@ -9,9 +9,11 @@ use cqrs_core::{LogEntry, Position, RecordedEvent, StreamId, UnreadableEvent, Ve
 use serde::Serialize;
 
 use crate::cli::Command;
+use crate::control;
 use crate::database::{self, Database, Target};
 use crate::error::{AdminError, exit};
 use crate::output::{Table, json_line, rfc3339};
+use crate::service::Service;
 
 /// How many rows one read asks the store for.
 const PAGE: usize = 500;
@@ -24,12 +26,54 @@ pub(crate) struct Output<W> {
     pub(crate) json: bool,
 }
 
-/// Runs `command` against `target`; returns the exit code of a run that did not fail.
+/// What the commands work on: the database, the running service, or both.
+pub(crate) struct Sources {
+    /// `--database`.
+    pub(crate) database: Option<Target>,
+    /// `--service`.
+    pub(crate) service: Option<Service>,
+}
+
+/// Runs `command` against `sources`; returns the exit code of a run that did not fail.
 pub(crate) async fn run<W: Write>(
     command: Command,
-    target: &Target,
+    sources: &Sources,
     output: &mut Output<W>,
 ) -> Result<u8, AdminError> {
+    // The running service's controls, and its live view where one is given.
+    match (&command, &sources.service) {
+        (Command::Processor { name, action }, Some(service)) => {
+            return control::processor(service, name, action, output).await;
+        }
+        (
+            Command::DeadLetters {
+                processor,
+                action: Some(action),
+            },
+            Some(service),
+        ) => return control::dead_letter(service, processor, action, output).await,
+        (
+            Command::Processor { .. }
+            | Command::DeadLetters {
+                action: Some(_), ..
+            },
+            None,
+        ) => {
+            return Err(AdminError::NoService);
+        }
+        (
+            Command::DeadLetters {
+                processor,
+                action: None,
+            },
+            Some(service),
+        ) => return control::dead_letters(service, processor, output).await,
+        (Command::Processors, Some(service)) => {
+            return control::processors(service, output).await;
+        }
+        _ => {}
+    }
+    let target = sources.database.as_ref().ok_or(AdminError::NoDatabase)?;
     if let Command::Migrate { yes } = command {
         return migrate(target, yes, output).await;
     }
@@ -61,8 +105,12 @@ pub(crate) async fn run<W: Write>(
         }
         Command::Processors => processors(&database, output).await?,
         Command::Check { limit } => check(&database, limit, output).await?,
-        Command::DeadLetters { processor } => dead_letters(&database, &processor, output).await?,
+        Command::DeadLetters { processor, .. } => {
+            dead_letters(&database, &processor, output).await?
+        }
         Command::Migrate { .. } => exit::OK,
+        // Answered by the service above.
+        Command::Processor { .. } => return Err(AdminError::NoService),
     };
     database.close().await?;
     Ok(code)
@@ -357,8 +405,9 @@ fn tail_row(out: &mut impl Write, cells: &[String]) -> std::io::Result<()> {
     out.flush()
 }
 
-/// The signals that stop `tail --follow`: Ctrl-C (SIGINT) and SIGTERM.
-struct Stop {
+/// The signals that stop `tail --follow` (and the wait for a rebuild): Ctrl-C (SIGINT) and
+/// SIGTERM.
+pub(crate) struct Stop {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -366,7 +415,7 @@ struct Stop {
 }
 
 impl Stop {
-    fn new() -> Result<Self, AdminError> {
+    pub(crate) fn new() -> Result<Self, AdminError> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -381,7 +430,7 @@ impl Stop {
         }
     }
 
-    async fn signalled(&mut self) {
+    pub(crate) async fn signalled(&mut self) {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -599,8 +648,17 @@ async fn dead_letters<W: Write>(
     output: &mut Output<W>,
 ) -> Result<u8, AdminError> {
     let letters = database.processors().dead_letters(processor).await?;
+    print_dead_letters(&letters, output)?;
+    Ok(exit::OK)
+}
+
+/// Prints `letters`, one JSON line each or as a table.
+pub(crate) fn print_dead_letters<W: Write>(
+    letters: &[DeadLetter],
+    output: &mut Output<W>,
+) -> Result<(), AdminError> {
     let mut table = Table::new(&["ID", "STREAM", "VERSION", "TYPE", "ATTEMPTS", "AT", "ERROR"]);
-    for letter in &letters {
+    for letter in letters {
         let line = DeadLetterLine::of(letter);
         if output.json {
             json_line(&mut output.out, &line)?;
@@ -624,5 +682,5 @@ async fn dead_letters<W: Write>(
     if !output.json {
         table.print(&mut output.out)?;
     }
-    Ok(exit::OK)
+    Ok(())
 }

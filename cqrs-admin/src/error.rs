@@ -2,6 +2,8 @@
 
 use cqrs_core::StoreError;
 
+use crate::service::Refusal;
+
 /// The process's exit codes (see the crate docs and `--help`).
 pub(crate) mod exit {
     /// Success.
@@ -10,7 +12,7 @@ pub(crate) mod exit {
     pub(crate) const PROBLEMS: u8 = 1;
     /// A usage error.
     pub(crate) const USAGE: u8 = 2;
-    /// The database could not be reached or opened.
+    /// The database could not be reached or opened, or the service could not be reached.
     pub(crate) const UNREACHABLE: u8 = 3;
     /// Any other failure.
     pub(crate) const FAILED: u8 = 4;
@@ -28,6 +30,41 @@ pub(crate) enum AdminError {
     /// The database could not be opened or reached.
     #[error("cannot open the database: {0}")]
     Unreachable(String),
+    /// A control or the live status was asked for without `--service`.
+    #[error(
+        "this needs the running service: pass --service URL (the address its admin router is \
+         nested at, such as http://127.0.0.1:3000/admin) or set CQRS_ADMIN_SERVICE"
+    )]
+    NoService,
+    /// The service could not be reached, or did not answer in time.
+    #[error("cannot reach the service at {address}: {detail}")]
+    ServiceUnreachable {
+        /// The admin router's address.
+        address: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The service refused the call; its own words.
+    #[error("the service refused: {0}")]
+    Refused(Refusal),
+    /// The service answered something the tool cannot read.
+    #[error("{call}: {detail}")]
+    ServiceAnswer {
+        /// The call, as `GET http://.../status`.
+        call: String,
+        /// What was wrong with the answer.
+        detail: String,
+    },
+    /// A rebuild the tool waited for ended in another state than live.
+    #[error("the rebuild of `{processor}` did not finish: the processor is {state}{reason}")]
+    RebuildStopped {
+        /// The processor.
+        processor: String,
+        /// Its state.
+        state: String,
+        /// `: ` and its last error, when it has one.
+        reason: String,
+    },
     /// The store failed while serving a command.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -43,9 +80,14 @@ impl AdminError {
     /// The exit code this failure ends the process with.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            AdminError::NoDatabase | AdminError::Usage(_) => exit::USAGE,
-            AdminError::Unreachable(_) => exit::UNREACHABLE,
-            AdminError::Store(_) | AdminError::Task(_) | AdminError::Output(_) => exit::FAILED,
+            AdminError::NoDatabase | AdminError::NoService | AdminError::Usage(_) => exit::USAGE,
+            AdminError::Unreachable(_) | AdminError::ServiceUnreachable { .. } => exit::UNREACHABLE,
+            AdminError::Refused(_)
+            | AdminError::ServiceAnswer { .. }
+            | AdminError::RebuildStopped { .. }
+            | AdminError::Store(_)
+            | AdminError::Task(_)
+            | AdminError::Output(_) => exit::FAILED,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `cqrs-admin`: a command line tool to look into a cqrs event store (SQLite or PostgreSQL):
 //! its streams and events, its processors and their dead letters, the integrity of its log, and
-//! its schema migrations.
+//! its schema migrations; and to control the processors of a running service (pause, resume,
+//! rebuild, reset, retry or discard a dead letter) through its admin router.
 //!
 //! ```text
 //! cqrs-admin --database sqlite://app.db streams --category show
@@ -10,6 +11,9 @@
 //! cqrs-admin --database app.db migrate          # says what it would do
 //! cqrs-admin --database app.db migrate --yes    # does it
 //! cqrs-admin --database app.db dead-letters reserved_seats
+//! cqrs-admin --service http://127.0.0.1:3000/admin processors
+//! cqrs-admin --service http://127.0.0.1:3000/admin processor orders_by_customer rebuild --yes
+//! cqrs-admin --service http://127.0.0.1:3000/admin dead-letters reserved_seats retry 7 --yes
 //! ```
 //!
 //! # The database
@@ -37,6 +41,26 @@
 //!
 //! Payloads are left out unless `--payloads` is given.
 //!
+//! # The running service
+//!
+//! `--service` (or `CQRS_ADMIN_SERVICE`) is the address a service nests `cqrs_http`'s admin
+//! router at, such as `http://127.0.0.1:3000/admin` (plain HTTP: put the tool on the host or
+//! through a tunnel, not across a network). With it, `processors`, `dead-letters PROCESSOR`
+//! and these ask the service, which knows more than the store (state, leader, last error):
+//!
+//! * `processor NAME status`: one processor's status.
+//! * `processor NAME pause|resume [--yes]`.
+//! * `processor NAME rebuild [--yes] [--no-wait]`: empties the read model and replays the log;
+//!   the tool shows a progress bar on a terminal and returns once the processor is live again
+//!   (Ctrl-C stops waiting, not the rebuild), or at once with `--no-wait`.
+//! * `processor NAME reset --to N [--yes]`: moves the checkpoint forward to position N, past
+//!   the events in between.
+//! * `dead-letters PROCESSOR retry|discard ID [--yes]`.
+//!
+//! Without `--yes` a control changes nothing: it prints what it would do, as the service says.
+//! `--service-header 'Name: value'` (repeatable; `CQRS_ADMIN_SERVICE_HEADER` holds one) is sent
+//! with every call, for the proxy in front of the admin router; its value is never printed.
+//!
 //! # Output
 //!
 //! An aligned table for people by default. `--json` prints JSON for scripts: one object per
@@ -51,14 +75,16 @@
 //! | 0 | success |
 //! | 1 | `check` found problems |
 //! | 2 | usage error: a bad flag or argument |
-//! | 3 | the database could not be reached or opened (a bad `--database` value included) |
-//! | 4 | any other failure |
+//! | 3 | the database could not be reached or opened (a bad `--database` value included), or the service could not be reached |
+//! | 4 | any other failure, a control the service refused included (the error says what it said) |
 
 mod cli;
 mod command;
+mod control;
 mod database;
 mod error;
 mod output;
+mod service;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -66,9 +92,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::cli::Cli;
-use crate::command::Output;
+use crate::command::{Output, Sources};
 use crate::database::Target;
 use crate::error::{AdminError, exit};
+use crate::service::Service;
 
 fn main() -> ExitCode {
     // clap prints usage errors to stderr and exits 2, `--help` and `--version` to stdout with 0.
@@ -98,11 +125,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, AdminError> {
-    let value = cli
+    let database = cli
         .database
         .filter(|value| !value.is_empty())
-        .ok_or(AdminError::NoDatabase)?;
-    let target = Target::parse(&value)?;
+        .map(|value| Target::parse(&value))
+        .transpose()?;
+    let service = cli
+        .service
+        .filter(|value| !value.is_empty())
+        .map(|value| Service::new(&value, &cli.service_headers))
+        .transpose()?;
+    let sources = Sources { database, service };
     let mut output = Output {
         out: std::io::stdout().lock(),
         json: cli.json,
@@ -115,7 +148,7 @@ async fn run(cli: Cli) -> Result<u8, AdminError> {
             out: ChannelWriter(sender),
             json: cli.json,
         };
-        command::run(cli.command, &target, &mut output).await
+        command::run(cli.command, &sources, &mut output).await
     });
     while let Some(line) = lines.recv().await {
         output.out.write_all(&line)?;

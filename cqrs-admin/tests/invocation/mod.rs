@@ -15,6 +15,8 @@ pub(crate) enum Database {
     Flag(String),
     /// With the `DATABASE_URL` environment variable.
     Env(String),
+    /// Not at all (the calls to a service).
+    None,
 }
 
 /// What one run of the tool did.
@@ -57,7 +59,10 @@ impl Run {
 /// The binary, with the database set as `database` says.
 pub(crate) fn command(database: &Database) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cqrs-admin"));
-    command.env_remove("DATABASE_URL");
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("CQRS_ADMIN_SERVICE")
+        .env_remove("CQRS_ADMIN_SERVICE_HEADER");
     match database {
         Database::Flag(value) => {
             command.args(["--database", value]);
@@ -65,6 +70,7 @@ pub(crate) fn command(database: &Database) -> Command {
         Database::Env(value) => {
             command.env("DATABASE_URL", value);
         }
+        Database::None => {}
     }
     command
 }
