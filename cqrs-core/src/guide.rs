@@ -14,9 +14,12 @@
 //! 7. [Upcasting](upcasting): changing the shape of stored events.
 //! 8. [Testing](testing): given / when / then for aggregates, sagas and projections.
 //! 9. [Running in production](production): traces, metrics, health, and what to alert on.
+//! 10. [Running a service](service): commands and reads over HTTP with `cqrs-http`, shutdown,
+//!     the admin page, and the `cqrs-admin` CLI.
 //!
-//! The runnable examples (`cargo run --example seat_reservation`, `cargo run --example shop`) put
-//! all of it together; their code is in the repository's `examples/` directory.
+//! The runnable examples (`cargo run --example seat_reservation`, `cargo run --example shop`,
+//! `cargo run --example shop_service`) put all of it together; their code is in the
+//! repository's `examples/` directory.
 
 #[doc = include_str!("../guide/aggregates.md")]
 pub mod aggregates {}
@@ -44,3 +47,6 @@ pub mod testing {}
 
 #[doc = include_str!("../guide/production.md")]
 pub mod production {}
+
+#[doc = include_str!("../guide/service.md")]
+pub mod service {}
