@@ -715,14 +715,19 @@ impl<P: Processor> Worker<P> {
             match outcome {
                 Ok(Step::Progress) => {
                     self.show_progress();
+                    let mut behind = false;
                     if let Ok(head) = self.processor.events().head().await {
                         self.saw_head(head, None);
+                        behind = head > self.checkpoint;
                     }
                     // A catch-up over a store that answers at once never waits, so it would
                     // hold its worker thread batch after batch: a task it wakes (the caller of
                     // a control it just answered, an HTTP handler) sits in that worker's slot
-                    // until the catch-up ends. Between batches, the others run.
-                    tokio::task::yield_now().await;
+                    // until the catch-up ends. Between batches, the others run. At the head the
+                    // next step goes on at once, to find nothing more and show it is live.
+                    if behind {
+                        tokio::task::yield_now().await;
+                    }
                     if let Err(interrupt) = self.tick().await {
                         match self.interrupted(interrupt, &mut store_attempts).await {
                             Ok(()) => {}
