@@ -306,6 +306,35 @@ struct Known {
     versions: HashMap<StreamId, Version>,
 }
 
+/// The answers to the requests of one transaction, held until the writer has counted its queue.
+#[must_use = "the callers wait until the answers are sent"]
+enum Answers {
+    /// Answered already (a migration).
+    Sent,
+    /// Committed: each request's outcome.
+    Committed(Vec<Request>, Vec<Outcome>),
+    /// Rolled back: every request gets the error.
+    Failed(Vec<Request>, SqliteError),
+}
+
+impl Answers {
+    fn send(self) {
+        match self {
+            Answers::Sent => {}
+            Answers::Committed(requests, outcomes) => {
+                for (request, outcome) in requests.into_iter().zip(outcomes) {
+                    reply(request, outcome);
+                }
+            }
+            Answers::Failed(requests, error) => {
+                for request in requests {
+                    fail(request, &error);
+                }
+            }
+        }
+    }
+}
+
 /// What one request did inside the transaction; it holds once the transaction commits.
 enum Outcome {
     Append(Result<AppendReceipt, StoreError>),
@@ -350,7 +379,7 @@ impl Writer {
             };
             let deadline = Instant::now() + self.options.batch_linger;
             let mut served = 1;
-            self.serve(first, |taken| {
+            let answers = self.serve(first, |taken| {
                 served = taken;
                 if taken >= max_batch {
                     return None;
@@ -369,20 +398,24 @@ impl Writer {
                 }
                 Some(next)
             });
+            // Counted before the callers hear: one answered first could queue its next request
+            // before the count, and be expected twice (the next lone writer would wait a linger
+            // for a writer that is not coming).
             expected = (served + receiver.len()).min(max_batch);
+            answers.send();
         }
     }
 
     /// Serves `first` and the requests `more` hands out (asked with how many were taken so far,
-    /// until it answers `None`) in one transaction, then answers them all.
-    fn serve(&mut self, first: Request, mut more: impl FnMut(usize) -> Option<Request>) {
+    /// until it answers `None`) in one transaction; returns their answers, to send.
+    fn serve(&mut self, first: Request, mut more: impl FnMut(usize) -> Option<Request>) -> Answers {
         // Rare, and DDL: a transaction of its own.
         let first = match first {
             Request::Migrate { reply } => {
                 let _ = reply.send(self.migrate());
                 // Tables may have changed under what the writer knows.
                 self.known = Known::default();
-                return;
+                return Answers::Sent;
             }
             other => other,
         };
@@ -408,15 +441,9 @@ impl Writer {
                     *published = head;
                     true
                 });
-                for (request, outcome) in writes.into_iter().zip(outcomes) {
-                    reply(request, outcome);
-                }
+                Answers::Committed(writes, outcomes)
             }
-            Err(error) => {
-                for request in writes {
-                    fail(request, &error);
-                }
-            }
+            Err(error) => Answers::Failed(writes, error),
         }
     }
 
@@ -914,7 +941,7 @@ mod tests {
     fn serve_all(writer: &mut Writer, batch: Vec<Request>) {
         let mut batch = batch.into_iter();
         while let Some(first) = batch.next() {
-            writer.serve(first, |_| batch.next());
+            writer.serve(first, |_| batch.next()).send();
         }
     }
 
