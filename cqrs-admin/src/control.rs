@@ -14,7 +14,7 @@ use crate::cli::{DeadLetterAction, ProcessorAction};
 use crate::command::{Output, Stop, print_dead_letters};
 use crate::error::{AdminError, exit};
 use crate::output::{Table, json_line};
-use crate::service::{CONFIRMATION_REQUIRED, Refusal, Service, segment};
+use crate::service::{CONFIRMATION_REQUIRED, NOT_FOUND, Refusal, Service, segment};
 
 /// How often the status is asked for while a rebuild runs.
 const POLL: Duration = Duration::from_millis(250);
@@ -40,6 +40,13 @@ struct Status {
 #[derive(Debug, Deserialize)]
 struct State {
     state: String,
+}
+
+impl State {
+    /// The state for people: `catching up` for `catching_up`.
+    fn words(&self) -> String {
+        self.state.replace('_', " ")
+    }
 }
 
 /// `processors --service`.
@@ -93,7 +100,9 @@ pub(crate) async fn processor<W: Write>(
                 writeln!(
                     output.out,
                     "rebuilt `{name}`: {} at checkpoint {} of head {}",
-                    last.status.state.state, last.status.checkpoint, last.status.head
+                    last.status.state.words(),
+                    last.status.checkpoint,
+                    last.status.head
                 )?;
             }
         }
@@ -256,7 +265,7 @@ fn print_done<W: Write>(done: &Done, output: &mut Output<W>) -> Result<(), Admin
         "{}: done. `{}` is {} at checkpoint {} of head {}, with {} dead letter(s)",
         done.action,
         status.name,
-        status.state.state.replace('_', " "),
+        status.state.words(),
         status.checkpoint,
         status.head,
         status.dead_letters
@@ -285,7 +294,7 @@ async fn wait_for_rebuild<W: Write>(
         let status = &read.status;
         bar.set_length(status.head.max(status.checkpoint));
         bar.set_position(status.checkpoint);
-        bar.set_message(format!("{name} {}", status.state.state.replace('_', " ")));
+        bar.set_message(format!("{name} {}", status.state.words()));
         match status.state.state.as_str() {
             "live" | "catching_up" => {
                 bar.finish_and_clear();
@@ -293,11 +302,11 @@ async fn wait_for_rebuild<W: Write>(
             }
             // Still replaying, or getting past a failing event or a store that came back.
             "rebuilding" | "starting" | "retrying" | "reconnecting" => {}
-            other => {
+            _ => {
                 bar.abandon();
                 return Err(AdminError::RebuildStopped {
                     processor: name.to_owned(),
-                    state: other.replace('_', " "),
+                    state: status.state.words(),
                     reason: status
                         .last_error
                         .as_ref()
@@ -364,7 +373,7 @@ async fn one_status(service: &Service, name: &str) -> Result<Read, AdminError> {
             // As the service refuses a control of a processor it does not run.
             AdminError::Refused(Refusal {
                 status: 404,
-                kind: "urn:cqrs:problem:not-found".to_owned(),
+                kind: NOT_FOUND.to_owned(),
                 title: "no such processor".to_owned(),
                 detail: format!(
                     "the service runs no processor named `{name}`; it runs: {}",
@@ -400,7 +409,7 @@ fn print_statuses<W: Write>(statuses: &[Read], output: &mut Output<W>) -> Result
     for Read { status, .. } in statuses {
         table.row(vec![
             status.name.clone(),
-            status.state.state.replace('_', " "),
+            status.state.words(),
             if status.leader { "yes" } else { "no" }.to_owned(),
             status.checkpoint.to_string(),
             status.head.to_string(),

@@ -26,6 +26,10 @@ const WRITE_IT: &str = "write the admin router's address as http://HOST:PORT/PAT
 /// The problem type of a mutating call that was not confirmed (`cqrs_http::problem::kinds`).
 pub(crate) const CONFIRMATION_REQUIRED: &str = "urn:cqrs:problem:confirmation-required";
 
+/// The problem type of a processor or dead letter the service does not know
+/// (`cqrs_http::problem::kinds`).
+pub(crate) const NOT_FOUND: &str = "urn:cqrs:problem:not-found";
+
 /// A running service's admin router, as `--service` names it.
 pub(crate) struct Service {
     client: Client<HttpConnector, Full<Bytes>>,
