@@ -130,7 +130,7 @@ pub(super) fn read(args: TokenStream, item: &ItemImpl) -> syn::Result<HandlerImp
     let command = command.get();
     let services_type = services_type.get();
 
-    if let Some((_, path, _)) = &item.trait_ {
+    if let Some((path, _)) = &item.trait_ {
         ctxt.error_spanned_by(
             path,
             "`#[command_handler]` goes on an inherent impl block, not a trait impl: move the handlers to `impl Aggregate { ... }` and put the attribute there",
@@ -318,7 +318,7 @@ fn read_handler<'a>(
     let signature = &method.sig;
     let mut valid = true;
 
-    if let Some(unsafety) = signature.unsafety {
+    if let syn::Safety::Unsafe(unsafety) = &signature.safety {
         ctxt.error_spanned_by(
             unsafety,
             "command handlers cannot be `unsafe`: remove `unsafe`, or mark the method `#[command(skip)]`",
@@ -352,7 +352,7 @@ fn read_handler<'a>(
                 valid = false;
             }
             if !receiver_is_shared_reference(receiver) {
-                let message = if receiver.reference.is_none() && receiver.colon_token.is_none() {
+                let message = if matches!(receiver.kind, syn::ReceiverKind::Value) {
                     "command handlers take `&self`, not `self`: write `&self` (deciding reads the state, it does not consume it)"
                 } else {
                     "command handlers take `&self`: deciding must not change state, state changes belong in `apply`; write `&self`"
@@ -476,14 +476,15 @@ fn read_handler<'a>(
 
 /// `&self` or `&'a self`, or `self: &Self`.
 fn receiver_is_shared_reference(receiver: &syn::Receiver) -> bool {
-    if receiver.colon_token.is_none() {
-        return receiver.reference.is_some() && receiver.mutability.is_none();
-    }
-    match &*receiver.ty {
-        Type::Reference(reference) => {
-            reference.mutability.is_none()
-                && matches!(&*reference.elem, Type::Path(path) if path.qself.is_none() && path.path.is_ident("Self"))
-        }
+    match &receiver.kind {
+        syn::ReceiverKind::Reference(_, _, mutability) => mutability.is_none(),
+        syn::ReceiverKind::Typed(_, ty) => match &**ty {
+            Type::Reference(reference) => {
+                reference.mutability.is_none()
+                    && matches!(&*reference.elem, Type::Path(path) if path.qself.is_none() && path.path.is_ident("Self"))
+            }
+            _ => false,
+        },
         _ => false,
     }
 }

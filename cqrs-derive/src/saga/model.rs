@@ -90,7 +90,7 @@ pub(super) fn read(args: TokenStream, item: &ItemImpl) -> (SagaImpl<'_>, syn::Re
     let input = input.get();
     validate_name(&ctxt, name.as_ref());
 
-    if let Some((_, trait_path, _)) = &item.trait_ {
+    if let Some((trait_path, _)) = &item.trait_ {
         ctxt.error_spanned_by(
             trait_path,
             "`#[saga]` goes on an inherent impl block: remove the trait, write `impl MySaga { ... }`",
@@ -265,7 +265,7 @@ fn read_handler<'a>(ctxt: &Ctxt, method: &'a ImplItemFn) -> Option<Handler<'a>> 
     let mut inputs = method.sig.inputs.iter();
     match inputs.next() {
         Some(FnArg::Receiver(receiver))
-            if receiver.reference.is_some() && receiver.mutability.is_some() => {}
+            if matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, Some(_))) => {}
         Some(FnArg::Receiver(receiver)) => {
             ctxt.error_spanned_by(
                 receiver,
