@@ -78,6 +78,7 @@ pub mod projection;
 pub mod repository;
 pub mod retry;
 pub mod saga;
+mod sha256;
 pub mod snapshot;
 pub mod store;
 pub mod subscription;

@@ -12,6 +12,11 @@ pub use std::vec::Vec;
 pub use tracing;
 
 use crate::aggregate::Aggregate;
+
+/// The SHA-256 of `bytes` in lowercase hexadecimal, for the stores' migration checksums.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::sha256::sha256_hex(bytes)
+}
 use crate::event::{DecodeError, DomainEvent, EncodeError, EventTypeInfo, Payload};
 
 /// The JSON serializer `#[derive(DomainEvent)]` writes a payload with.

@@ -8,7 +8,6 @@ use std::time::SystemTime;
 
 use cqrs_core::StoreError;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
 use crate::error::SqliteError;
 
@@ -105,10 +104,7 @@ pub enum MigrationError {
 
 /// The SHA-256 of `sql`, in hex.
 pub(crate) fn checksum(sql: &str) -> String {
-    Sha256::digest(sql.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    cqrs_core::__private::sha256_hex(sql.as_bytes())
 }
 
 pub(crate) fn now_micros() -> i64 {

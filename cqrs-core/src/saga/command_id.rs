@@ -1,11 +1,8 @@
 //! The command ids a saga's commands carry: the same for the same trigger on every run, so that a
 //! replayed or redelivered trigger is not applied twice, and valid whatever the instance id.
 
-use std::fmt::Write as _;
-
-use sha2::{Digest, Sha256};
-
 use crate::event::CommandId;
+use crate::sha256::sha256_hex;
 
 /// The id of the command number `sequence` that `instance` of `saga` sends for `trigger` (an event
 /// id, or `deadline:{deadline id}`).
@@ -27,11 +24,7 @@ pub(crate) fn saga_command_id(
     if let Ok(id) = CommandId::new(&readable) {
         return id;
     }
-    let mut digest = String::with_capacity(64);
-    for byte in Sha256::digest(readable.as_bytes()) {
-        // Writing into a String cannot fail.
-        let _ = write!(digest, "{byte:02x}");
-    }
+    let digest = sha256_hex(readable.as_bytes());
     CommandId::new(format!("{saga}/sha256:{digest}"))
         .unwrap_or_else(|_| CommandId::from_validated(format!("sha256:{digest}")))
 }
@@ -95,5 +88,17 @@ mod tests {
         let id = saga_command_id(&long_name, "1", EVENT, 0);
         assert!(id.as_str().starts_with("sha256:"), "{id}");
         assert_eq!(id.as_str().len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn a_digest_id_is_the_one_earlier_versions_stored() {
+        // Ids already stored by a saga must come out the same after an upgrade, or a replay would
+        // send its commands again: this is the id that releases hashing with the `sha2` crate
+        // stored (any SHA-256 of the readable form gives it).
+        let instance = "line\nbreak";
+        assert_eq!(
+            saga_command_id("checkout", instance, EVENT, 0).as_str(),
+            "checkout/sha256:34676e1f99481301460d14cfbc29835e2d783d644d6d3bed4f90b338bc393825"
+        );
     }
 }
