@@ -157,17 +157,23 @@ impl StreamId {
     /// Refuses a name that breaks [`validate_aggregate_name`] and an empty id.
     pub fn for_aggregate(aggregate: &str, id: impl fmt::Display) -> Result<Self, InvalidStreamId> {
         validate_aggregate_name(aggregate)?;
-        Self::with_aggregate_name(aggregate, id, Self::from_validated)
+        Self::with_aggregate_name(aggregate, id, |name| {
+            Self::validate(name)?;
+            Ok(Self::from_validated(name))
+        })
     }
 
-    /// Formats and validates `{aggregate}-{id}` and hands it to `use_name`, without allocating
-    /// for it: the repository looks its cache up by name and reuses the cached id. `aggregate`
-    /// must have passed [`validate_aggregate_name`] (the repository checks its name once, when
-    /// it is built).
+    /// Formats `{aggregate}-{id}`, refuses an empty id, and hands the name to `use_name`
+    /// without allocating for it: the repository looks its cache up by name and reuses the
+    /// cached id. The name is NOT validated yet: `use_name` must pass it through
+    /// [`StreamId::new`] (or `validate`) before it makes a stream of it; a name equal to a
+    /// stream id that was validated earlier needs no second check, which spares the cache's
+    /// hits the scan. `aggregate` must have passed [`validate_aggregate_name`] (the repository
+    /// checks its name once, when it is built).
     pub(crate) fn with_aggregate_name<R>(
         aggregate: &str,
         id: impl fmt::Display,
-        use_name: impl FnOnce(&str) -> R,
+        use_name: impl FnOnce(&str) -> Result<R, InvalidStreamId>,
     ) -> Result<R, InvalidStreamId> {
         use fmt::Write as _;
         // The name is formatted into a buffer kept per thread. An id whose `Display` makes
@@ -186,8 +192,7 @@ impl StreamId {
                     aggregate: aggregate.to_owned(),
                 });
             }
-            Self::validate(name)?;
-            Ok(use_name(name))
+            use_name(name)
         };
         NAME.with(|buffer| match buffer.try_borrow_mut() {
             Ok(mut name) => build(&mut name),
