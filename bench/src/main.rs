@@ -10,8 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use cqrs_core::event::{DomainEvent, Metadata, NewEvent};
-use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
+use cqrs_core::codec::Codec;
+use cqrs_core::event::{Metadata, NewEvent};
+use cqrs_core::prelude::{Deserialize, DomainEvent, Serialize};
+use cqrs_core::{ExecuteError, Repository, RetryPolicy};
 use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 use cqrs_memstore::MemStore;
 
@@ -34,25 +36,59 @@ fn per_second(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
-/// Events `range` of the history every benchmark show gets, encoded: event 0 schedules the show
-/// with `capacity` seats, event `n` reserves one seat for booking `n`.
+/// Events `range` of the history every benchmark show gets, encoded as JSON: event 0 schedules
+/// the show with `capacity` seats, event `n` reserves one seat for booking `n`.
 fn show_history(
     range: std::ops::Range<u64>,
     capacity: u64,
 ) -> Result<Vec<NewEvent>, cqrs_core::EncodeError> {
+    show_history_in(Codec::Json, range, capacity)
+}
+
+/// The show's events written with the MessagePack codec: the stored names, schema versions and
+/// fields of [`ShowEvent`]'s, so that `Show` (whose enum decodes either codec) loads them as it
+/// loads its own.
+#[derive(Debug, Serialize, Deserialize, DomainEvent)]
+#[domain_event(codec = msgpack)]
+enum BinaryShowEvent {
+    Scheduled {
+        capacity: u32,
+    },
+    #[event(version = 2)]
+    SeatsReserved {
+        booking: BookingId,
+        seats: u32,
+    },
+}
+
+/// [`show_history`] in `codec`.
+fn show_history_in(
+    codec: Codec,
+    range: std::ops::Range<u64>,
+    capacity: u64,
+) -> Result<Vec<NewEvent>, cqrs_core::EncodeError> {
+    let capacity = capacity as u32;
     range
-        .map(|n| {
-            let event = if n == 0 {
-                ShowEvent::Scheduled {
-                    capacity: capacity as u32,
-                }
-            } else {
-                ShowEvent::SeatsReserved {
+        .map(|n| match (codec, n) {
+            (Codec::MessagePack, 0) => NewEvent::encode(
+                &BinaryShowEvent::Scheduled { capacity },
+                Metadata::default(),
+            ),
+            (Codec::MessagePack, n) => NewEvent::encode(
+                &BinaryShowEvent::SeatsReserved {
                     booking: BookingId(n),
                     seats: 1,
-                }
-            };
-            NewEvent::encode(&event, Metadata::default())
+                },
+                Metadata::default(),
+            ),
+            (_, 0) => NewEvent::encode(&ShowEvent::Scheduled { capacity }, Metadata::default()),
+            (_, n) => NewEvent::encode(
+                &ShowEvent::SeatsReserved {
+                    booking: BookingId(n),
+                    seats: 1,
+                },
+                Metadata::default(),
+            ),
         })
         .collect()
 }
@@ -137,39 +173,6 @@ async fn mem_exec_hot() -> BenchResult {
         last_100.as_secs_f64() / first_100.as_secs_f64(),
         "ratio",
     );
-    Ok(())
-}
-
-/// `mem_rehydrate`: cold load of a 100,000-event show (best of five loads).
-async fn mem_rehydrate() -> BenchResult {
-    const EVENTS: u64 = 100_000;
-    let store = MemStore::new();
-    let stream = StreamId::for_aggregate("show", "big")?;
-    let mut version = 0;
-    while version < EVENTS {
-        let events = show_history(version..(version + 1000).min(EVENTS), EVENTS)?;
-        let receipt = store
-            .append(
-                &stream,
-                ExpectedVersion::Exact(cqrs_core::Version(version)),
-                events,
-            )
-            .await?;
-        version = receipt.version.0;
-    }
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
-        // A fresh repository without cache or snapshots: every load reads all events.
-        let shows: Shows = Repository::builder(store.clone()).cache(0).build();
-        let started = Instant::now();
-        let loaded = shows.load("big").await?;
-        best = best.min(started.elapsed());
-        if loaded.version.0 != EVENTS || u64::from(loaded.state.reserved()) != EVENTS - 1 {
-            return Err(format!("rehydrated to version {}", loaded.version).into());
-        }
-    }
-    report("mem_rehydrate", per_second(EVENTS, best), "events/s");
-    let _ = ShowEvent::EVENT_TYPES;
     Ok(())
 }
 
@@ -273,8 +276,10 @@ async fn main() -> BenchResult {
     if wanted("mem_exec_hot") {
         mem_exec_hot().await?;
     }
-    if wanted("mem_rehydrate") {
-        mem_rehydrate().await?;
+    for codec in [Codec::Json, Codec::MessagePack] {
+        if wanted(&stores::rehydrate_name("mem", codec)) {
+            stores::rehydrate("mem", MemStore::new(), codec).await?;
+        }
     }
     if wanted("mem_projection_catchup") {
         projection::mem_projection_catchup().await?;

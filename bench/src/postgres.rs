@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cqrs_core::codec::Codec;
 use cqrs_core::processor::Processor as _;
 use cqrs_core::projection::EventContext;
 use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, StreamId};
@@ -76,9 +77,11 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
             pg_exec_uncached_8(tasks).await?;
         }
     }
-    if wanted("pg_rehydrate") {
-        if let Some(store) = store(4).await? {
-            stores::rehydrate("pg", store).await?;
+    for codec in [Codec::Json, Codec::MessagePack] {
+        if wanted(&stores::rehydrate_name("pg", codec)) {
+            if let Some(store) = store(4).await? {
+                stores::rehydrate("pg", store, codec).await?;
+            }
         }
     }
     if wanted("pg_projection_catchup") {

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use cqrs_core::codec::Codec;
 use cqrs_core::event::{Metadata, NewEvent};
 use cqrs_core::{DomainEvent as _, EventId};
 use cqrs_examples::show::{BookingId, ShowEvent};
@@ -63,9 +64,12 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
         let scratch = Scratch::new("sqlite_exec_same");
         stores::exec_same("sqlite", store(&scratch).await?).await?;
     }
-    if wanted("sqlite_rehydrate") {
-        let scratch = Scratch::new("sqlite_rehydrate");
-        stores::rehydrate("sqlite", store(&scratch).await?).await?;
+    for codec in [Codec::Json, Codec::MessagePack] {
+        let name = stores::rehydrate_name("sqlite", codec);
+        if wanted(&name) {
+            let scratch = Scratch::new(&name);
+            stores::rehydrate("sqlite", store(&scratch).await?, codec).await?;
+        }
     }
     if wanted("sqlite_projection_catchup") {
         let scratch = Scratch::new("sqlite_projection_catchup");

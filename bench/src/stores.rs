@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
 use cqrs_examples::show::{BookingId, Show, ShowCommand};
 
-use crate::{BenchResult, BoxError, per_second, report, show_history};
+use crate::{BenchResult, BoxError, per_second, report, show_history_in};
+use cqrs_core::codec::Codec;
 
 /// A prefix that keeps this run's shows apart from earlier runs' in the same database.
 pub(crate) fn run_id() -> u128 {
@@ -146,15 +147,29 @@ pub(crate) async fn exec_same<S: EventStore + Clone>(prefix: &str, store: S) -> 
     Ok(())
 }
 
-/// `{prefix}_rehydrate`: cold load of a 100,000-event show (best of five loads, no cache, no snapshot).
-pub(crate) async fn rehydrate<S: EventStore + Clone>(prefix: &str, store: S) -> BenchResult {
+/// The name of [`rehydrate`]'s figure: `{prefix}_rehydrate` for JSON payloads,
+/// `{prefix}_rehydrate_msgpack` for MessagePack ones.
+pub(crate) fn rehydrate_name(prefix: &str, codec: Codec) -> String {
+    match codec {
+        Codec::Json => format!("{prefix}_rehydrate"),
+        _ => format!("{prefix}_rehydrate_{codec}"),
+    }
+}
+
+/// `{prefix}_rehydrate[_msgpack]`: cold load of a 100,000-event show whose payloads are in
+/// `codec` (best of five loads, no cache, no snapshot).
+pub(crate) async fn rehydrate<S: EventStore + Clone>(
+    prefix: &str,
+    store: S,
+    codec: Codec,
+) -> BenchResult {
     const EVENTS: u64 = 100_000;
     const BATCH: u64 = 1_000;
     let show = format!("rehydrate{}", run_id());
     let stream = StreamId::for_aggregate("show", &show)?;
     let mut written = 0;
     while written < EVENTS {
-        let events = show_history(written..written + BATCH, EVENTS)?;
+        let events = show_history_in(codec, written..written + BATCH, EVENTS)?;
         store.append(&stream, ExpectedVersion::Any, events).await?;
         written += BATCH;
     }
@@ -169,7 +184,7 @@ pub(crate) async fn rehydrate<S: EventStore + Clone>(prefix: &str, store: S) -> 
         }
     }
     report(
-        &format!("{prefix}_rehydrate"),
+        &rehydrate_name(prefix, codec),
         per_second(EVENTS, best),
         "events/s",
     );

@@ -232,10 +232,11 @@ impl<'a> EventLine<'a> {
     }
 }
 
-/// The payload as JSON, or as text when it is not JSON.
+/// The payload as JSON, whatever its codec (a MessagePack payload is shown as the JSON it
+/// reads as), or as text when it is neither.
 fn payload(event: &RecordedEvent) -> serde_json::Value {
     let bytes = event.payload.as_bytes();
-    serde_json::from_slice(bytes)
+    cqrs_core::codec::to_json(bytes)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
@@ -683,4 +684,44 @@ pub(crate) fn print_dead_letters<W: Write>(
         table.print(&mut output.out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_core::event::Metadata;
+    use cqrs_core::{EventId, Payload};
+
+    use super::*;
+
+    fn recorded(payload: &[u8]) -> RecordedEvent {
+        RecordedEvent {
+            stream: StreamId::new("gauge-1").expect("valid stream id"),
+            version: Version(1),
+            position: Position(1),
+            event_id: EventId::new(),
+            event_type: "Read".into(),
+            schema_version: 1,
+            payload: Payload::from(payload),
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[test]
+    fn payloads_show_as_json_whatever_their_codec() {
+        assert_eq!(
+            payload(&recorded(br#"{"kwh":7}"#)),
+            serde_json::json!({ "kwh": 7 })
+        );
+        // The MessagePack marker, then the map {"kwh": 7}: fixmap of one, fixstr of three, 7.
+        let message_pack = [0xC1, 0x81, 0xA3, b'k', b'w', b'h', 0x07];
+        assert_eq!(
+            payload(&recorded(&message_pack)),
+            serde_json::json!({ "kwh": 7 })
+        );
+        // Neither: shown as text rather than dropped.
+        assert_eq!(
+            payload(&recorded(b"not json")),
+            serde_json::Value::String("not json".to_owned())
+        );
+    }
 }

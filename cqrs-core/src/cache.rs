@@ -175,7 +175,10 @@ mod tests {
             let _ = cache.slot(stream(n).as_str()).expect("valid id");
         }
         assert!(
-            Arc::ptr_eq(&held.1, &cache.slot(stream(0).as_str()).expect("valid id").1),
+            Arc::ptr_eq(
+                &held.1,
+                &cache.slot(stream(0).as_str()).expect("valid id").1
+            ),
             "a slot in use was evicted"
         );
     }

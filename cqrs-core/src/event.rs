@@ -654,7 +654,7 @@ pub struct EncodeError {
     pub event_type: &'static str,
     /// What the encoder said.
     #[source]
-    pub source: serde_json::Error,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// Why a stored event could not be turned back into a typed event.
@@ -675,9 +675,28 @@ pub enum DecodeError {
         /// The version the current code writes.
         current: u32,
     },
-    /// The payload did not fit the event's fields.
+    /// The payload (JSON) did not fit the event's fields.
     #[error("payload does not fit: {0}")]
     InvalidPayload(#[source] serde_json::Error),
+    /// A binary payload did not fit the event's fields.
+    #[error("{codec} payload does not fit: {source}")]
+    InvalidBinaryPayload {
+        /// The payload's codec.
+        codec: crate::codec::Codec,
+        /// What the decoder said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The payload is in a codec this build does not read.
+    #[error(
+        "the payload is {codec}, which this build reads only with the `{feature}` feature of cqrs-core: enable it"
+    )]
+    CodecNotEnabled {
+        /// The payload's codec.
+        codec: crate::codec::Codec,
+        /// The feature that reads it.
+        feature: &'static str,
+    },
     /// An upcaster failed to convert the stored payload.
     #[error("upcasting from schema version {from_version} failed: {source}")]
     Upcast {

@@ -70,6 +70,7 @@
 pub mod admin;
 pub mod aggregate;
 mod cache;
+pub mod codec;
 pub mod event;
 pub mod guide;
 mod id;

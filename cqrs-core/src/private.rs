@@ -28,30 +28,85 @@ pub fn encode_event<F>(event_type: &'static str, write: F) -> Result<Payload, En
 where
     F: FnOnce(&mut PayloadSerializer<'_>) -> Result<(), serde_json::Error>,
 {
-    // The JSON is written into a buffer kept per thread and copied once into the payload's
-    // shared allocation. An event whose serialization encodes another event finds the buffer
-    // taken and writes into a fresh one.
-    thread_local! {
-        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let encode = |bytes: &mut Vec<u8>| {
-        bytes.clear();
-        write(&mut serde_json::Serializer::new(bytes))
-            .map_err(|source| EncodeError { event_type, source })?;
-        Ok(Payload::from(bytes.as_slice()))
-    };
-    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
-        Ok(mut bytes) => encode(&mut bytes),
-        Err(_) => encode(&mut Vec::with_capacity(64)),
+    with_buffer(|bytes| {
+        write(&mut serde_json::Serializer::new(bytes)).map_err(|source| EncodeError {
+            event_type,
+            source: Box::new(source),
+        })
     })
 }
 
-/// Decodes the fields of one event from its stored payload.
+/// Runs `encode` on a cleared buffer kept per thread and copies what it wrote once into the
+/// payload's shared allocation. An event whose serialization encodes another event finds the
+/// buffer taken and writes into a fresh one.
+#[inline]
+fn with_buffer(
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<Payload, EncodeError> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let run = |bytes: &mut Vec<u8>| {
+        bytes.clear();
+        encode(bytes)?;
+        Ok(Payload::from(bytes.as_slice()))
+    };
+    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut bytes) => run(&mut bytes),
+        Err(_) => run(&mut Vec::with_capacity(64)),
+    })
+}
+
+/// The MessagePack serializer `#[derive(DomainEvent)]` with `codec = msgpack` writes a payload's
+/// fields with.
+#[cfg(feature = "msgpack")]
+pub type MessagePackSerializer<'a> = crate::codec::message_pack::Serializer<'a>;
+
+/// Encodes one event's fields as MessagePack with `write`, behind the codec's marker, naming
+/// `event_type` in the error.
+#[cfg(feature = "msgpack")]
+#[inline]
+pub fn encode_event_msgpack<F>(event_type: &'static str, write: F) -> Result<Payload, EncodeError>
+where
+    F: FnOnce(&mut MessagePackSerializer<'_>) -> Result<(), rmp_serde::encode::Error>,
+{
+    with_buffer(|bytes| {
+        bytes.push(crate::codec::MESSAGE_PACK_MARKER);
+        write(&mut crate::codec::message_pack::serializer(bytes)).map_err(|source| EncodeError {
+            event_type,
+            source: Box::new(source),
+        })
+    })
+}
+
+/// Fails the build of an event enum that asks for MessagePack when the `msgpack` feature is off.
+#[cfg(not(feature = "msgpack"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __cqrs_require_msgpack {
+    () => {
+        ::core::compile_error!(
+            "`codec = msgpack` needs the `msgpack` feature of cqrs-core: write `cqrs-core = { ..., features = [\"msgpack\"] }` in Cargo.toml"
+        );
+    };
+}
+
+/// Fails the build of an event enum that asks for MessagePack when the `msgpack` feature is off.
+#[cfg(feature = "msgpack")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __cqrs_require_msgpack {
+    () => {};
+}
+
+pub use crate::__cqrs_require_msgpack as require_msgpack;
+
+/// Decodes the fields of one event from its stored payload, in the codec the payload names.
 #[inline]
 pub fn decode_payload<'de, T: serde::Deserialize<'de>>(
     payload: &'de [u8],
 ) -> Result<T, DecodeError> {
-    serde_json::from_slice(payload).map_err(DecodeError::InvalidPayload)
+    crate::codec::decode(payload)
 }
 
 /// Upcasts a payload stored with schema version `found` to `current` with the variant's
@@ -63,7 +118,8 @@ pub fn decode_upcast<T: serde::de::DeserializeOwned>(
     current: u32,
     upcasters: &[(u32, crate::upcast::Upcaster)],
 ) -> Result<T, DecodeError> {
-    let mut value: serde_json::Value = decode_payload(payload)?;
+    // Whatever the codec, the upcasters see the payload as JSON.
+    let mut value = crate::codec::to_json(payload)?;
     for from_version in found..current {
         if let Some((_, upcaster)) = upcasters.iter().find(|(from, _)| *from == from_version) {
             value = upcaster(value).map_err(|source| DecodeError::Upcast {

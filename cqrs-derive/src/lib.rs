@@ -205,8 +205,16 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 ///   (enough for a version that only added `#[serde(default)]` fields). Payloads of the current
 ///   version never take this slower path. See `cqrs_core::upcast` for an example.
 ///
+/// # The codec
+///
+/// `#[domain_event(codec = msgpack)]` on the enum writes new payloads as MessagePack (with the
+/// `msgpack` feature of cqrs-core) instead of JSON (`codec = json`, the default). Every payload
+/// records its codec, and decoding reads both whatever the enum's codec, so an enum can change
+/// codec with events of the other already stored; upcasters see either as JSON. See
+/// `cqrs_core::codec`.
+///
 /// The enum cannot be generic.
-#[proc_macro_derive(DomainEvent, attributes(event, serde))]
+#[proc_macro_derive(DomainEvent, attributes(event, domain_event, serde))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     let expansion = domain_event::derive(&input);

@@ -97,7 +97,8 @@ macro_rules! __conformance_checks {
             concurrent_appends_to_different_streams,
             reader_follows_concurrent_writers,
             a_turn_keeps_other_writers_out,
-            turns_are_taken_one_at_a_time
+            turns_are_taken_one_at_a_time,
+            stores_hold_both_codecs
         );
     };
 }
@@ -119,6 +120,8 @@ macro_rules! __conformance_expand {
         )+
     };
 }
+
+pub use crate::codec::stores_hold_both_codecs;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

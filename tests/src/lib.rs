@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod browser;
 pub mod checkout;
+pub mod codec;
 pub mod conformance;
 pub mod flaky;
 pub mod interposed;

@@ -12,7 +12,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, Field, Fields, Ident, Index};
 
-use super::model::{EventEnum, EventVariant};
+use super::model::{Codec, EventEnum, EventVariant};
 
 /// `impl DomainEvent for ...` and its helper items, inside `const _: () = { ... };`.
 pub(super) fn domain_event_impl(events: &EventEnum<'_>) -> TokenStream {
@@ -44,8 +44,17 @@ pub(super) fn domain_event_impl(events: &EventEnum<'_>) -> TokenStream {
     });
     let decode_arms = events.variants.iter().map(decode_arm);
     let event_type = Ident::new("event_type", Span::mixed_site());
+    let (encode_with, require_codec) = match &events.codec {
+        Codec::Json => (quote!(encode_event), quote!()),
+        Codec::MessagePack(span) => (
+            quote!(encode_event_msgpack),
+            quote_spanned!(*span=> ::cqrs_core::__private::require_msgpack!();),
+        ),
+    };
 
     quote! {
+        #require_codec
+
         const _: () = {
             #[derive(::cqrs_core::__private::serde::Serialize)]
             #[serde(crate = "::cqrs_core::__private::serde", remote = #remote, untagged)]
@@ -77,7 +86,7 @@ pub(super) fn domain_event_impl(events: &EventEnum<'_>) -> TokenStream {
                 fn encode(
                     &self,
                 ) -> ::core::result::Result<::cqrs_core::Payload, ::cqrs_core::EncodeError> {
-                    ::cqrs_core::__private::encode_event(
+                    ::cqrs_core::__private::#encode_with(
                         <Self as ::cqrs_core::DomainEvent>::event_type(self),
                         |serializer| #encoder::serialize(self, serializer),
                     )

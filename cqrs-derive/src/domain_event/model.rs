@@ -29,6 +29,13 @@ const KEYS: &[&str] = &[NAME, VERSION, ALIAS, UPCAST];
 /// Every key `upcast(...)` accepts.
 const UPCAST_KEYS: &[&str] = &[UPCAST_FROM, UPCAST_WITH];
 
+/// The attribute read on the enum.
+const DOMAIN_EVENT: &str = "domain_event";
+/// `codec = msgpack`: the codec the enum's payloads are written with.
+const CODEC: &str = "codec";
+/// Every key `#[domain_event(...)]` accepts.
+const ENUM_KEYS: &[&str] = &[CODEC];
+
 /// The schema version of a variant without `#[event(version = ...)]`.
 const DEFAULT_VERSION: u32 = 1;
 
@@ -36,6 +43,14 @@ const DEFAULT_VERSION: u32 = 1;
 pub(super) struct EventEnum<'a> {
     pub(super) original: &'a DeriveInput,
     pub(super) variants: Vec<EventVariant<'a>>,
+    pub(super) codec: Codec,
+}
+
+/// The codec new payloads are written with (every codec is read).
+pub(super) enum Codec {
+    Json,
+    /// Where `msgpack` was written, for the error when the feature is off.
+    MessagePack(Span),
 }
 
 /// One variant: one event type.
@@ -95,6 +110,8 @@ pub(super) fn read(input: &DeriveInput) -> syn::Result<EventEnum<'_>> {
         );
     }
 
+    let codec = read_codec(&ctxt, input);
+
     let mut variants = Vec::new();
     // Stored name -> the variant that took it first.
     let mut taken: HashMap<String, &Variant> = HashMap::new();
@@ -139,7 +156,41 @@ pub(super) fn read(input: &DeriveInput) -> syn::Result<EventEnum<'_>> {
     Ok(EventEnum {
         original: input,
         variants,
+        codec,
     })
+}
+
+/// `#[domain_event(codec = json | msgpack)]` on the enum; JSON when absent.
+fn read_codec(ctxt: &Ctxt, input: &DeriveInput) -> Codec {
+    let mut codec: Setting<'_, Codec> = Setting::new(ctxt, DOMAIN_EVENT, CODEC);
+    for attribute in input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident(DOMAIN_EVENT))
+    {
+        let parsed = attribute.parse_nested_meta(|meta| {
+            if meta.path.is_ident(CODEC) {
+                let value: syn::Ident = meta.value()?.call(syn::Ident::parse_any)?;
+                match value.to_string().as_str() {
+                    "json" => codec.set(&meta.path, Codec::Json),
+                    "msgpack" => codec.set(&meta.path, Codec::MessagePack(value.span())),
+                    other => ctxt.error_spanned_by(
+                        &value,
+                        format!(
+                            "unknown codec `{other}`: write `codec = json` (the default) or `codec = msgpack`"
+                        ),
+                    ),
+                }
+            } else {
+                attr::unknown_key(ctxt, &meta, DOMAIN_EVENT, ENUM_KEYS)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = parsed {
+            ctxt.syn_error(error);
+        }
+    }
+    codec.get().unwrap_or(Codec::Json)
 }
 
 /// The stored name (and where it was written), version, aliases and upcasters of one variant.
