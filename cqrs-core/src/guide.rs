@@ -11,7 +11,7 @@
 //!    failure policy, dead letters, the handle, leadership across nodes, health.
 //! 6. [PostgreSQL](postgres): the durable store, its migrations, projections and sagas in
 //!    PostgreSQL, and running several application nodes on one database.
-//! 7. [Upcasting](upcasting): changing the shape of stored events.
+//! 7. [Upcasting](upcasting): changing the shape of stored events, and their codec.
 //! 8. [Testing](testing): given / when / then for aggregates, sagas and projections.
 //! 9. [Running in production](production): traces, metrics, health, and what to alert on.
 //! 10. [Running a service](service): commands and reads over HTTP with `cqrs-http`, shutdown,
