@@ -532,6 +532,17 @@ impl StreamTurn for MemTurn {
             .await
     }
 
+    async fn visit_stream_data(
+        &mut self,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(cqrs_core::EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        self.store
+            .visit_stream_data(&self.stream, from, limit, visit)
+            .await
+    }
+
     async fn append(
         self: Box<Self>,
         expected: ExpectedVersion,
@@ -731,6 +742,23 @@ impl EventStore for MemStore {
         let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
         let result = cqrs_core::telemetry::in_span!(&span, {
             self.visit_stream_now(stream, from, limit, visit).await
+        });
+        store_telemetry::record_read(&span, &result, |visited| *visited);
+        result
+    }
+
+    async fn visit_stream_data(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(cqrs_core::EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        // The events are lent either way: the lean visit only narrows what the visitor sees.
+        let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream_data", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.visit_stream_now(stream, from, limit, &mut |event| visit(event.data()))
+                .await
         });
         store_telemetry::record_read(&span, &result, |visited| *visited);
         result
