@@ -272,9 +272,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Hands up to `limit` events of `stream`, from version `from` on, to `visit` in version order,
     /// and returns how many it handed over. Stops at the first error `visit` returns.
     ///
-    /// This is how the repository rehydrates. The default reads with
-    /// [`read_stream`](EventStore::read_stream); a store that holds events in memory overrides it
-    /// to lend them instead of copying them.
+    /// The default reads with [`read_stream`](EventStore::read_stream); a store that holds events
+    /// in memory overrides it to lend them instead of copying them. The repository rehydrates
+    /// with [`visit_stream_data`](EventStore::visit_stream_data) instead, which needs less of
+    /// each event.
     async fn visit_stream(
         &self,
         stream: &StreamId,
