@@ -561,7 +561,17 @@ impl From<&str> for Payload {
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match std::str::from_utf8(&self.0) {
+        fmt::Debug::fmt(&EncodedBytes(&self.0), f)
+    }
+}
+
+/// Encoded event bytes as `Debug` shows them: their text, or their length when they are not
+/// UTF-8.
+struct EncodedBytes<'a>(&'a [u8]);
+
+impl fmt::Debug for EncodedBytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(self.0) {
             Ok(text) => fmt::Debug::fmt(text, f),
             Err(_) => write!(f, "<{} bytes>", self.0.len()),
         }
@@ -621,17 +631,71 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// Decodes the payload into `E`; the error names this event's stream, version and type.
     pub fn decode<E: DomainEvent>(&self) -> Result<E, crate::StoreError> {
-        E::decode(
-            &self.event_type,
-            self.schema_version,
-            self.payload.as_bytes(),
-        )
-        .map_err(|source| crate::StoreError::Decode {
-            stream: self.stream.clone(),
+        self.data().decode()
+    }
+
+    /// The part of the event that decoding needs, borrowed.
+    pub fn data(&self) -> EventData<'_> {
+        EventData {
+            stream: &self.stream,
             version: self.version,
-            event_type: self.event_type.to_string(),
-            source,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: self.payload.as_bytes(),
+        }
+    }
+}
+
+/// What decoding a stored event needs, borrowed from the store for the moment of one visit:
+/// where it is (stream and version) and its type, schema version and payload, without the rest
+/// of the envelope (id, position, metadata) that a rehydration never reads.
+///
+/// [`EventStore::visit_stream_data`](crate::EventStore::visit_stream_data) hands events out this
+/// way, so that a store can select and lend only these columns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EventData<'a> {
+    /// The stream the event belongs to.
+    pub stream: &'a StreamId,
+    /// Its version within the stream (1-based).
+    pub version: Version,
+    /// The stable name the event is stored under.
+    pub event_type: &'a str,
+    /// The schema version the payload was written with.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub payload: &'a [u8],
+}
+
+impl EventData<'_> {
+    /// Decodes the payload into `E` (upcasting an older schema version as
+    /// [`DomainEvent::decode`] does); the error names this event's stream, version and type.
+    pub fn decode<E: DomainEvent>(&self) -> Result<E, crate::StoreError> {
+        E::decode(self.event_type, self.schema_version, self.payload).map_err(|source| {
+            crate::StoreError::Decode {
+                stream: self.stream.clone(),
+                version: self.version,
+                event_type: self.event_type.to_owned(),
+                source,
+            }
         })
+    }
+}
+
+impl<'a> From<&'a RecordedEvent> for EventData<'a> {
+    fn from(event: &'a RecordedEvent) -> Self {
+        event.data()
+    }
+}
+
+impl fmt::Debug for EventData<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventData")
+            .field("stream", self.stream)
+            .field("version", &self.version)
+            .field("event_type", &self.event_type)
+            .field("schema_version", &self.schema_version)
+            .field("payload", &EncodedBytes(self.payload))
+            .finish()
     }
 }
 
@@ -1001,5 +1065,123 @@ mod tests {
             serde_json::from_str::<Metadata>(&json).expect("decodes"),
             metadata
         );
+    }
+
+    /// An event with one type at schema version 2, whose version 1 stored a plain string.
+    #[derive(Debug, PartialEq)]
+    struct Renamed(String);
+
+    impl DomainEvent for Renamed {
+        const EVENT_TYPES: &'static [EventTypeInfo] = &[EventTypeInfo {
+            name: "Renamed",
+            version: 2,
+            aliases: &[],
+        }];
+
+        fn event_type(&self) -> &'static str {
+            "Renamed"
+        }
+
+        fn schema_version(&self) -> u32 {
+            2
+        }
+
+        fn encode(&self) -> Result<Payload, EncodeError> {
+            Ok(Payload::from(
+                format!(r#"{{"name":{:?}}}"#, self.0).into_bytes(),
+            ))
+        }
+
+        fn decode(
+            event_type: &str,
+            schema_version: u32,
+            payload: &[u8],
+        ) -> Result<Self, DecodeError> {
+            if event_type != "Renamed" {
+                return Err(DecodeError::UnknownEventType {
+                    event_type: event_type.to_owned(),
+                });
+            }
+            let value: serde_json::Value =
+                serde_json::from_slice(payload).map_err(DecodeError::InvalidPayload)?;
+            let name = match schema_version {
+                1 => value.as_str(),
+                2 => value.get("name").and_then(serde_json::Value::as_str),
+                found => {
+                    return Err(DecodeError::UnsupportedSchemaVersion { found, current: 2 });
+                }
+            };
+            Ok(Renamed(name.unwrap_or_default().to_owned()))
+        }
+    }
+
+    fn recorded(event_type: &'static str, schema_version: u32, payload: &str) -> RecordedEvent {
+        RecordedEvent {
+            stream: StreamId::new("show-1").expect("valid"),
+            version: Version(3),
+            position: Position(9),
+            event_id: EventId::new(),
+            event_type: Cow::Borrowed(event_type),
+            schema_version,
+            payload: payload.into(),
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[test]
+    fn event_data_decodes_every_schema_version_as_the_recorded_event_does() {
+        for (schema_version, payload) in [(1, r#""Ada""#), (2, r#"{"name":"Ada"}"#)] {
+            let event = recorded("Renamed", schema_version, payload);
+            let data = event.data();
+            assert_eq!(
+                data.decode::<Renamed>().expect("decodes"),
+                Renamed("Ada".into())
+            );
+            assert_eq!(
+                event.decode::<Renamed>().expect("decodes"),
+                Renamed("Ada".into())
+            );
+        }
+    }
+
+    #[test]
+    fn event_data_decode_errors_name_the_stream_version_and_type() {
+        for event in [
+            recorded("Closed", 1, "{}"),
+            recorded("Renamed", 3, "{}"),
+            recorded("Renamed", 2, "not json"),
+        ] {
+            let from_data = EventData::from(&event).decode::<Renamed>();
+            let Err(crate::StoreError::Decode {
+                stream,
+                version,
+                event_type,
+                ..
+            }) = &from_data
+            else {
+                panic!("not a decode error: {from_data:?}");
+            };
+            assert_eq!(
+                (stream.as_str(), *version, event_type.as_str()),
+                ("show-1", Version(3), &*event.event_type)
+            );
+            let from_event = event.decode::<Renamed>().expect_err("fails alike");
+            assert_eq!(
+                from_data.expect_err("fails").to_string(),
+                from_event.to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn event_data_shows_its_payload_as_text() {
+        let event = recorded("Renamed", 1, r#""Ada""#);
+        let shown = format!("{:?}", event.data());
+        assert!(shown.contains(r#"payload: "\"Ada\"""#), "{shown}");
+        let binary = RecordedEvent {
+            payload: Payload::from(vec![0xff, 0xfe]),
+            ..event
+        };
+        assert!(format!("{:?}", binary.data()).contains("payload: <2 bytes>"));
     }
 }

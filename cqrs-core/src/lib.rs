@@ -93,9 +93,10 @@ pub mod __private;
 
 pub use crate::aggregate::{Aggregate, CommandHandler};
 pub use crate::event::{
-    CommandId, DecodeError, DomainEvent, EncodeError, EventId, EventTypeInfo, InvalidAggregateName,
-    InvalidCommandId, InvalidStreamId, MAX_AGGREGATE_NAME_LEN, MAX_COMMAND_ID_LEN,
-    MAX_STREAM_ID_LEN, Metadata, NewEvent, Payload, Position, RecordedEvent, StreamId, Version,
+    CommandId, DecodeError, DomainEvent, EncodeError, EventData, EventId, EventTypeInfo,
+    InvalidAggregateName, InvalidCommandId, InvalidStreamId, MAX_AGGREGATE_NAME_LEN,
+    MAX_COMMAND_ID_LEN, MAX_STREAM_ID_LEN, Metadata, NewEvent, Payload, Position, RecordedEvent,
+    StreamId, Version,
 };
 pub use crate::repository::{
     CommandMetadata, ExecuteError, ExecuteOutcome, LoadError, Loaded, Repository, RepositoryBuilder,

@@ -597,7 +597,7 @@ where
             let limit = remaining.min(READ_BATCH);
             let from = loaded.version.next();
             let mut panicked = None;
-            let mut apply = |recorded: &RecordedEvent| {
+            let mut apply = |recorded: crate::event::EventData<'_>| {
                 let expected = loaded.version.next();
                 if recorded.version != expected {
                     return Err(StoreError::MissingVersion {
@@ -615,7 +615,7 @@ where
                         aggregate: std::any::type_name::<A>(),
                         stream: stream.clone(),
                         version: recorded.version,
-                        event_type: recorded.event_type.to_string(),
+                        event_type: recorded.event_type.to_owned(),
                         stored: true,
                         message: panic_message(&*payload),
                     });
@@ -626,11 +626,11 @@ where
                 Ok(())
             };
             let read = match turn.as_deref_mut() {
-                Some(turn) => turn.visit_stream(from, limit, &mut apply).await,
+                Some(turn) => turn.visit_stream_data(from, limit, &mut apply).await,
                 None => {
                     self.inner
                         .store
-                        .visit_stream(stream, from, limit, &mut apply)
+                        .visit_stream_data(stream, from, limit, &mut apply)
                         .await
                 }
             };

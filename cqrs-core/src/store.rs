@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::event::{
-    CommandId, DecodeError, InvalidStreamId, NewEvent, Position, RecordedEvent, StreamId, Version,
+    CommandId, DecodeError, EventData, InvalidStreamId, NewEvent, Position, RecordedEvent,
+    StreamId, Version,
 };
 
 /// What the writer believes about a stream's version before it appends.
@@ -271,9 +272,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Hands up to `limit` events of `stream`, from version `from` on, to `visit` in version order,
     /// and returns how many it handed over. Stops at the first error `visit` returns.
     ///
-    /// This is how the repository rehydrates. The default reads with
-    /// [`read_stream`](EventStore::read_stream); a store that holds events in memory overrides it
-    /// to lend them instead of copying them.
+    /// The default reads with [`read_stream`](EventStore::read_stream); a store that holds events
+    /// in memory overrides it to lend them instead of copying them. The repository rehydrates
+    /// with [`visit_stream_data`](EventStore::visit_stream_data) instead, which needs less of
+    /// each event.
     async fn visit_stream(
         &self,
         stream: &StreamId,
@@ -286,6 +288,24 @@ pub trait EventStore: Send + Sync + 'static {
             visit(event)?;
         }
         Ok(events.len())
+    }
+
+    /// [`visit_stream`](EventStore::visit_stream) for a reader that only decodes: each event is
+    /// handed over as its [`EventData`] (stream, version, type, schema version, payload), and
+    /// the rest of the envelope need not be read at all. The same events, in the same order,
+    /// with the same count and the same stop at the visitor's first error.
+    ///
+    /// This is how the repository rehydrates. The default goes through `visit_stream`; a
+    /// database store overrides it to select only these columns and lend them from its rows.
+    async fn visit_stream_data(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        self.visit_stream(stream, from, limit, &mut |event| visit(event.data()))
+            .await
     }
 
     /// Reads up to `limit` events of the global log with a position after `after`, in position
@@ -384,6 +404,18 @@ pub trait StreamTurn: Send {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError>;
 
+    /// [`EventStore::visit_stream_data`] within the turn. The default goes through
+    /// [`visit_stream`](StreamTurn::visit_stream).
+    async fn visit_stream_data(
+        &mut self,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        self.visit_stream(from, limit, &mut |event| visit(event.data()))
+            .await
+    }
+
     /// [`EventStore::append`] within the turn, which ends with it (whatever the outcome).
     async fn append(
         self: Box<Self>,
@@ -422,6 +454,16 @@ macro_rules! forward_event_store {
                 visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
             ) -> Result<usize, StoreError> {
                 (**self).visit_stream(stream, from, limit, visit).await
+            }
+
+            async fn visit_stream_data(
+                &self,
+                stream: &StreamId,
+                from: Version,
+                limit: usize,
+                visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+            ) -> Result<usize, StoreError> {
+                (**self).visit_stream_data(stream, from, limit, visit).await
             }
 
             async fn read_all(

@@ -13,7 +13,7 @@
 //! |---|---|---|---|
 //! | [`COMMAND_SPAN`] | INFO | [`Repository::execute`](crate::Repository::execute) and `execute_with` | `cqrs.aggregate`, `cqrs.stream`, `cqrs.command` (the variant), `cqrs.command.id` (when given), `cqrs.attempts`, `cqrs.outcome`, `cqrs.version.before`, `cqrs.version.after`, `cqrs.position`, `otel.status_code` (on failure) |
 //! | [`APPEND_SPAN`] | DEBUG | each store's `append` | `db.system.name`, `db.operation.name`, `cqrs.stream`, `cqrs.expected` (`any`, `no_stream`, `stream_exists`, `exact 3`), `cqrs.events`, `cqrs.version.after`, `cqrs.position`, `cqrs.batch.appends` (PostgreSQL: how many appends shared the transaction; none on an append in a turn), `cqrs.outcome` (`ok`, `conflict`, `duplicate_command`, `error`) |
-//! | [`READ_SPAN`] | DEBUG | each store's stream and log reads | `db.system.name`, `db.operation.name` (`read_stream`, `visit_stream`, `read_all`, `read_log`), `cqrs.stream` or `cqrs.from`, `cqrs.limit`, `cqrs.events` |
+//! | [`READ_SPAN`] | DEBUG | each store's stream and log reads | `db.system.name`, `db.operation.name` (`read_stream`, `visit_stream`, `visit_stream_data`, `read_all`, `read_log`), `cqrs.stream` or `cqrs.from`, `cqrs.limit`, `cqrs.events` |
 //! | [`PROCESSOR_STORE_SPAN`] | DEBUG | SQLite's processor store calls | `db.system.name`, `db.operation.name` (`checkpoint`, `commit`, `dead_letters`, `saga_commit`, ...), `cqrs.processor` |
 //! | [`PROCESSOR_BATCH_SPAN`] | INFO | one batch of a projection or saga, around its commit | `cqrs.processor`, `cqrs.checkpoint.before`, `cqrs.checkpoint.after`, `cqrs.events` (handled; dead letters not counted), `cqrs.dead_letters` |
 //!

@@ -537,6 +537,17 @@ impl StreamTurn for MemTurn {
             .await
     }
 
+    async fn visit_stream_data(
+        &mut self,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(cqrs_core::EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        self.store
+            .visit_stream_data(&self.stream, from, limit, visit)
+            .await
+    }
+
     async fn append(
         self: Box<Self>,
         expected: ExpectedVersion,
@@ -613,14 +624,18 @@ impl MemStore {
 }
 
 impl MemStore {
-    /// [`EventStore::visit_stream`]'s work, outside its span.
-    async fn visit_stream_now(
+    /// [`EventStore::visit_stream`]'s work, outside its span. Generic over the visitor, so that
+    /// the lean visit's adapter is inlined rather than a second dynamic call per event.
+    async fn visit_stream_now<F>(
         &self,
         stream: &StreamId,
         from: Version,
         limit: usize,
-        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
-    ) -> Result<usize, StoreError> {
+        visit: &mut F,
+    ) -> Result<usize, StoreError>
+    where
+        F: for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send + ?Sized,
+    {
         // Lends the stored events instead of copying them. The caller's code runs under the log's
         // read lock, so the events go in small chunks: a writer waits for one chunk at most.
         const CHUNK: usize = 256;
@@ -736,6 +751,23 @@ impl EventStore for MemStore {
         let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
         let result = cqrs_core::telemetry::in_span!(&span, {
             self.visit_stream_now(stream, from, limit, visit).await
+        });
+        store_telemetry::record_read(&span, &result, |visited| *visited);
+        result
+    }
+
+    async fn visit_stream_data(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(cqrs_core::EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        // The events are lent either way: the lean visit only narrows what the visitor sees.
+        let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream_data", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.visit_stream_now(stream, from, limit, &mut |event| visit(event.data()))
+                .await
         });
         store_telemetry::record_read(&span, &result, |visited| *visited);
         result

@@ -222,6 +222,7 @@ mod listener;
 pub mod migrate;
 pub mod processor;
 pub mod projection;
+mod read;
 mod rows;
 pub mod saga;
 #[cfg(feature = "testing")]
@@ -235,13 +236,11 @@ use std::time::{Duration, SystemTime};
 use cqrs_core::store::{StreamTurn, command_id_of};
 use cqrs_core::telemetry::store as store_telemetry;
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
-    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    AppendReceipt, CommandId, CommandRecord, EventData, EventStore, ExpectedVersion, LogBatch,
+    NewEvent, Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::{TryStreamExt, pin_mut};
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 pub use crate::error::DatabaseError;
@@ -769,7 +768,26 @@ impl PostgresStore {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
         let client = self.client().await?;
-        visit_stream_on(&client, stream, from, limit, visit).await
+        read::visit_stream_on(
+            &client,
+            stream,
+            from,
+            limit,
+            &mut read::Envelopes::new(visit),
+        )
+        .await
+    }
+
+    /// [`EventStore::visit_stream_data`]'s work, outside its span.
+    async fn visit_stream_data_now(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        read::visit_stream_on(&client, stream, from, limit, &mut read::Data::new(visit)).await
     }
 
     /// Runs one attempt of an append, in the store's next batch. `Ok(None)` means a unique
@@ -826,78 +844,6 @@ async fn settle_on(
             format!("no positions for versions {first_version}..={last_version} of `{stream}`"),
         ))),
     }
-}
-
-/// Hands up to `limit` events of `stream`, from version `from` on, to `visit`, on `client`: the
-/// store's [`visit_stream`](EventStore::visit_stream), and a turn's within its transaction.
-///
-/// Events are read in one query and handed over as they arrive. A stream's unnumbered events
-/// (committed, their appender not yet through `cqrs_settle`) can only be its last ones: the
-/// reader numbers them itself and goes on from there, so that it never misses a committed event
-/// nor hands one over without its position.
-async fn visit_stream_on(
-    client: &deadpool_postgres::ClientWrapper,
-    stream: &StreamId,
-    from: Version,
-    limit: usize,
-    visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
-) -> Result<usize, StoreError> {
-    let Ok(mut from) = i64::try_from(from.0) else {
-        return Ok(0);
-    };
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut visited: i64 = 0;
-    while visited < limit {
-        let pending =
-            visit_numbered(client, stream, from, limit - visited, &mut visited, visit).await?;
-        let Some(pending) = pending else {
-            break;
-        };
-        client
-            .execute("SELECT cqrs_sequence_pending()", &[])
-            .await
-            .map_err(crate::error::backend)?;
-        from = pending;
-    }
-    Ok(usize::try_from(visited).unwrap_or(usize::MAX))
-}
-
-/// Hands the events of `stream` from version `from` on to `visit` until the first unnumbered
-/// one, whose version it returns. Used by the store and by turns, each on its own connection.
-async fn visit_numbered(
-    client: &deadpool_postgres::ClientWrapper,
-    stream: &StreamId,
-    from: i64,
-    limit: i64,
-    visited: &mut i64,
-    visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
-) -> Result<Option<i64>, StoreError> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {} FROM cqrs_events WHERE stream = $1 AND version >= $2 \
-             ORDER BY version LIMIT $3",
-            rows::STREAM_EVENT_COLUMNS
-        ))
-        .await
-        .map_err(crate::error::backend)?;
-    let params: [&(dyn ToSql + Sync); 3] = [&stream.as_str(), &from, &limit];
-    let rows = client
-        .query_raw(&statement, params)
-        .await
-        .map_err(crate::error::backend)?;
-    pin_mut!(rows);
-    // One event, refilled from each row: the visitor only borrows it.
-    let mut event = None;
-    while let Some(row) = rows.try_next().await.map_err(crate::error::backend)? {
-        if let Some(pending) = rows::read_stream_event(&row, stream, &mut event)? {
-            return Ok(Some(pending));
-        }
-        if let Some(event) = &event {
-            visit(event)?;
-            *visited += 1;
-        }
-    }
-    Ok(None)
 }
 
 /// The outcome of an append that found another writer's turn on its stream: nothing written.
@@ -1043,6 +989,21 @@ impl EventStore for PostgresStore {
         let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
         let result = cqrs_core::telemetry::in_span!(&span, {
             self.visit_stream_now(stream, from, limit, visit).await
+        });
+        store_telemetry::record_read(&span, &result, |visited| *visited);
+        result
+    }
+
+    async fn visit_stream_data(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream_data", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.visit_stream_data_now(stream, from, limit, visit).await
         });
         store_telemetry::record_read(&span, &result, |visited| *visited);
         result

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use cqrs_core::{
-    CommandId, EventId, LogEntry, Metadata, Payload, Position, RecordedEvent, StoreError, StreamId,
-    UnreadableEvent, Version,
+    CommandId, EventData, EventId, LogEntry, Metadata, Payload, Position, RecordedEvent,
+    StoreError, StreamId, UnreadableEvent, Version,
 };
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -79,6 +79,43 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
 pub(crate) const STREAM_EVENT_COLUMNS: &str = "NULL::text, version, position, event_id, \
      event_type, schema_version, payload, correlation_id, causation_id, command_id, \
      occurred_at, headers::text";
+
+/// The columns [`stream_data`] reads, in its order: what decoding an event needs, and whether it
+/// has a position yet.
+pub(crate) const STREAM_DATA_COLUMNS: &str =
+    "version, position IS NULL, event_type, schema_version, payload";
+
+/// A row selected with [`STREAM_DATA_COLUMNS`].
+pub(crate) enum StreamRow<'row> {
+    /// A numbered event, borrowed from its row.
+    Numbered(EventData<'row>),
+    /// The version of an event that has no position yet.
+    Unnumbered(i64),
+}
+
+/// Reads a row of `stream` selected with [`STREAM_DATA_COLUMNS`], borrowing its type and payload
+/// from the row; the rest of the envelope is not read, so a row whose metadata does not fit
+/// still decodes.
+pub(crate) fn stream_data<'row>(
+    row: &'row Row,
+    stream: &'row StreamId,
+) -> Result<StreamRow<'row>, StoreError> {
+    let stored = stream.as_str();
+    let version_number: i64 = get(row, 0, stored)?;
+    if get::<bool>(row, 1, stored)? {
+        return Ok(StreamRow::Unnumbered(version_number));
+    }
+    let schema_version: i64 = get(row, 3, stored)?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(stored, format!("schema version {schema_version}")))?;
+    Ok(StreamRow::Numbered(EventData {
+        stream,
+        version: version(version_number, stream)?,
+        event_type: get(row, 2, stored)?,
+        schema_version,
+        payload: get(row, 4, stored)?,
+    }))
+}
 
 /// Reads a row selected with [`EVENT_COLUMNS`]: `None` for an event that has no position yet.
 pub(crate) fn recorded_event(row: &Row) -> Result<Option<RecordedEvent>, StoreError> {

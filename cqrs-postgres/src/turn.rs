@@ -12,15 +12,16 @@ use std::sync::Arc;
 
 use cqrs_core::store::command_id_of;
 use cqrs_core::{
-    AppendReceipt, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId,
-    StreamTurn, Version,
+    AppendReceipt, EventData, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+    StreamId, StreamTurn, Version,
 };
 use tokio::sync::OwnedMutexGuard;
 
 use crate::batch::{APPEND_ISOLATED, AppendParts, Arguments};
 use crate::error::backend;
+use crate::read::{self, visit_stream_on};
 use crate::rows::AppendAnswer;
-use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES, visit_stream_on};
+use crate::{Columns, ExpectedArgument, PostgresStore, TURN_GATES};
 use cqrs_core::telemetry::store as store_telemetry;
 
 /// Waits for the turn lock in exclusive mode, for the rest of the transaction, and marks the
@@ -143,7 +144,29 @@ impl StreamTurn for PostgresTurn {
         let span =
             store_telemetry::stream_read_span(crate::SYSTEM, "visit_stream", &self.stream, limit);
         let result = cqrs_core::telemetry::in_span!(&span, {
-            visit_stream_on(self.client()?, &self.stream, from, limit, visit).await
+            let rows = &mut read::Envelopes::new(visit);
+            visit_stream_on(self.client()?, &self.stream, from, limit, rows).await
+        });
+        store_telemetry::record_read(&span, &result, |visited| *visited);
+        result
+    }
+
+    async fn visit_stream_data(
+        &mut self,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        // Numbers a pending event inside the turn's transaction, as `visit_stream` does.
+        let span = store_telemetry::stream_read_span(
+            crate::SYSTEM,
+            "visit_stream_data",
+            &self.stream,
+            limit,
+        );
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            let rows = &mut read::Data::new(visit);
+            visit_stream_on(self.client()?, &self.stream, from, limit, rows).await
         });
         store_telemetry::record_read(&span, &result, |visited| *visited);
         result

@@ -237,6 +237,7 @@ pub mod migrate;
 mod options;
 pub mod processor;
 pub mod projection;
+mod read;
 mod rows;
 pub mod saga;
 #[cfg(test)]

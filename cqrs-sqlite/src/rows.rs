@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use cqrs_core::{
-    CommandId, EventId, LogEntry, Metadata, Payload, Position, RecordedEvent, StoreError, StreamId,
-    UnreadableEvent, Version,
+    CommandId, EventData, EventId, LogEntry, Metadata, Payload, Position, RecordedEvent,
+    StoreError, StreamId, UnreadableEvent, Version,
 };
 use rusqlite::Row;
 use rusqlite::types::ValueRef;
@@ -25,6 +25,16 @@ pub(crate) use event_columns;
 
 /// The columns [`recorded_event`] reads, in its order.
 pub(crate) const EVENT_COLUMNS: &str = event_columns!();
+
+/// The columns of [`event_columns!`] that decoding needs, at their places there and NULL in the
+/// others: [`stream_data`] reads them with the same helpers, and its errors name the columns as
+/// the full read's do.
+macro_rules! stream_data_columns {
+    () => {
+        "NULL, NULL, version, NULL, event_type, schema_version, payload"
+    };
+}
+pub(crate) use stream_data_columns;
 
 /// A stored row that cannot be a valid event, snapshot or record (edited by hand, or written by
 /// something else than this crate).
@@ -170,6 +180,43 @@ pub(crate) fn stream_event(row: &Row<'_>, stream: &StreamId) -> Result<RecordedE
     event_or_corrupt(row, Some(stream))
 }
 
+/// Reads a row of `stream` selected with [`stream_data_columns!`], borrowing its type and
+/// payload. The rest of the envelope is not read, so a row whose metadata does not fit still
+/// decodes.
+pub(crate) fn stream_data<'a>(
+    row: &'a Row<'_>,
+    stream: &'a StreamId,
+) -> Result<EventData<'a>, StoreError> {
+    data_of(row, stream).map_err(|reason| {
+        Place {
+            position: None,
+            stream: stream.as_str(),
+            version: unsigned(row, 2).ok().map(Version),
+        }
+        .corrupt(reason)
+    })
+}
+
+fn data_of<'a>(row: &'a Row<'_>, stream: &'a StreamId) -> Result<EventData<'a>, String> {
+    let version = Version(unsigned(row, 2)?);
+    let event_type = text(row, 4)?;
+    let schema_version = schema_version(row)?;
+    let payload = blob(row, 6)?;
+    Ok(EventData {
+        stream,
+        version,
+        event_type,
+        schema_version,
+        payload,
+    })
+}
+
+fn schema_version(row: &Row<'_>) -> Result<u32, String> {
+    let schema_version = integer(row, 5)?;
+    u32::try_from(schema_version)
+        .map_err(|_| column_error(5, format!("{schema_version} is not a u32")))
+}
+
 fn event_or_corrupt(row: &Row<'_>, stream: Option<&StreamId>) -> Result<RecordedEvent, StoreError> {
     event_of(row, stream).map_err(|reason| {
         Place {
@@ -190,9 +237,7 @@ fn event_of(row: &Row<'_>, known_stream: Option<&StreamId>) -> Result<RecordedEv
     let version = Version(unsigned(row, 2)?);
     let event_id = uuid(row, 3)?.ok_or_else(|| column_error(3, "NULL"))?;
     let event_type = text(row, 4)?;
-    let schema_version = integer(row, 5)?;
-    let schema_version = u32::try_from(schema_version)
-        .map_err(|_| column_error(5, format!("{schema_version} is not a u32")))?;
+    let schema_version = schema_version(row)?;
     let payload = blob(row, 6)?;
     let command_id = optional_text(row, 9)?
         .map(|id| CommandId::new(id).map_err(|error| column_error(9, error)))

@@ -10,8 +10,8 @@ use std::time::Instant;
 use cqrs_core::store::command_id_of;
 use cqrs_core::telemetry::store as store_telemetry;
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventStore, ExpectedVersion, LogBatch, NewEvent,
-    Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    AppendReceipt, CommandId, CommandRecord, EventData, EventStore, ExpectedVersion, LogBatch,
+    NewEvent, Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::connection::{self, Role};
 use crate::error::{SqliteStoreError, backend};
 use crate::options::SqliteOptions;
+use crate::read::{self, DataChunk, StreamChunk};
 use crate::rows;
 use crate::writer::{self, Append, Request};
 
@@ -35,40 +36,6 @@ pub(crate) const SYSTEM: &str = "sqlite";
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
-}
-
-/// The rows of one stream from a version on, at most a number of them.
-const STREAM_QUERY: &str = concat!(
-    "SELECT ",
-    rows::event_columns!(),
-    " FROM cqrs_events WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"
-);
-
-/// Hands the events of `stream` from `from` (at most `limit`) to `sink`, in order, until it
-/// answers `false`.
-fn stream_rows(
-    connection: &Connection,
-    stream: &StreamId,
-    from: Version,
-    limit: usize,
-    mut sink: impl FnMut(RecordedEvent) -> bool,
-) -> Result<(), StoreError> {
-    let mut statement = connection
-        .prepare_cached(STREAM_QUERY)
-        .map_err(backend("reading a stream"))?;
-    let mut found = statement
-        .query(params![
-            stream.as_str(),
-            rows::to_i64(from.0),
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        ])
-        .map_err(backend("reading a stream"))?;
-    while let Some(row) = found.next().map_err(backend("reading a stream"))? {
-        if !sink(rows::stream_event(row, stream)?) {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// The result of a read task, or its failure (a panic) as the store's error.
@@ -321,10 +288,7 @@ impl SqliteStore {
         })
     }
 
-    /// Hands each event of `stream` from `from` (at most `limit`) to `visit`. The visitor
-    /// borrows the caller's state, so it cannot run on the blocking pool: the rows are read
-    /// there and handed over here in chunks, so that reading the next chunk overlaps visiting
-    /// this one.
+    /// Hands each event of `stream` from `from` (at most `limit`) to `visit`.
     async fn visit_stream_now(
         &self,
         stream: &StreamId,
@@ -332,34 +296,64 @@ impl SqliteStore {
         limit: usize,
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
     ) -> Result<usize, StoreError> {
+        self.visit_in_chunks(stream, from, limit, |chunk: &Vec<RecordedEvent>| {
+            chunk.iter().try_for_each(&mut *visit)
+        })
+        .await
+    }
+
+    /// Hands what decoding needs of each event of `stream` from `from` (at most `limit`) to
+    /// `visit`, lent from chunks that select nothing else.
+    async fn visit_stream_data_now(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        self.visit_in_chunks(stream, from, limit, |chunk: &DataChunk| {
+            chunk.visit(stream, visit)
+        })
+        .await
+    }
+
+    /// Reads the events of `stream` from `from` (at most `limit`) into chunks of `C` and hands
+    /// each to `visit_chunk`, returning how many events they held. The visitor borrows the
+    /// caller's state, so it cannot run on the blocking pool: the rows are read there and handed
+    /// over here, so that reading the next chunk overlaps visiting this one.
+    async fn visit_in_chunks<C: StreamChunk>(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        mut visit_chunk: impl FnMut(&C) -> Result<(), StoreError> + Send,
+    ) -> Result<usize, StoreError> {
         const CHUNK: usize = 256;
         if limit == 0 {
             return Ok(0);
         }
-        let (chunks, mut received) = mpsc::channel::<Vec<RecordedEvent>>(2);
+        let (chunks, mut received) = mpsc::channel::<C>(2);
         let stream = stream.clone();
         let reading = self.spawn_read(move |connection| {
-            let mut chunk = Vec::with_capacity(CHUNK.min(limit));
+            let mut chunk = C::with_capacity(CHUNK.min(limit));
             let mut open = true;
-            stream_rows(connection, &stream, from, limit, |event| {
-                chunk.push(event);
+            read::stream_rows::<C>(connection, &stream, from, limit, |row| {
+                chunk.push(row, &stream)?;
                 if chunk.len() == CHUNK {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    let full = std::mem::replace(&mut chunk, C::with_capacity(CHUNK));
                     // A send fails when the visitor stopped: nothing more to read.
                     open = chunks.blocking_send(full).is_ok();
                 }
-                open
+                Ok(open)
             })?;
-            if open && !chunk.is_empty() {
+            if open && chunk.len() > 0 {
                 let _ = chunks.blocking_send(chunk);
             }
             Ok(())
         });
         let mut visited = 0;
         while let Some(chunk) = received.recv().await {
-            for event in &chunk {
-                visit(event)?;
-            }
+            visit_chunk(&chunk)?;
             visited += chunk.len();
         }
         // Every chunk was handed over: what is left to learn is whether the read failed.
@@ -436,9 +430,9 @@ impl SqliteStore {
         let stream = stream.clone();
         self.read(move |connection| {
             let mut events = Vec::new();
-            stream_rows(connection, &stream, from, limit, |event| {
-                events.push(event);
-                true
+            read::stream_rows::<Vec<RecordedEvent>>(connection, &stream, from, limit, |row| {
+                StreamChunk::push(&mut events, row, &stream)?;
+                Ok(true)
             })?;
             Ok(events)
         })
@@ -520,6 +514,21 @@ impl EventStore for SqliteStore {
         let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream", stream, limit);
         let result = cqrs_core::telemetry::in_span!(&span, {
             self.visit_stream_now(stream, from, limit, visit).await
+        });
+        store_telemetry::record_read(&span, &result, |visited| *visited);
+        result
+    }
+
+    async fn visit_stream_data(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        let span = store_telemetry::stream_read_span(SYSTEM, "visit_stream_data", stream, limit);
+        let result = cqrs_core::telemetry::in_span!(&span, {
+            self.visit_stream_data_now(stream, from, limit, visit).await
         });
         store_telemetry::record_read(&span, &result, |visited| *visited);
         result

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_core::store::{AppendReceipt, CommandRecord, Snapshot, StreamTurn};
 use cqrs_core::{
-    CommandId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
-    StreamId, Version,
+    CommandId, EventData, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StoreError, StreamId, Version,
 };
 
 /// Wraps a store, waiting `delay` before each stream read and append; see the module docs.
@@ -72,6 +72,19 @@ impl<S: EventStore> EventStore for RoundTrip<S> {
     ) -> Result<usize, StoreError> {
         self.wait().await;
         self.store.visit_stream(stream, from, limit, visit).await
+    }
+
+    async fn visit_stream_data(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(EventData<'e>) -> Result<(), StoreError> + Send),
+    ) -> Result<usize, StoreError> {
+        self.wait().await;
+        self.store
+            .visit_stream_data(stream, from, limit, visit)
+            .await
     }
 
     async fn read_all(

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cqrs_core::{
-    AppendReceipt, CommandId, CommandRecord, EventId, EventStore, ExpectedVersion,
+    AppendReceipt, CommandId, CommandRecord, EventData, EventId, EventStore, ExpectedVersion,
     InvalidCommandId, InvalidStreamId, MAX_COMMAND_ID_LEN, MAX_STREAM_ID_LEN, Metadata, NewEvent,
     Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
 };
@@ -78,6 +78,8 @@ macro_rules! __conformance_checks {
             multi_event_append_is_contiguous,
             events_round_trip_exactly,
             read_stream_from_version_with_limit,
+            visit_stream_data_hands_what_visit_stream_does,
+            a_turn_visits_stream_data,
             read_all_in_batches,
             head_is_last_position,
             wait_for_events_returns_at_once_when_events_exist,
@@ -677,6 +679,208 @@ pub async fn read_stream_from_version_with_limit<S: EventStore>(store: S) {
             .expect("read_stream of an unknown stream")
             .is_empty()
     );
+}
+
+/// What a reader that only decodes sees of an event: version, type, schema version, payload.
+type Decodable = (u64, String, u32, Vec<u8>);
+
+fn decodable(event: EventData<'_>) -> Decodable {
+    (
+        event.version.0,
+        event.event_type.to_owned(),
+        event.schema_version,
+        event.payload.to_vec(),
+    )
+}
+
+/// The error a visitor of the suite stops a read with.
+#[derive(Debug, thiserror::Error)]
+#[error("the visitor stopped the read")]
+struct VisitorStopped;
+
+fn is_visitor_stopped(error: &StoreError) -> bool {
+    matches!(error, StoreError::Backend(source) if source.is::<VisitorStopped>())
+}
+
+/// A stream of several event types and schema versions (the whole `u32` range), with full
+/// metadata, interleaved in the log with another stream's events: its six events as a reader
+/// that only decodes should see them.
+async fn mixed_stream<S: EventStore + ?Sized>(store: &S, mixed: &StreamId) -> Vec<Decodable> {
+    let metadata = Metadata {
+        correlation_id: Some(Uuid::from_u128(7)),
+        causation_id: Some(Uuid::from_u128(8)),
+        command_id: None,
+        timestamp: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+        headers: BTreeMap::from([("tenant".to_owned(), "t-1".to_owned())]),
+    };
+    let kinds: [(&'static str, u32, &str); 6] = [
+        ("Opened", 1, r#"{"name":"Zoë 🎭"}"#),
+        ("Renamed", 2, r#"{ "b" : 1, "a" : [2, 3] }"#),
+        ("Renamed", 1, r#"{"old":"shape"}"#),
+        ("Closed", 0, "{}"),
+        ("Reopened", u32::MAX, r#"{"n":5}"#),
+        ("Opened", 3, r#"{"n":6}"#),
+    ];
+    let other = stream("lean-other");
+    let mut expected = Vec::new();
+    for (index, pair) in (0u64..).zip(kinds.chunks(2)) {
+        let batch: Vec<NewEvent> = pair
+            .iter()
+            .map(|(event_type, schema_version, payload)| NewEvent {
+                event_id: EventId::new(),
+                event_type: Cow::Borrowed(*event_type),
+                schema_version: *schema_version,
+                payload: (*payload).into(),
+                metadata: Metadata {
+                    command_id: Some(command(&format!("lean-{index}"))),
+                    ..metadata.clone()
+                },
+            })
+            .collect();
+        let receipt = append(store, mixed, ExpectedVersion::Any, batch).await;
+        for (offset, (event_type, schema_version, payload)) in (0..).zip(pair) {
+            expected.push((
+                receipt.first_version.0 + offset,
+                (*event_type).to_owned(),
+                *schema_version,
+                payload.as_bytes().to_vec(),
+            ));
+        }
+        append(store, &other, ExpectedVersion::Any, events(1, index)).await;
+    }
+    expected
+}
+
+/// What `visit_stream_data` hands over from `from`, at most `limit`, and its count.
+async fn visit_data<S: EventStore + ?Sized>(
+    store: &S,
+    stream: &StreamId,
+    from: u64,
+    limit: usize,
+) -> (usize, Vec<Decodable>) {
+    let mut seen = Vec::new();
+    let visited = store
+        .visit_stream_data(stream, Version(from), limit, &mut |event| {
+            assert_eq!(event.stream, stream, "visit_stream_data names the stream");
+            seen.push(decodable(event));
+            Ok(())
+        })
+        .await
+        .expect("visit_stream_data");
+    (visited, seen)
+}
+
+/// `visit_stream_data` hands over the same events as `visit_stream`, in the same order (version,
+/// type, schema version and payload alike), from `from` and at most `limit` of them, returns how
+/// many it handed over, and stops at the visitor's first error and returns it.
+pub async fn visit_stream_data_hands_what_visit_stream_does<S: EventStore>(store: S) {
+    let mixed = stream("lean-1");
+    let expected = mixed_stream(&store, &mixed).await;
+    let mut full = Vec::new();
+    let visited = store
+        .visit_stream(&mixed, Version(1), usize::MAX, &mut |event| {
+            full.push(decodable(event.data()));
+            Ok(())
+        })
+        .await
+        .expect("visit_stream");
+    assert_eq!((visited, &full), (6, &expected), "visit_stream");
+    assert_eq!(
+        visit_data(&store, &mixed, 1, usize::MAX).await,
+        (6, expected.clone()),
+        "visit_stream_data of the whole stream"
+    );
+    for (from, limit) in [
+        (1, 3),
+        (3, 2),
+        (4, 100),
+        (6, 1),
+        (2, 0),
+        (7, 10),
+        (u64::MAX, 5),
+    ] {
+        let start = usize::try_from(from - 1).unwrap_or(usize::MAX).min(6);
+        let part: Vec<Decodable> = expected[start..].iter().take(limit).cloned().collect();
+        assert_eq!(
+            visit_data(&store, &mixed, from, limit).await,
+            (part.len(), part),
+            "visit_stream_data from {from}, at most {limit}"
+        );
+    }
+    assert_eq!(
+        visit_data(&store, &stream("lean-none"), 1, 10).await,
+        (0, Vec::new()),
+        "a stream with no events"
+    );
+
+    let mut calls = 0;
+    let stopped = store
+        .visit_stream_data(&mixed, Version(2), 10, &mut |event| {
+            calls += 1;
+            if event.version == Version(3) {
+                return Err(StoreError::backend(VisitorStopped));
+            }
+            Ok(())
+        })
+        .await;
+    match stopped {
+        Err(error) if is_visitor_stopped(&error) => {}
+        other => panic!("visit_stream_data returned {other:?}, not the visitor's error"),
+    }
+    assert_eq!(
+        calls, 2,
+        "visit_stream_data went on after the visitor's error"
+    );
+}
+
+/// A turn's `visit_stream_data` hands over what the store's does, honours `from` and `limit`,
+/// and stops at the visitor's error; the turn's append still goes through afterwards.
+pub async fn a_turn_visits_stream_data<S: EventStore>(store: S) {
+    let mixed = stream("lean-turn-1");
+    let expected = mixed_stream(&store, &mixed).await;
+    let Some(mut turn) = store.take_turn(&mixed).await.expect("take_turn") else {
+        return;
+    };
+    let mut seen = Vec::new();
+    let visited = turn
+        .visit_stream_data(Version(1), usize::MAX, &mut |event| {
+            assert_eq!(event.stream, &mixed, "a turn's visit names its stream");
+            seen.push(decodable(event));
+            Ok(())
+        })
+        .await
+        .expect("the turn reads");
+    assert_eq!((visited, &seen), (6, &expected), "the whole stream");
+    seen.clear();
+    let visited = turn
+        .visit_stream_data(Version(2), 3, &mut |event| {
+            seen.push(decodable(event));
+            Ok(())
+        })
+        .await
+        .expect("the turn reads");
+    assert_eq!(
+        (visited, &seen[..]),
+        (3, &expected[1..4]),
+        "from 2, at most 3"
+    );
+    let mut calls = 0;
+    let stopped = turn
+        .visit_stream_data(Version(1), 10, &mut |_| {
+            calls += 1;
+            Err(StoreError::backend(VisitorStopped))
+        })
+        .await;
+    match stopped {
+        Err(error) if is_visitor_stopped(&error) => {}
+        other => panic!("a turn's visit_stream_data returned {other:?}, not the visitor's error"),
+    }
+    assert_eq!(calls, 1, "a turn's visit went on after the visitor's error");
+    let receipt = turn
+        .append(ExpectedVersion::Exact(Version(6)), events(1, 60))
+        .await
+        .expect("the turn's append after its reads");
+    assert_eq!(receipt.version, Version(7));
 }
 
 /// `read_all` in batches of 1, 3 and more reads every event exactly once, in order.

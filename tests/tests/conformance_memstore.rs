@@ -127,3 +127,117 @@ mod yielding {
         assert!(yielding.conflicts > 0, "{yielding:?}");
     }
 }
+
+/// The suite against a store that implements only what [`EventStore`](cqrs_core::EventStore)
+/// requires (and turns only what [`StreamTurn`](cqrs_core::store::StreamTurn) requires), over
+/// [`MemStore`](cqrs_memstore::MemStore): the trait's default methods, which a third-party store
+/// inherits, keep the contract.
+mod defaults {
+    use cqrs_core::store::{AppendReceipt, CommandRecord, Snapshot, StreamTurn};
+    use cqrs_core::{
+        CommandId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
+        StreamId, Version,
+    };
+    use cqrs_memstore::MemStore;
+
+    cqrs_tests::conformance_tests!(async { Minimal(MemStore::new()) });
+
+    /// [`MemStore`] behind the required methods only.
+    struct Minimal(MemStore);
+
+    #[async_trait::async_trait]
+    impl EventStore for Minimal {
+        async fn append(
+            &self,
+            stream: &StreamId,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> Result<AppendReceipt, StoreError> {
+            self.0.append(stream, expected, events).await
+        }
+
+        async fn read_stream(
+            &self,
+            stream: &StreamId,
+            from: Version,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.0.read_stream(stream, from, limit).await
+        }
+
+        async fn read_all(
+            &self,
+            after: Position,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.0.read_all(after, limit).await
+        }
+
+        async fn head(&self) -> Result<Position, StoreError> {
+            self.0.head().await
+        }
+
+        async fn wait_for_events(&self, after: Position) -> Result<Position, StoreError> {
+            self.0.wait_for_events(after).await
+        }
+
+        async fn save_snapshot(
+            &self,
+            stream: &StreamId,
+            snapshot: Snapshot,
+        ) -> Result<(), StoreError> {
+            self.0.save_snapshot(stream, snapshot).await
+        }
+
+        async fn load_snapshot(
+            &self,
+            stream: &StreamId,
+            schema_version: u32,
+        ) -> Result<Option<Snapshot>, StoreError> {
+            self.0.load_snapshot(stream, schema_version).await
+        }
+
+        async fn command_record(
+            &self,
+            stream: &StreamId,
+            command_id: &CommandId,
+        ) -> Result<Option<CommandRecord>, StoreError> {
+            self.0.command_record(stream, command_id).await
+        }
+
+        async fn take_turn(
+            &self,
+            stream: &StreamId,
+        ) -> Result<Option<Box<dyn StreamTurn>>, StoreError> {
+            let turn = self.0.take_turn(stream).await?;
+            Ok(turn.map(|turn| Box::new(MinimalTurn(turn)) as Box<dyn StreamTurn>))
+        }
+    }
+
+    /// A [`MemStore`] turn behind the required methods only.
+    struct MinimalTurn(Box<dyn StreamTurn>);
+
+    #[async_trait::async_trait]
+    impl StreamTurn for MinimalTurn {
+        fn stream(&self) -> &StreamId {
+            self.0.stream()
+        }
+
+        async fn visit_stream(
+            &mut self,
+            from: Version,
+            limit: usize,
+            visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<(), StoreError> + Send),
+        ) -> Result<usize, StoreError> {
+            self.0.visit_stream(from, limit, visit).await
+        }
+
+        async fn append(
+            self: Box<Self>,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> Result<AppendReceipt, StoreError> {
+            self.0.append(expected, events).await
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Typed errors of [`PostgresStore`]: conflicts say what they found, hostile stream ids and
 //! headers are data and never SQL, a corrupt stored payload is a decode error, a stored command
-//! id that breaks the rule is a [`CorruptRow`](cqrs_postgres::CorruptRow), and a backend failure
-//! is [`StoreError::Backend`] with nothing half-written.
+//! id that breaks the rule is a [`CorruptRow`](cqrs_postgres::CorruptRow) (for every read but the
+//! lean one, which does not read it), and a backend failure is [`StoreError::Backend`] with
+//! nothing half-written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -172,6 +173,19 @@ async fn a_stored_command_id_that_breaks_the_rule_is_a_corrupt_row() {
             store
                 .visit_stream(&stream, Version(1), 10, &mut |_| Ok(()))
                 .await,
+        );
+        // A reader that only decodes never reads the command id: the row does not stop it.
+        let mut payloads = Vec::new();
+        let visited = store
+            .visit_stream_data(&stream, Version(1), 10, &mut |event| {
+                payloads.push(event.payload.to_vec());
+                Ok(())
+            })
+            .await
+            .expect("the lean read ignores the metadata");
+        assert_eq!(
+            (visited, payloads),
+            (2, vec![br#"{"n":0}"#.to_vec(), br#"{"n":1}"#.to_vec()])
         );
     }
 }
@@ -658,4 +672,87 @@ async fn a_node_of_the_previous_version_never_gets_an_answer_it_does_not_know() 
         matches!(turned, Err(StoreError::Conflict { actual, .. }) if actual == Version(2)),
         "{turned:?}"
     );
+}
+
+/// A stream whose last events were committed unnumbered (their appender not yet through
+/// `cqrs_settle`) reads to its end: the lean read numbers them as the full one does, and both
+/// hand over the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lean_read_numbers_a_pending_tail_as_the_full_read_does() {
+    let (store, url) = fresh_store().await;
+    let stream = StreamId::new("pending-tail").expect("valid stream id");
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event(1), event(2)])
+        .await
+        .expect("append");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let insert_pending = |version: i64| {
+        let client = &client;
+        let stream = stream.as_str();
+        async move {
+            client
+                .execute(
+                    "INSERT INTO cqrs_events (stream, version, position, append_id, event_id, \
+                     event_type, schema_version, payload, occurred_at, headers) \
+                     VALUES ($1, $2::bigint, NULL, nextval('cqrs_append_ids'), gen_random_uuid(), \
+                     'Late', 2, convert_to('{\"n\":' || $2::text || '}', 'UTF8'), now(), '{}')",
+                    &[&stream, &version],
+                )
+                .await
+                .expect("an unnumbered row")
+        }
+    };
+    insert_pending(3).await;
+    let mut lean = Vec::new();
+    let visited = store
+        .visit_stream_data(&stream, Version(2), 10, &mut |event| {
+            lean.push((
+                event.version.0,
+                event.event_type.to_owned(),
+                event.payload.to_vec(),
+            ));
+            Ok(())
+        })
+        .await
+        .expect("visit_stream_data");
+    assert_eq!(visited, 2);
+    assert_eq!(
+        lean,
+        vec![
+            (2, "Counted".to_owned(), br#"{"n":2}"#.to_vec()),
+            (3, "Late".to_owned(), br#"{"n":3}"#.to_vec()),
+        ]
+    );
+    assert_eq!(store.head().await.expect("head"), Position(3), "numbered");
+
+    insert_pending(4).await;
+    let mut full = Vec::new();
+    store
+        .visit_stream(&stream, Version(2), 10, &mut |event| {
+            full.push((
+                event.version.0,
+                event.event_type.to_string(),
+                event.payload.as_bytes().to_vec(),
+            ));
+            Ok(())
+        })
+        .await
+        .expect("visit_stream");
+    let mut again = Vec::new();
+    store
+        .visit_stream_data(&stream, Version(2), 10, &mut |event| {
+            again.push((
+                event.version.0,
+                event.event_type.to_owned(),
+                event.payload.to_vec(),
+            ));
+            Ok(())
+        })
+        .await
+        .expect("visit_stream_data");
+    assert_eq!(full.len(), 3);
+    assert_eq!(again, full, "the lean read hands what the full one does");
 }

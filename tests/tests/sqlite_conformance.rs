@@ -504,3 +504,51 @@ async fn close_moves_the_wal_into_the_file_and_stops_every_clone() {
     drop(reopened);
     remove_database(&path);
 }
+
+/// A row whose metadata the full read refuses (headers that are not a JSON object, as a hand
+/// edit could leave them) fails `visit_stream`, but not a reader that only decodes: the lean
+/// read never selects the headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lean_read_does_not_read_the_metadata() {
+    let path = fresh_path("lean");
+    let store = SqliteStore::open(&path).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let stream = StreamId::new("lean-1").expect("valid stream id");
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event(0), event(1)])
+        .await
+        .expect("append");
+    rusqlite::Connection::open(&path)
+        .expect("open a second connection")
+        .execute(
+            "UPDATE cqrs_events SET headers = '[1, 2]' WHERE stream = 'lean-1' AND version = 2",
+            [],
+        )
+        .expect("corrupt the headers");
+    let full = store
+        .visit_stream(&stream, Version(1), 10, &mut |_| Ok(()))
+        .await;
+    match full {
+        Err(cqrs_core::StoreError::Backend(source)) => {
+            let row = source
+                .downcast_ref::<cqrs_sqlite::CorruptRow>()
+                .unwrap_or_else(|| panic!("expected a corrupt row, got {source}"));
+            assert!(row.reason.contains("headers"), "{}", row.reason);
+        }
+        other => panic!("the full read of corrupt headers gave {other:?}"),
+    }
+    let mut payloads = Vec::new();
+    let visited = store
+        .visit_stream_data(&stream, Version(1), 10, &mut |event| {
+            payloads.push(event.payload.to_vec());
+            Ok(())
+        })
+        .await
+        .expect("the lean read ignores the metadata");
+    assert_eq!(
+        (visited, payloads),
+        (2, vec![br#"{"n":0}"#.to_vec(), br#"{"n":1}"#.to_vec()])
+    );
+    store.close().await.expect("close");
+    remove_database(&path);
+}

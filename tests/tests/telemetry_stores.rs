@@ -199,6 +199,15 @@ async fn memory_reads_say_what_they_read_and_run_inside_their_span() {
     assert_eq!(visited, 2);
     // The visitor runs inside the read's span: the store instruments the work, not only its end.
     assert_eq!(inside, vec![Some(READ_SPAN); 2]);
+    let visited = store
+        .visit_stream_data(&counter, Version(2), 5, &mut |_| {
+            inside.push(tracing::Span::current().metadata().map(|meta| meta.name()));
+            Ok(())
+        })
+        .await
+        .expect("visit_stream_data");
+    assert_eq!(visited, 2);
+    assert_eq!(inside, vec![Some(READ_SPAN); 4]);
     let all = store.read_all(Position(1), 3).await.expect("read_all");
     assert_eq!(all.len(), 3);
     let log = store
@@ -230,6 +239,13 @@ async fn memory_reads_say_what_they_read_and_run_inside_their_span() {
                 ("cqrs.stream", Some("counter-1")),
                 ("cqrs.from", None),
                 ("cqrs.limit", Some("2")),
+                ("cqrs.events", Some("2")),
+            ],
+            vec![
+                ("db.operation.name", Some("visit_stream_data")),
+                ("cqrs.stream", Some("counter-1")),
+                ("cqrs.from", None),
+                ("cqrs.limit", Some("5")),
                 ("cqrs.events", Some("2")),
             ],
             vec![
@@ -398,6 +414,15 @@ async fn postgres_reads_and_refused_appends_say_what_they_did() {
         .expect("visit_stream");
     assert_eq!(visited, 3);
     assert_eq!(inside, vec![Some(READ_SPAN); 3]);
+    let visited = store
+        .visit_stream_data(&counter, Version(2), 5, &mut |_| {
+            inside.push(tracing::Span::current().metadata().map(|meta| meta.name()));
+            Ok(())
+        })
+        .await
+        .expect("visit_stream_data");
+    assert_eq!(visited, 2);
+    assert_eq!(inside, vec![Some(READ_SPAN); 5]);
     let all = store.read_all(Position(2), 2).await.expect("read_all");
     assert_eq!(all.len(), 2);
     let log = store
@@ -455,6 +480,13 @@ async fn postgres_reads_and_refused_appends_say_what_they_did() {
                 ("cqrs.from", None),
                 ("cqrs.limit", Some("10")),
                 ("cqrs.events", Some("3")),
+            ],
+            vec![
+                ("db.operation.name", Some("visit_stream_data")),
+                ("cqrs.stream", Some("counter-1")),
+                ("cqrs.from", None),
+                ("cqrs.limit", Some("5")),
+                ("cqrs.events", Some("2")),
             ],
             vec![
                 ("db.operation.name", Some("read_all")),

@@ -49,7 +49,8 @@ pub fn append_span(
     )
 }
 
-/// The span around a read of `stream` (`operation`: `read_stream` or `visit_stream`).
+/// The span around a read of `stream` (`operation`: `read_stream`, `visit_stream` or
+/// `visit_stream_data`).
 #[inline]
 pub fn stream_read_span(
     system: &'static str,
