@@ -43,6 +43,23 @@
 //!
 //! Writing MessagePack takes the `msgpack` feature of `cqrs-core`; so does reading it (a build
 //! without the feature refuses such a payload with [`DecodeError::CodecNotEnabled`]).
+#![cfg_attr(
+    not(feature = "msgpack"),
+    doc = r#"
+Without the feature, an enum that asks for MessagePack does not build (the error says to enable
+it):
+
+```compile_fail
+use cqrs_core::prelude::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize, DomainEvent)]
+#[domain_event(codec = msgpack)]
+pub enum MeterEvent {
+    Read { kwh: u64 },
+}
+```
+"#
+)]
 
 use std::fmt;
 
