@@ -141,12 +141,99 @@ pub(crate) mod message_pack {
             .with_human_readable()
     }
 
-    /// Decodes a MessagePack payload's body (the bytes after the marker).
+    /// Decodes a MessagePack payload's body (the bytes after the marker): one value, nothing
+    /// after it, as a JSON payload must be one document.
     pub(crate) fn decode<'de, T: serde::Deserialize<'de>>(
         body: &'de [u8],
     ) -> Result<T, DecodeError> {
         let mut deserializer = rmp_serde::Deserializer::from_read_ref(body).with_human_readable();
-        T::deserialize(&mut deserializer).map_err(invalid)
+        let value = T::deserialize(&mut deserializer).map_err(invalid)?;
+        // rmp-serde's human-readable deserializer does not say where it stopped: measure the
+        // value, so that bytes after it (a payload glued to another, a torn write) are refused.
+        match first_value_len(body) {
+            Some(len) if len == body.len() => Ok(value),
+            Some(len) => Err(DecodeError::InvalidBinaryPayload {
+                codec: Codec::MessagePack,
+                source: format!(
+                    "{} bytes after the payload's value, which ends at byte {len}",
+                    body.len() - len
+                )
+                .into(),
+            }),
+            // The value decoded, so it is whole; a measure that disagrees is as much an error.
+            None => Err(DecodeError::InvalidBinaryPayload {
+                codec: Codec::MessagePack,
+                source: "the payload's value is cut short".into(),
+            }),
+        }
+    }
+
+    /// The length in bytes of the MessagePack value at the start of `bytes`, `None` when it is
+    /// cut short or uses the one byte MessagePack leaves unused. Iterative, so that a deeply
+    /// nested value cannot exhaust the stack.
+    pub(crate) fn first_value_len(bytes: &[u8]) -> Option<usize> {
+        // Reads a big-endian length of `width` bytes at `at`.
+        let length = |at: usize, width: usize| -> Option<usize> {
+            let field = bytes.get(at..at.checked_add(width)?)?;
+            let value = field
+                .iter()
+                .fold(0u64, |n, byte| (n << 8) | u64::from(*byte));
+            usize::try_from(value).ok()
+        };
+        let mut at = 0usize;
+        // Values still to be measured: one, plus the elements of the arrays and maps met.
+        let mut pending: u64 = 1;
+        while pending > 0 {
+            pending -= 1;
+            let marker = *bytes.get(at)?;
+            at += 1;
+            // (bytes of the value after its marker, nested values it holds)
+            let (skip, nested): (usize, u64) = match marker {
+                // positive fixint, negative fixint, nil, false, true
+                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+                0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+                0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+                0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+                // bin 8/16/32, str 8/16/32: a length, then that many bytes
+                0xc4 | 0xd9 => (1 + length(at, 1)?, 0),
+                0xc5 | 0xda => (2 + length(at, 2)?, 0),
+                0xc6 | 0xdb => (4 + length(at, 4)?, 0),
+                // ext 8/16/32: a length, a type byte, the data
+                0xc7 => (1 + 1 + length(at, 1)?, 0),
+                0xc8 => (2 + 1 + length(at, 2)?, 0),
+                0xc9 => (4 + 1 + length(at, 4)?, 0),
+                // float 32/64, uint and int 8 to 64
+                0xca => (4, 0),
+                0xcb => (8, 0),
+                0xcc | 0xd0 => (1, 0),
+                0xcd | 0xd1 => (2, 0),
+                0xce | 0xd2 => (4, 0),
+                0xcf | 0xd3 => (8, 0),
+                // fixext 1/2/4/8/16: a type byte and the data
+                0xd4 => (2, 0),
+                0xd5 => (3, 0),
+                0xd6 => (5, 0),
+                0xd7 => (9, 0),
+                0xd8 => (17, 0),
+                // array 16/32, map 16/32
+                0xdc => (2, u64::try_from(length(at, 2)?).ok()?),
+                0xdd => (4, u64::try_from(length(at, 4)?).ok()?),
+                0xde => (2, 2 * u64::try_from(length(at, 2)?).ok()?),
+                0xdf => (4, 2 * u64::try_from(length(at, 4)?).ok()?),
+                // 0xc1: never used
+                _ => return None,
+            };
+            at = at.checked_add(skip)?;
+            if at > bytes.len() {
+                return None;
+            }
+            pending = pending.checked_add(nested)?;
+            // Every nested value takes at least a byte: a count beyond what is left is a lie.
+            if pending > (bytes.len() - at) as u64 {
+                return None;
+            }
+        }
+        Some(at)
     }
 
     fn invalid(error: rmp_serde::decode::Error) -> DecodeError {
@@ -242,6 +329,86 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn bytes_after_a_message_pack_value_are_refused() {
+        let mut glued = MESSAGE_PACK.to_vec();
+        glued.extend_from_slice(&MESSAGE_PACK[1..]);
+        let error = decode::<Reading>(&glued).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("6 bytes after the payload's value"),
+            "{error}"
+        );
+        assert!(to_json(&glued).is_err());
+    }
+
+    /// The measure agrees with rmp-serde on values of every kind, nested, and refuses any value
+    /// cut short by one byte.
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn the_measure_of_a_message_pack_value_is_its_length() {
+        use message_pack::first_value_len;
+        use serde::Serialize as _;
+
+        let big = "x".repeat(70_000);
+        let values = [
+            serde_json::json!(null),
+            serde_json::json!(true),
+            serde_json::json!(7),
+            serde_json::json!(-7),
+            serde_json::json!(200),
+            serde_json::json!(-200),
+            serde_json::json!(70_000),
+            serde_json::json!(-70_000),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(0.5),
+            serde_json::json!("short"),
+            serde_json::json!("x".repeat(40)),
+            serde_json::json!("x".repeat(300)),
+            serde_json::json!(big),
+            serde_json::json!([1, [2, [3, {"a": [4, 5]}]], {}]),
+            serde_json::json!((0..20).collect::<Vec<u32>>()),
+            serde_json::json!((0..70_000).collect::<Vec<u32>>()),
+            serde_json::Value::Object(
+                (0..20)
+                    .map(|n| (n.to_string(), serde_json::json!(n)))
+                    .collect(),
+            ),
+        ];
+        for value in values {
+            let mut bytes = Vec::new();
+            value
+                .serialize(&mut message_pack::serializer(&mut bytes))
+                .expect("encodes");
+            assert_eq!(first_value_len(&bytes), Some(bytes.len()), "{value}");
+            assert_eq!(first_value_len(&bytes[..bytes.len() - 1]), None, "{value}");
+        }
+        // Binary, extension and float 32 values, which JSON values never produce.
+        for bytes in [
+            &[0xc4, 2, 1, 2][..],
+            &[0xc5, 0, 1, 9][..],
+            &[0xc7, 1, 5, 9][..],
+            &[0xd4, 5, 9][..],
+            &[
+                0xd8, 5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            ][..],
+            &[0xca, 0, 0, 0, 0][..],
+        ] {
+            assert_eq!(first_value_len(bytes), Some(bytes.len()), "{bytes:?}");
+            assert_eq!(
+                first_value_len(&bytes[..bytes.len() - 1]),
+                None,
+                "{bytes:?}"
+            );
+        }
+        // The unused byte, and an array that claims more elements than bytes are left.
+        assert_eq!(first_value_len(&[0xc1]), None);
+        assert_eq!(first_value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0]), None);
     }
 
     #[cfg(not(feature = "msgpack"))]
