@@ -157,16 +157,13 @@ impl StreamId {
     /// Refuses a name that breaks [`validate_aggregate_name`] and an empty id.
     pub fn for_aggregate(aggregate: &str, id: impl fmt::Display) -> Result<Self, InvalidStreamId> {
         validate_aggregate_name(aggregate)?;
-        Self::with_aggregate_name(aggregate, id, |name| {
-            Self::validate(name)?;
-            Ok(Self::from_validated(name))
-        })
+        Self::with_aggregate_name(aggregate, id, |name| Self::new(name))
     }
 
     /// Formats `{aggregate}-{id}`, refuses an empty id, and hands the name to `use_name`
     /// without allocating for it: the repository looks its cache up by name and reuses the
-    /// cached id. The name is NOT validated yet: `use_name` must pass it through
-    /// [`StreamId::new`] (or `validate`) before it makes a stream of it; a name equal to a
+    /// cached id. The name is NOT validated yet: `use_name` must make its stream with
+    /// [`StreamId::new`], which validates; a name equal to a
     /// stream id that was validated earlier needs no second check, which spares the cache's
     /// hits the scan. `aggregate` must have passed [`validate_aggregate_name`] (the repository
     /// checks its name once, when it is built).
@@ -198,11 +195,6 @@ impl StreamId {
             Ok(mut name) => build(&mut name),
             Err(_) => build(&mut String::new()),
         })
-    }
-
-    /// Wraps a name that was already validated.
-    pub(crate) fn from_validated(name: &str) -> Self {
-        Self(Arc::from(name))
     }
 
     fn validate(id: &str) -> Result<(), InvalidStreamId> {

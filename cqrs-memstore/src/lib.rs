@@ -85,6 +85,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use cqrs_core::__private::IdHasher as Hasher;
 use cqrs_core::store::StreamTurn;
 use cqrs_core::store::command_id_of;
 use cqrs_core::telemetry::store as store_telemetry;
@@ -97,11 +98,6 @@ use tokio::sync::watch;
 use crate::fault::Faults;
 pub use crate::fault::InjectedFault;
 use crate::log::Log;
-
-/// The hasher of the maps keyed by stream and command ids: rapidhash, seeded at random per map,
-/// costs a third of SipHash on ids like `show-1234`, and its seed keeps ids chosen by an attacker
-/// from colliding on purpose.
-type Hasher = rapidhash::fast::RandomState;
 
 /// The value of `db.system.name` on this store's spans.
 const SYSTEM: &str = "memory";
