@@ -39,7 +39,9 @@
 //! show any payload as JSON. postcard cannot do either (it refuses `deserialize_any`); it decodes
 //! about six times faster (BENCHMARKS.md), which is worth less than upcasting that works.
 //! Fields are written by name, and in serde's human-readable mode, so a type that serializes
-//! differently for humans (a `Uuid` as a string, say) is the same value in both codecs.
+//! differently for humans (a `Uuid` as a string, say) is the same value in both codecs, and
+//! bytes written as bytes (a MessagePack `bin`, from `serde_bytes` say) read as JSON as the array
+//! of numbers the JSON codec writes for them.
 //!
 //! Writing MessagePack takes the `msgpack` feature of `cqrs-core`; so does reading it (a build
 //! without the feature refuses such a payload with [`DecodeError::CodecNotEnabled`]).
