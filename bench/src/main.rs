@@ -93,6 +93,66 @@ fn show_history_in(
         .collect()
 }
 
+/// `mem_rehydrate_parts_*`: where a cold in-memory load of the [`stores::rehydrate`] show spends
+/// its time, per event and per codec: decoding the payloads alone ([`stores::decode_alone`]),
+/// applying the decoded events alone (`Show::apply`, the domain's own work, best of five), and
+/// the rest of the load (reading the store, the version checks, memory).
+/// `mem_rehydrate_codec_ceiling` is the ratio to the JSON load a codec that decoded in no time at
+/// all would reach: the most any binary codec can give this load.
+async fn mem_rehydrate_parts() -> BenchResult {
+    use cqrs_core::Aggregate as _;
+    const EVENTS: u64 = stores::REHYDRATE_EVENTS;
+    let nanos_per_event = |elapsed: Duration| elapsed.as_secs_f64() * 1e9 / EVENTS as f64;
+    let mut decoded = Vec::new();
+    let mut parts = Vec::new();
+    for codec in [Codec::Json, Codec::MessagePack] {
+        let (decode, events) = stores::decode_alone(codec)?;
+        decoded = events;
+        let load = stores::best_cold_load(MemStore::new(), codec).await?;
+        parts.push((codec, decode, load));
+    }
+    let mut apply = Duration::MAX;
+    for _ in 0..5 {
+        let events = decoded.clone();
+        let started = Instant::now();
+        let mut show = Show::default();
+        for event in events {
+            show.apply(event);
+        }
+        apply = apply.min(started.elapsed());
+        if u64::from(show.reserved()) != EVENTS - 1 {
+            return Err(format!("applied {} seats", show.reserved()).into());
+        }
+    }
+    report(
+        "mem_rehydrate_parts_apply",
+        nanos_per_event(apply),
+        "ns/event",
+    );
+    for (codec, decode, load) in &parts {
+        let name = stores::rehydrate_name("mem", *codec).replace("rehydrate", "rehydrate_parts");
+        report(&format!("{name}_load"), nanos_per_event(*load), "ns/event");
+        report(
+            &format!("{name}_decode"),
+            nanos_per_event(*decode),
+            "ns/event",
+        );
+        report(
+            &format!("{name}_rest"),
+            nanos_per_event(load.saturating_sub(*decode + apply)),
+            "ns/event",
+        );
+    }
+    if let Some((_, decode, load)) = parts.first() {
+        report(
+            "mem_rehydrate_codec_ceiling",
+            stores::ceiling(*load, *decode),
+            "x the JSON load",
+        );
+    }
+    Ok(())
+}
+
 /// `mem_exec_distinct`: reserve(1) round-robin over 10,000 scheduled shows, from one task.
 async fn mem_exec_distinct() -> BenchResult {
     const SHOWS: u64 = 10_000;
@@ -282,6 +342,9 @@ async fn main() -> BenchResult {
         if wanted(&stores::rehydrate_name("mem", codec)) {
             stores::rehydrate("mem", MemStore::new(), codec).await?;
         }
+    }
+    if wanted("mem_rehydrate_parts") || wanted("mem_rehydrate_codec_ceiling") {
+        mem_rehydrate_parts().await?;
     }
     if wanted("mem_projection_catchup") {
         projection::mem_projection_catchup().await?;

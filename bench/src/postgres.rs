@@ -43,6 +43,8 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
         "pg_exec_uncached_8_64",
         "pg_exec_uncached_8_256",
         "pg_rehydrate",
+        "pg_rehydrate_msgpack",
+        "pg_rehydrate_codec_ceiling",
         "pg_projection_catchup",
     ];
     if !names.iter().any(|name| wanted(name)) {
@@ -82,6 +84,11 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool + Send) -> BenchResult {
             if let Some(store) = store(4).await? {
                 stores::rehydrate("pg", store, codec).await?;
             }
+        }
+    }
+    if wanted("pg_rehydrate_codec_ceiling") {
+        if let Some(store) = store(4).await? {
+            stores::codec_ceiling("pg", store).await?;
         }
     }
     if wanted("pg_projection_catchup") {

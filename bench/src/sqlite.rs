@@ -71,6 +71,10 @@ pub(crate) async fn run(wanted: impl Fn(&str) -> bool) -> BenchResult {
             stores::rehydrate("sqlite", store(&scratch).await?, codec).await?;
         }
     }
+    if wanted("sqlite_rehydrate_codec_ceiling") {
+        let scratch = Scratch::new("sqlite_rehydrate_codec_ceiling");
+        stores::codec_ceiling("sqlite", store(&scratch).await?).await?;
+    }
     if wanted("sqlite_projection_catchup") {
         let scratch = Scratch::new("sqlite_projection_catchup");
         let store = store(&scratch).await?;

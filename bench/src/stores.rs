@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cqrs_core::{EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId};
-use cqrs_examples::show::{BookingId, Show, ShowCommand};
+use cqrs_core::{
+    DomainEvent, EventStore, ExecuteError, ExpectedVersion, Repository, RetryPolicy, StreamId,
+};
+use cqrs_examples::show::{BookingId, Show, ShowCommand, ShowEvent};
 
 use crate::{BenchResult, BoxError, per_second, report, show_history_in};
 use cqrs_core::codec::Codec;
@@ -156,6 +158,9 @@ pub(crate) fn rehydrate_name(prefix: &str, codec: Codec) -> String {
     }
 }
 
+/// Events in the show [`rehydrate`] loads.
+pub(crate) const REHYDRATE_EVENTS: u64 = 100_000;
+
 /// `{prefix}_rehydrate[_msgpack]`: cold load of a 100,000-event show whose payloads are in
 /// `codec` (best of five loads, no cache, no snapshot).
 pub(crate) async fn rehydrate<S: EventStore + Clone>(
@@ -163,7 +168,22 @@ pub(crate) async fn rehydrate<S: EventStore + Clone>(
     store: S,
     codec: Codec,
 ) -> BenchResult {
-    const EVENTS: u64 = 100_000;
+    let best = best_cold_load(store, codec).await?;
+    report(
+        &rehydrate_name(prefix, codec),
+        per_second(REHYDRATE_EVENTS, best),
+        "events/s",
+    );
+    Ok(())
+}
+
+/// The best of five cold loads of a [`REHYDRATE_EVENTS`]-event show written to `store` in
+/// `codec`.
+pub(crate) async fn best_cold_load<S: EventStore + Clone>(
+    store: S,
+    codec: Codec,
+) -> Result<Duration, BoxError> {
+    const EVENTS: u64 = REHYDRATE_EVENTS;
     const BATCH: u64 = 1_000;
     let show = format!("rehydrate{}", run_id());
     let stream = StreamId::for_aggregate("show", &show)?;
@@ -183,10 +203,47 @@ pub(crate) async fn rehydrate<S: EventStore + Clone>(
             return Err(format!("rehydrated {} seats", loaded.state.reserved()).into());
         }
     }
+    Ok(best)
+}
+
+/// Decodes the [`rehydrate`] show's events in `codec` from a list of them, with nothing else
+/// around (no store, no apply): the best of five, and the events.
+pub(crate) fn decode_alone(codec: Codec) -> Result<(Duration, Vec<ShowEvent>), BoxError> {
+    let events = show_history_in(codec, 0..REHYDRATE_EVENTS, REHYDRATE_EVENTS)?;
+    let mut best = Duration::MAX;
+    let mut decoded = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        decoded = events
+            .iter()
+            .map(|event| {
+                ShowEvent::decode(
+                    &event.event_type,
+                    event.schema_version,
+                    event.payload.as_bytes(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        best = best.min(started.elapsed());
+    }
+    Ok((best, decoded))
+}
+
+/// `{prefix}_rehydrate_codec_ceiling`: the ratio to [`rehydrate`]'s JSON load that a codec which
+/// decoded in no time at all would reach on `store`, the JSON load less its decoding alone: the
+/// most any binary codec can give that load.
+pub(crate) async fn codec_ceiling<S: EventStore + Clone>(prefix: &str, store: S) -> BenchResult {
+    let (decode, _) = decode_alone(Codec::Json)?;
+    let load = best_cold_load(store, Codec::Json).await?;
     report(
-        &rehydrate_name(prefix, codec),
-        per_second(EVENTS, best),
-        "events/s",
+        &format!("{prefix}_rehydrate_codec_ceiling"),
+        ceiling(load, decode),
+        "x the JSON load",
     );
     Ok(())
+}
+
+/// `load` over `load` less `decode`.
+pub(crate) fn ceiling(load: Duration, decode: Duration) -> f64 {
+    load.as_secs_f64() / load.saturating_sub(decode).as_secs_f64()
 }
