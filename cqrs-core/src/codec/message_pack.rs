@@ -522,7 +522,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
             return Ok(None);
         }
         self.left -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        seed.deserialize(MapKey(&mut *self.de)).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
@@ -531,6 +531,134 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
 
     fn size_hint(&self) -> Option<usize> {
         Some(self.de.at_most(self.left))
+    }
+}
+
+/// A map's key. Read as any value is, except that an integer key read as a string (what a JSON
+/// value's keys are) is its decimal text: the key the JSON codec writes for it, so that a
+/// `HashMap<u64, _>` reads as the same JSON value, for upcasters and the admin tools, in either
+/// codec.
+struct MapKey<'a, 'de>(&'a mut Deserializer<'de>);
+
+impl MapKey<'_, '_> {
+    /// The integer that comes next, when one does.
+    fn integer(&mut self) -> Result<Option<i128>, Error> {
+        let de = &mut *self.0;
+        let marker = de.peek()?;
+        let value = match marker {
+            0x00..=0x7f => i128::from(marker),
+            0xe0..=0xff => i128::from(i8::from_be_bytes([marker])),
+            0xcc..=0xd3 => {
+                de.at += 1;
+                return Ok(Some(match marker {
+                    0xcc => i128::from(de.byte()?),
+                    0xcd => i128::from(u16::from_be_bytes(de.array()?)),
+                    0xce => i128::from(u32::from_be_bytes(de.array()?)),
+                    0xcf => i128::from(u64::from_be_bytes(de.array()?)),
+                    0xd0 => i128::from(i8::from_be_bytes(de.array()?)),
+                    0xd1 => i128::from(i16::from_be_bytes(de.array()?)),
+                    0xd2 => i128::from(i32::from_be_bytes(de.array()?)),
+                    _ => i128::from(i64::from_be_bytes(de.array()?)),
+                }));
+            }
+            _ => return Ok(None),
+        };
+        de.at += 1;
+        Ok(Some(value))
+    }
+}
+
+impl<'de> de::Deserializer<'de> for MapKey<'_, 'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
+        match self.integer()? {
+            Some(key) => visitor.visit_string(key.to_string()),
+            None => self.0.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_string(visitor)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_identifier(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_option(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        // A newtype key (`BookingId(u64)`) reads its inner key as a key, too.
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.0.deserialize_unit_struct(name, visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.0.deserialize_struct(name, fields, visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_bytes(visitor)
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_byte_buf(visitor)
+    }
+
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_u64(visitor)
+    }
+
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_u32(visitor)
+    }
+
+    fn deserialize_i128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_i128(visitor)
+    }
+
+    fn deserialize_u128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.deserialize_u128(visitor)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        true
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 u8 u16 f32 f64 char unit seq tuple tuple_struct map ignored_any
     }
 }
 
@@ -662,7 +790,7 @@ mod tests {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Unit;
 
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
     struct Meters(u32);
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -691,6 +819,8 @@ mod tests {
         tuple: (u8, String),
         shapes: Vec<Shape>,
         map: BTreeMap<String, Vec<u16>>,
+        by_number: BTreeMap<i64, String>,
+        by_booking: BTreeMap<Meters, bool>,
         id: uuid::Uuid,
     }
 
@@ -742,6 +872,19 @@ mod tests {
                 Shape::Square { side: 4 },
             ],
             map: [("a".to_owned(), vec![1, 2]), ("b".to_owned(), vec![])]
+                .into_iter()
+                .collect(),
+            by_number: [
+                (-70_000, "a"),
+                (-5, "b"),
+                (7, "c"),
+                (300, "d"),
+                (1 << 40, "e"),
+            ]
+            .into_iter()
+            .map(|(key, value)| (key, value.to_owned()))
+            .collect(),
+            by_booking: [(Meters(1), true), (Meters(70_000), false)]
                 .into_iter()
                 .collect(),
             id: uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0),
