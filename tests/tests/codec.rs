@@ -34,6 +34,8 @@ macro_rules! account_events {
                 rate: f64,
                 note: String,
             },
+            /// A map keyed by integers (MessagePack keeps them integers, JSON makes them text).
+            Counted { by_day: BTreeMap<u32, i64> },
             /// A newtype variant.
             Deposited(u64),
             /// A tuple variant.
@@ -93,6 +95,14 @@ fn pairs() -> Vec<(JsonAccountEvent, BinaryAccountEvent)> {
                 balance: i64::MAX,
                 rate: -1e300,
                 note: "\u{0}\n\"".to_owned(),
+            },
+        ),
+        (
+            JsonAccountEvent::Counted {
+                by_day: BTreeMap::from([(1, -3), (365, 70_000)]),
+            },
+            BinaryAccountEvent::Counted {
+                by_day: BTreeMap::from([(1, -3), (365, 70_000)]),
             },
         ),
         (
@@ -203,4 +213,72 @@ fn an_event_that_cannot_be_serialized_is_a_typed_error_in_either_codec() {
             .contains("this field refuses to be written"),
         "{error}"
     );
+}
+
+/// A day-keyed tally as an older release wrote it, in each codec: version 1 kept the seconds of
+/// each day.
+macro_rules! old_tally_events {
+    ($name:ident $(, #[$codec:meta])?) => {
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+        $(#[$codec])?
+        enum $name {
+            Tallied { seconds: BTreeMap<u32, u64> },
+        }
+    };
+}
+
+old_tally_events!(OldJsonTally);
+old_tally_events!(OldBinaryTally, #[domain_event(codec = msgpack)]);
+
+/// The tally now: version 2 keeps the minutes of each day. One upcaster for both codecs, which
+/// finds the integer keys as the JSON codec's strings whatever the codec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+enum Tally {
+    #[event(version = 2, upcast(from = 1, with = minutes_from_seconds))]
+    Tallied { minutes: BTreeMap<u32, u64> },
+}
+
+fn minutes_from_seconds(
+    mut value: cqrs_core::upcast::Value,
+) -> Result<cqrs_core::upcast::Value, cqrs_core::upcast::UpcastError> {
+    let seconds = value
+        .get_mut("seconds")
+        .and_then(|seconds| seconds.as_object_mut())
+        .map(std::mem::take)
+        .ok_or_else(|| cqrs_core::upcast::UpcastError::new("no `seconds` map"))?;
+    let mut minutes = serde_json::Map::new();
+    for (day, seconds) in seconds {
+        // The key is the day as text in either codec, and stays the key.
+        day.parse::<u32>()
+            .map_err(|_| cqrs_core::upcast::UpcastError::new(format!("day `{day}`")))?;
+        let seconds = seconds
+            .as_u64()
+            .ok_or_else(|| cqrs_core::upcast::UpcastError::new("seconds are not a count"))?;
+        minutes.insert(day, (seconds / 60).into());
+    }
+    Ok(serde_json::json!({ "minutes": minutes }))
+}
+
+#[test]
+fn an_upcaster_sees_integer_keys_as_text_in_either_codec() {
+    let seconds = BTreeMap::from([(1, 120), (365, 6_000)]);
+    let old = [
+        OldJsonTally::Tallied {
+            seconds: seconds.clone(),
+        }
+        .encode()
+        .expect("encodes"),
+        OldBinaryTally::Tallied { seconds }
+            .encode()
+            .expect("encodes"),
+    ];
+    assert_eq!(Codec::of(old[1].as_bytes()), Codec::MessagePack);
+    for payload in &old {
+        assert_eq!(
+            Tally::decode("Tallied", 1, payload.as_bytes()).expect("upcasts"),
+            Tally::Tallied {
+                minutes: BTreeMap::from([(1, 2), (365, 100)])
+            }
+        );
+    }
 }
