@@ -193,31 +193,31 @@ impl<'de> Deserializer<'de> {
     }
 
     fn seq<V: Visitor<'de>>(&mut self, len: usize, visitor: V) -> Result<V::Value, Error> {
-        self.enter()?;
-        let mut access = Elements {
-            de: self,
-            left: len,
-        };
-        let value = visitor.visit_seq(&mut access)?;
-        let left = access.left;
-        self.depth -= 1;
-        if left > 0 {
-            return Err(de::Error::invalid_length(len, &"fewer elements"));
-        }
-        Ok(value)
+        self.nested(len, "fewer elements", |items| visitor.visit_seq(items))
     }
 
     fn map<V: Visitor<'de>>(&mut self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.nested(len, "fewer entries", |items| visitor.visit_map(items))
+    }
+
+    /// Reads the `len` elements or entries of an array or map through `read`, one level deeper,
+    /// and refuses a value whose type read fewer than there are (`fewer` says what).
+    fn nested<T>(
+        &mut self,
+        len: usize,
+        fewer: &'static str,
+        read: impl FnOnce(&mut Items<'_, 'de>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.enter()?;
-        let mut access = Entries {
+        let mut items = Items {
             de: self,
             left: len,
         };
-        let value = visitor.visit_map(&mut access)?;
-        let left = access.left;
+        let value = read(&mut items)?;
+        let left = items.left;
         self.depth -= 1;
         if left > 0 {
-            return Err(de::Error::invalid_length(len, &"fewer entries"));
+            return Err(de::Error::invalid_length(len, &fewer));
         }
         Ok(value)
     }
@@ -480,24 +480,34 @@ impl Deserializer<'_> {
     }
 }
 
-/// The elements of an array.
-struct Elements<'a, 'de> {
+/// The elements of an array, or the entries of a map, left to read.
+struct Items<'a, 'de> {
     de: &'a mut Deserializer<'de>,
     left: usize,
 }
 
-impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
+impl<'de> Items<'_, 'de> {
+    /// Reads the next element, or the next entry's key, with `read`; `None` once all are read.
+    fn next<T>(
+        &mut self,
+        read: impl FnOnce(&mut Deserializer<'de>) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        read(self.de).map(Some)
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Error> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(|de| seed.deserialize(de))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -505,24 +515,14 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
     }
 }
 
-/// The entries of a map.
-struct Entries<'a, 'de> {
-    de: &'a mut Deserializer<'de>,
-    left: usize,
-}
-
-impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
+impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Error> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        seed.deserialize(MapKey(&mut *self.de)).map(Some)
+        self.next(|de| seed.deserialize(MapKey(de)))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
