@@ -105,9 +105,7 @@ pub(crate) fn stream_data<'row>(
     if get::<bool>(row, 1, stored)? {
         return Ok(StreamRow::Unnumbered(version_number));
     }
-    let schema_version: i64 = get(row, 3, stored)?;
-    let schema_version = u32::try_from(schema_version)
-        .map_err(|_| corrupt(stored, format!("schema version {schema_version}")))?;
+    let schema_version = schema_version(row, 3, stored)?;
     Ok(StreamRow::Numbered(EventData {
         stream,
         version: version(version_number, stream)?,
@@ -115,6 +113,14 @@ pub(crate) fn stream_data<'row>(
         schema_version,
         payload: get(row, 4, stored)?,
     }))
+}
+
+/// The schema version in column `index` of `row` (of stream `stored`): a `u32`, or the row is
+/// corrupt.
+fn schema_version(row: &Row, index: usize, stored: &str) -> Result<u32, StoreError> {
+    let schema_version: i64 = get(row, index, stored)?;
+    u32::try_from(schema_version)
+        .map_err(|_| corrupt(stored, format!("schema version {schema_version}")))
 }
 
 /// Reads a row selected with [`EVENT_COLUMNS`]: `None` for an event that has no position yet.
@@ -264,9 +270,7 @@ impl<'row> Fields<'row> {
         let Some(position_number) = get::<Option<i64>>(row, 2, stored)? else {
             return Ok(None);
         };
-        let schema_version: i64 = get(row, 5, stored)?;
-        let schema_version = u32::try_from(schema_version)
-            .map_err(|_| corrupt(stored, format!("schema version {schema_version}")))?;
+        let schema_version = schema_version(row, 5, stored)?;
         let headers: &str = get(row, 11, stored)?;
         let headers: BTreeMap<String, String> = if headers == "{}" {
             BTreeMap::new()
