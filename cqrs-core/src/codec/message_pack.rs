@@ -109,6 +109,22 @@ impl de::Error for Error {
     }
 }
 
+/// An integer as a payload holds it, unsigned or signed, whatever its width there.
+#[derive(Clone, Copy)]
+enum Integer {
+    Unsigned(u64),
+    Signed(i64),
+}
+
+impl Integer {
+    fn visit<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Integer::Unsigned(n) => visitor.visit_u64(n),
+            Integer::Signed(n) => visitor.visit_i64(n),
+        }
+    }
+}
+
 /// Reads one MessagePack value from `bytes`, starting at `at`.
 struct Deserializer<'de> {
     bytes: &'de [u8],
@@ -181,6 +197,33 @@ impl<'de> Deserializer<'de> {
             .map_err(|error| Error::at(start, format!("a string that is not UTF-8: {error}")))
     }
 
+    /// The integer that comes next, read, in whichever of MessagePack's widths it is written;
+    /// `None`, with nothing read, when the next value is not an integer.
+    #[inline]
+    fn integer(&mut self) -> Result<Option<Integer>, Error> {
+        let marker = self.peek()?;
+        let integer = match marker {
+            0x00..=0x7f => Integer::Unsigned(u64::from(marker)),
+            0xe0..=0xff => Integer::Signed(i64::from(i8::from_be_bytes([marker]))),
+            0xcc..=0xd3 => {
+                self.at += 1;
+                return Ok(Some(match marker {
+                    0xcc => Integer::Unsigned(u64::from(self.byte()?)),
+                    0xcd => Integer::Unsigned(u64::from(u16::from_be_bytes(self.array()?))),
+                    0xce => Integer::Unsigned(u64::from(u32::from_be_bytes(self.array()?))),
+                    0xcf => Integer::Unsigned(u64::from_be_bytes(self.array()?)),
+                    0xd0 => Integer::Signed(i64::from(i8::from_be_bytes(self.array()?))),
+                    0xd1 => Integer::Signed(i64::from(i16::from_be_bytes(self.array()?))),
+                    0xd2 => Integer::Signed(i64::from(i32::from_be_bytes(self.array()?))),
+                    _ => Integer::Signed(i64::from_be_bytes(self.array()?)),
+                }));
+            }
+            _ => return Ok(None),
+        };
+        self.at += 1;
+        Ok(Some(integer))
+    }
+
     fn enter(&mut self) -> Result<(), Error> {
         if self.depth == MAX_DEPTH {
             return Err(Error::at(
@@ -234,6 +277,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if let Some(integer) = self.integer()? {
+            return integer.visit(visitor);
+        }
         let start = self.at;
         let marker = self.byte()?;
         match marker {
@@ -254,8 +300,6 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
                 let len = self.len(4)?;
                 self.map(len, visitor)
             }
-            0x00..=0x7f => visitor.visit_u64(u64::from(marker)),
-            0xe0..=0xff => visitor.visit_i64(i64::from(i8::from_be_bytes([marker]))),
             0xc0 => visitor.visit_unit(),
             0xc2 => visitor.visit_bool(false),
             0xc3 => visitor.visit_bool(true),
@@ -281,14 +325,6 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
             }
             0xca => visitor.visit_f32(f32::from_be_bytes(self.array()?)),
             0xcb => visitor.visit_f64(f64::from_be_bytes(self.array()?)),
-            0xcc => visitor.visit_u64(u64::from(self.byte()?)),
-            0xcd => visitor.visit_u64(u64::from(u16::from_be_bytes(self.array()?))),
-            0xce => visitor.visit_u64(u64::from(u32::from_be_bytes(self.array()?))),
-            0xcf => visitor.visit_u64(u64::from_be_bytes(self.array()?)),
-            0xd0 => visitor.visit_i64(i64::from(i8::from_be_bytes(self.array()?))),
-            0xd1 => visitor.visit_i64(i64::from(i16::from_be_bytes(self.array()?))),
-            0xd2 => visitor.visit_i64(i64::from(i32::from_be_bytes(self.array()?))),
-            0xd3 => visitor.visit_i64(i64::from_be_bytes(self.array()?)),
             0xc7..=0xc9 | 0xd4..=0xd8 => Err(Error::at(
                 start,
                 format!(
@@ -430,28 +466,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     }
 
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        match self.peek()? {
-            marker @ 0x00..=0x7f => {
-                self.at += 1;
-                visitor.visit_u64(u64::from(marker))
-            }
-            0xcc => {
-                self.at += 1;
-                visitor.visit_u64(u64::from(self.byte()?))
-            }
-            0xcd => {
-                self.at += 1;
-                visitor.visit_u64(u64::from(u16::from_be_bytes(self.array()?)))
-            }
-            0xce => {
-                self.at += 1;
-                visitor.visit_u64(u64::from(u32::from_be_bytes(self.array()?)))
-            }
-            0xcf => {
-                self.at += 1;
-                visitor.visit_u64(u64::from_be_bytes(self.array()?))
-            }
-            _ => self.deserialize_any(visitor),
+        match self.integer()? {
+            Some(integer) => integer.visit(visitor),
+            None => self.deserialize_any(visitor),
         }
     }
 
@@ -540,34 +557,6 @@ impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
 /// codec.
 struct MapKey<'a, 'de>(&'a mut Deserializer<'de>);
 
-impl MapKey<'_, '_> {
-    /// The integer that comes next, when one does.
-    fn integer(&mut self) -> Result<Option<i128>, Error> {
-        let de = &mut *self.0;
-        let marker = de.peek()?;
-        let value = match marker {
-            0x00..=0x7f => i128::from(marker),
-            0xe0..=0xff => i128::from(i8::from_be_bytes([marker])),
-            0xcc..=0xd3 => {
-                de.at += 1;
-                return Ok(Some(match marker {
-                    0xcc => i128::from(de.byte()?),
-                    0xcd => i128::from(u16::from_be_bytes(de.array()?)),
-                    0xce => i128::from(u32::from_be_bytes(de.array()?)),
-                    0xcf => i128::from(u64::from_be_bytes(de.array()?)),
-                    0xd0 => i128::from(i8::from_be_bytes(de.array()?)),
-                    0xd1 => i128::from(i16::from_be_bytes(de.array()?)),
-                    0xd2 => i128::from(i32::from_be_bytes(de.array()?)),
-                    _ => i128::from(i64::from_be_bytes(de.array()?)),
-                }));
-            }
-            _ => return Ok(None),
-        };
-        de.at += 1;
-        Ok(Some(value))
-    }
-}
-
 impl<'de> de::Deserializer<'de> for MapKey<'_, 'de> {
     type Error = Error;
 
@@ -575,9 +564,10 @@ impl<'de> de::Deserializer<'de> for MapKey<'_, 'de> {
         self.0.deserialize_any(visitor)
     }
 
-    fn deserialize_string<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
-        match self.integer()? {
-            Some(key) => visitor.visit_string(key.to_string()),
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.0.integer()? {
+            Some(Integer::Unsigned(key)) => visitor.visit_string(key.to_string()),
+            Some(Integer::Signed(key)) => visitor.visit_string(key.to_string()),
             None => self.0.deserialize_any(visitor),
         }
     }
