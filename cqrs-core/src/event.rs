@@ -163,10 +163,10 @@ impl StreamId {
     /// Formats `{aggregate}-{id}`, refuses an empty id, and hands the name to `use_name`
     /// without allocating for it: the repository looks its cache up by name and reuses the
     /// cached id. The name is NOT validated yet: `use_name` must make its stream with
-    /// [`StreamId::new`], which validates; a name equal to a
-    /// stream id that was validated earlier needs no second check, which spares the cache's
-    /// hits the scan. `aggregate` must have passed [`validate_aggregate_name`] (the repository
-    /// checks its name once, when it is built).
+    /// [`StreamId::new`], which validates; a name equal to a stream id that was validated earlier
+    /// needs no second check, which spares the cache's hits the scan. `aggregate` must have
+    /// passed [`validate_aggregate_name`] (the repository checks its name once, when it is
+    /// built).
     pub(crate) fn with_aggregate_name<R>(
         aggregate: &str,
         id: impl fmt::Display,
